@@ -1,0 +1,30 @@
+"""The library's own exception types.
+
+Every failure a user can cause (bad data, bad config, bad checkpoint) raises one of these with a
+message of the form "X must be Y, got Z; try W", naming the file involved. The CLI turns them into
+a one-line error and a non-zero exit instead of a traceback.
+"""
+
+
+class PixelwiseError(Exception):
+    """Base class of every error pixelwise raises on purpose."""
+
+
+class DataError(PixelwiseError, ValueError):
+    """A dataset file or folder is missing, unreadable or inconsistent."""
+
+
+class ConfigError(PixelwiseError, ValueError):
+    """A configuration key is unknown or a value has the wrong type or range."""
+
+
+class CheckpointError(PixelwiseError, ValueError):
+    """A checkpoint is missing, corrupt, untrusted, or does not match the configuration."""
+
+
+class WeightsNotFoundError(PixelwiseError, FileNotFoundError):
+    """Pretrained weights are not in the local cache and cannot be downloaded."""
+
+
+class DivergenceError(PixelwiseError, FloatingPointError):
+    """Training produced a NaN or infinite loss."""
