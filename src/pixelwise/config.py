@@ -1,0 +1,184 @@
+"""Training configuration: one flat set of dataclasses, YAML files and ``key=value`` overrides.
+
+The defaults below are the whole schema (nanoGPT style: config values are plain data). A YAML
+file overrides some of them and command-line ``key=value`` strings override the file, e.g.
+``optim.lr=0.01 data.root=../shared/data/isbi2012``. Unknown keys and values of the wrong type
+raise :class:`~pixelwise.errors.ConfigError` naming the valid keys. omegaconf does the parsing
+and type checks; the result is converted back to these plain dataclasses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
+
+from pixelwise.errors import ConfigError
+
+OPTIMIZERS = ("sgd", "adamw")
+SCHEDULES = ("constant", "poly", "cosine")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "unet"  # a name from `pixelwise models`
+    num_classes: int = 0  # 0: take it from the dataset
+    options: dict[str, Any] = field(default_factory=dict)  # keyword options of the builder
+    init_from: str | None = None  # .safetensors to start from (FCN staged training, §4.2)
+
+
+@dataclass
+class DataConfig:
+    dataset: str = "synthetic"  # synthetic | folder | voc | camvid | isbi2012 | cityscapes
+    root: str = ""  # dataset folder (unused for synthetic)
+    train_split: str = "train"
+    val_split: str = "val"
+    crop_size: int = 64  # square training crop, pixels
+    batch_size: int = 8
+    val_batch_size: int = 1  # 1 works for images of different sizes (VOC); raise it when equal
+    workers: int = 0  # DataLoader worker processes
+    mean: list[float] | None = None  # per channel; None: the dataset's own statistics
+    std: list[float] | None = None
+    ignore_index: int | None = None  # None: the dataset's own ignore index
+    class_weights: Any = None  # None | "auto" (median frequency) | list of K floats
+    options: dict[str, Any] = field(default_factory=dict)  # extra open_dataset keywords
+    quick_check: bool = True  # run the data quick check before training
+
+
+@dataclass
+class OptimConfig:
+    name: str = "sgd"  # sgd | adamw
+    lr: float = 0.01
+    momentum: float = 0.9  # SGD only
+    weight_decay: float = 5e-4
+    schedule: str = "poly"  # constant | poly | cosine, over all optimiser steps
+    poly_power: float = 0.9
+    warmup_steps: int = 0  # linear warm-up from 0 to lr
+    loss: str = "ce"  # ce | dice | ce_dice | focal | unet_weighted_ce (pixelwise.losses)
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 10
+    accumulate: int = 1  # optimiser step every `accumulate` batches
+    amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16); ignored on CPU
+    channels_last: bool = True
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    seed: int = 0
+    deterministic: bool = False  # deterministic algorithms: a CPU run repeats bit for bit
+    val_every: int = 1  # validate every N epochs (and after the last)
+    metric: str = "mean_iou"  # key of the metrics dict that picks the best checkpoint
+    early_stop_patience: int = 0  # stop after N validations without improvement; 0: never
+    skip_nonfinite: bool = False  # skip a batch with NaN/inf loss instead of stopping
+    zero_recall_warn_after: int = 3  # warn when a class's recall is 0 this many validations
+    out_dir: str = "runs/exp"  # checkpoints, config.yaml, run.json, metrics.csv
+    progress: bool = True  # tqdm progress bars
+
+
+@dataclass
+class Config:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _schema() -> DictConfig:
+    schema = OmegaConf.structured(Config)
+    # Builder and dataset options are free-form: the builder itself rejects unknown ones.
+    OmegaConf.set_struct(schema.model.options, False)
+    OmegaConf.set_struct(schema.data.options, False)
+    return schema
+
+
+def _valid_keys(section: str) -> list[str]:
+    """The keys allowed in ``section`` ("" for the top level, "optim" for the optimiser...)."""
+    node = OmegaConf.select(_schema(), section) if section else _schema()
+    if not isinstance(node, DictConfig):
+        node = _schema()
+        section = ""
+    prefix = f"{section}." if section else ""
+    return [f"{prefix}{key}" for key in node]
+
+
+def _merge(base: DictConfig, other: DictConfig, source: str) -> DictConfig:
+    try:
+        return OmegaConf.merge(base, other)
+    except ConfigKeyError as err:
+        section = str(err.full_key).rpartition(".")[0]
+        valid = ", ".join(_valid_keys(section))
+        raise ConfigError(
+            f"config key must be one of the known keys, got {err.full_key!r} in {source}; "
+            f"valid keys: {valid}"
+        ) from None
+    except OmegaConfBaseException as err:
+        reason = str(err).splitlines()[0]
+        raise ConfigError(
+            f"config value for {err.full_key!r} in {source} has the wrong type: {reason}; "
+            f"try a value like the default {OmegaConf.select(_schema(), str(err.full_key))!r}"
+        ) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Build a :class:`Config` from defaults, an optional YAML file, then ``key=value`` strings."""
+    cfg = _schema()
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file must exist, got {str(path)!r}; try one from configs/")
+        try:
+            from_file = OmegaConf.load(path)
+        except Exception as err:  # YAML syntax errors come in several types
+            raise ConfigError(f"config file {path} must be valid YAML: {err}") from None
+        cfg = _merge(cfg, from_file, str(path))
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(
+                f"override must look like key=value, got {item!r}; try e.g. optim.lr=0.01"
+            )
+        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
+    config = OmegaConf.to_object(cfg)
+    validate(config)
+    return config
+
+
+def validate(config: Config) -> None:
+    """Check the ranges and choices that types alone do not express."""
+    checks = [
+        (config.optim.name in OPTIMIZERS, "optim.name", f"one of {OPTIMIZERS}", config.optim.name),
+        (config.optim.schedule in SCHEDULES, "optim.schedule", f"one of {SCHEDULES}",
+         config.optim.schedule),
+        (config.optim.lr > 0, "optim.lr", "positive", config.optim.lr),
+        (config.train.epochs >= 1, "train.epochs", "at least 1", config.train.epochs),
+        (config.train.accumulate >= 1, "train.accumulate", "at least 1", config.train.accumulate),
+        (config.train.val_every >= 1, "train.val_every", "at least 1", config.train.val_every),
+        (config.data.batch_size >= 1, "data.batch_size", "at least 1", config.data.batch_size),
+        (config.data.val_batch_size >= 1, "data.val_batch_size", "at least 1",
+         config.data.val_batch_size),
+        (config.data.crop_size >= 1, "data.crop_size", "at least 1", config.data.crop_size),
+        (config.model.num_classes >= 0, "model.num_classes", "0 (from the dataset) or more",
+         config.model.num_classes),
+    ]
+    for ok, key, expected, got in checks:
+        if not ok:
+            raise ConfigError(f"{key} must be {expected}, got {got!r}")
+    weights = config.data.class_weights
+    if not (weights is None or weights == "auto" or isinstance(weights, list)):
+        raise ConfigError(
+            f"data.class_weights must be null, 'auto' or a list of floats, got {weights!r}"
+        )
+    if (config.data.mean is None) != (config.data.std is None):
+        raise ConfigError("data.mean and data.std must be given together or both left null")
+
+
+def to_yaml(config: Config) -> str:
+    """The resolved configuration as YAML (saved as ``config.yaml`` beside the checkpoints)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(config))
+
+
+def to_dict(config: Config) -> dict[str, Any]:
+    """The resolved configuration as plain JSON-able data."""
+    return OmegaConf.to_container(OmegaConf.structured(config))

@@ -1,0 +1,6 @@
+"""Training, evaluation, checkpoints and torchrun helpers.
+
+``train.py`` is the training loop, ``evaluate.py`` the metrics pass and the ``evaluate`` API,
+``checkpoint.py`` the safetensors/state files, ``data_setup.py`` datasets and loaders from a
+config, ``optim.py`` optimisers and schedules, ``distributed.py`` the torchrun helpers.
+"""

@@ -1,0 +1,274 @@
+"""Checkpoints: model weights in safetensors, training state in a weights-only ``.pt``.
+
+A run folder holds::
+
+    last.safetensors   last.state.pt        the newest epoch (weights + training state)
+    previous.safetensors previous.state.pt  the epoch before, kept so a damaged `last` can fall back
+    best.safetensors                        weights with the best validation metric
+
+The ``.safetensors`` metadata carries everything needed to rebuild and run the model from that one
+file (model name/num_classes/options, class names, palette, ignore index, mean/std, in_channels,
+pixelwise version), so :func:`load_model` needs nothing else. The state file holds only tensors and
+plain Python values and is read with ``torch.load(weights_only=True)``: nothing is ever unpickled.
+
+Every file is written atomically: a temporary file in the same folder, flushed and fsynced, then
+``os.replace``-d over the target, so a crash leaves either the old or the new file, never half.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import random
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save as safetensors_bytes
+from torch import nn
+
+from pixelwise.errors import CheckpointError
+
+META_KEY = "pixelwise"
+WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
+
+
+@dataclass
+class ModelMeta:
+    """What a weights file says about its model (stored as JSON in the safetensors metadata)."""
+
+    name: str
+    num_classes: int
+    options: dict[str, Any]
+    classes: list[str]
+    palette: list[tuple[int, int, int]]
+    ignore_index: int
+    in_channels: int
+    mean: list[float]
+    std: list[float]
+    version: str = ""
+    epoch: int = 0
+    step: int = 0
+    metrics: dict[str, float] = field(default_factory=dict)
+
+    @classmethod
+    def from_json(cls, text: str, path: Path) -> ModelMeta:
+        try:
+            data = json.loads(text)
+            data["palette"] = [tuple(colour) for colour in data["palette"]]
+            return cls(**data)
+        except (ValueError, TypeError, KeyError) as err:
+            raise CheckpointError(
+                f"checkpoint metadata in {path} must be pixelwise model metadata, got {err}; "
+                "try a .safetensors file written by pixelwise train"
+            ) from None
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)  # make the rename itself durable
+    finally:
+        os.close(dir_fd)
+
+
+def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Remove ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
+    cleaned = {}
+    for key, value in state.items():
+        changed = True
+        while changed:
+            changed = False
+            for prefix in WRAPPER_PREFIXES:
+                if key.startswith(prefix):
+                    key, changed = key[len(prefix) :], True
+        cleaned[key] = value
+    return cleaned
+
+
+def save_weights(path: Path, model: nn.Module, meta: ModelMeta) -> None:
+    """Write the model's weights and ``meta`` to one ``.safetensors`` file, atomically."""
+    state = strip_wrapper_prefixes(model.state_dict())
+    # safetensors refuses shared or non-contiguous storage; a plain CPU copy of each is safe.
+    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
+    data = safetensors_bytes(tensors, metadata={META_KEY: json.dumps(asdict(meta))})
+    atomic_write_bytes(Path(path), data)
+
+
+def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
+    """Read a pixelwise ``.safetensors`` file: ``(state_dict, meta)``; raises CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"checkpoint must be an existing .safetensors file, got {str(path)!r}; "
+            "try runs/<name>/best.safetensors"
+        )
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as handle:
+            metadata = handle.metadata() or {}
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as err:
+        raise CheckpointError(
+            f"checkpoint {path} must be a whole safetensors file, got an unreadable one ({err}); "
+            "try the previous or best checkpoint"
+        ) from None
+    if META_KEY not in metadata:
+        raise CheckpointError(
+            f"checkpoint {path} must carry pixelwise metadata, got keys {sorted(metadata)}; "
+            "try a file written by pixelwise train"
+        )
+    return strip_wrapper_prefixes(state), ModelMeta.from_json(metadata[META_KEY], path)
+
+
+def load_model(path: str | Path) -> tuple[nn.Module, ModelMeta]:
+    """Rebuild the model described by one ``.safetensors`` file and load its weights (CPU, eval)."""
+    from pixelwise.models import build
+
+    state, meta = read_weights(path)
+    model = build(meta.name, meta.num_classes, **meta.options)
+    load_state_into(model, state, path)
+    return model.eval(), meta
+
+
+def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
+    """``model.load_state_dict(state)`` with a CheckpointError naming the file on mismatch."""
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        first = str(err).splitlines()[0]
+        raise CheckpointError(
+            f"weights in {path} must match the model, got: {first}; "
+            "try the model name/options the checkpoint was trained with"
+        ) from None
+
+
+# --- training state -----------------------------------------------------------------------
+
+
+def rng_state() -> dict[str, Any]:
+    """The python, numpy and torch RNG states as weights-only-loadable values."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    state = {
+        "python": random.getstate(),
+        "numpy": {"keys": torch.from_numpy(keys.astype(np.int64)), "pos": pos,
+                  "has_gauss": has_gauss, "gauss": gauss},
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    """Restore what :func:`rng_state` captured."""
+    version, internal, gauss = state["python"]
+    random.setstate((version, tuple(internal), gauss))
+    numpy = state["numpy"]
+    keys = numpy["keys"].numpy().astype(np.uint32)
+    np.random.set_state(("MT19937", keys, numpy["pos"], numpy["has_gauss"], numpy["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_state(path: Path, state: dict[str, Any]) -> None:
+    """Write the training state dict atomically with ``torch.save``."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    atomic_write_bytes(Path(path), buffer.getvalue())
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """Read a training state file with ``torch.load(weights_only=True)``; CheckpointError if bad."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise CheckpointError(f"training state {path} must exist; try another run folder") from None
+    except Exception as err:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"training state {path} must be a whole pixelwise state file, got an unreadable one "
+            f"({type(err).__name__}); try the previous checkpoint"
+        ) from None
+
+
+def save_last(run_dir: Path, model: nn.Module, meta: ModelMeta, state: dict[str, Any]) -> None:
+    """Save the newest epoch as ``last.*``, keeping the one before as ``previous.*``.
+
+    Order matters for crash safety: first ``previous.*`` becomes a copy of the current ``last.*``
+    (a hard link where possible, so no data is copied), then the new weights and state replace
+    ``last.*`` one after the other. Every pair carries its step, and :func:`newest_whole` only
+    accepts a pair whose two files load and agree, so a crash at any point leaves one good pair.
+    """
+    for suffix in (".safetensors", ".state.pt"):
+        current = run_dir / f"last{suffix}"
+        if current.exists():
+            _atomic_link_or_copy(current, run_dir / f"previous{suffix}")
+    save_weights(run_dir / "last.safetensors", model, meta)
+    save_state(run_dir / "last.state.pt", state)
+
+
+def _atomic_link_or_copy(source: Path, target: Path) -> None:
+    tmp = target.with_name(f".{target.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(source, tmp)
+    except OSError:  # filesystems without hard links
+        shutil.copyfile(source, tmp)
+    os.replace(tmp, target)
+
+
+@dataclass
+class Resumable:
+    """A checkpoint pair that loaded whole: weights, metadata and training state."""
+
+    weights: dict[str, torch.Tensor]
+    meta: ModelMeta
+    state: dict[str, Any]
+    stem: Path
+
+
+def newest_whole(run_dir: str | Path) -> Resumable:
+    """The newest checkpoint pair in ``run_dir`` whose two files load and agree on the step."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise CheckpointError(
+            f"--resume must name a run folder, got {str(run_dir)!r}; try the train.out_dir of a run"
+        )
+    found, problems = [], []
+    for stem in ("last", "previous"):
+        weights_path, state_path = run_dir / f"{stem}.safetensors", run_dir / f"{stem}.state.pt"
+        if not weights_path.exists() and not state_path.exists():
+            continue
+        try:
+            weights, meta = read_weights(weights_path)
+            state = read_state(state_path)
+        except CheckpointError as err:
+            problems.append(str(err))
+            continue
+        if state.get("step") != meta.step:
+            problems.append(f"{stem}: weights are from step {meta.step}, state from {state.get('step')}")
+            continue
+        found.append(Resumable(weights, meta, state, run_dir / stem))
+    if not found:
+        detail = "; ".join(problems) or "no last.safetensors / last.state.pt"
+        raise CheckpointError(f"run folder {run_dir} must hold a whole checkpoint, got: {detail}")
+    return max(found, key=lambda item: item.meta.step)

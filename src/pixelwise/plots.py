@@ -1,0 +1,91 @@
+"""Figures written by ``evaluate`` and the demo: confusion matrix, per-class IoU, training curves.
+
+matplotlib's Agg backend draws to files only, so these work on machines without a display.
+Each function writes one PNG and returns its path.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
+import numpy as np  # noqa: E402
+
+
+def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str],
+                         path: str | Path) -> Path:
+    """Heatmap of the row-normalised confusion matrix (rows: ground truth, columns: prediction).
+
+    Each row is divided by its total so a cell reads "fraction of class i predicted as j";
+    rows of absent classes stay 0.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(1, keepdims=True)
+    normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    size = max(4.0, 0.5 * len(classes) + 2)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_yticks(range(len(classes)), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("ground truth")
+    if len(classes) <= 12:
+        for i, j in np.ndindex(normalised.shape):
+            colour = "white" if normalised[i, j] > 0.5 else "black"
+            ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=8,
+                    color=colour)
+    fig.colorbar(image, ax=ax, label="fraction of ground-truth row")
+    ax.set_title("Confusion matrix (row-normalised)")
+    return _save(fig, path)
+
+
+def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | Path) -> Path:
+    """Bar chart of IoU per class; classes with undefined IoU (NaN) are labelled "absent"."""
+    values = [0.0 if math.isnan(v) else v for v in iou]
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(classes) + 2), 3.5))
+    bars = ax.bar(range(len(classes)), values, color="tab:blue")
+    for bar, value in zip(bars, iou):
+        label = "absent" if math.isnan(value) else f"{value:.2f}"
+        ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center",
+                va="bottom", fontsize=8)
+    ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("IoU")
+    ax.set_title("Per-class IoU")
+    return _save(fig, path)
+
+
+def training_curves_png(metrics_csv: str | Path, path: str | Path) -> Path:
+    """Training loss and validation mean IoU per epoch, read from a run's ``metrics.csv``."""
+    with open(metrics_csv, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    epochs = [int(row["epoch"]) for row in rows]
+    loss = [float(row["train_loss"]) for row in rows]
+    validated = [(int(row["epoch"]), float(row["mean_iou"])) for row in rows if row.get("mean_iou")]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 3.5))
+    left.plot(epochs, loss, marker="o")
+    left.set_xlabel("epoch")
+    left.set_ylabel("training loss")
+    left.set_title("Training loss")
+    if validated:
+        right.plot(*zip(*validated), marker="o", color="tab:green")
+    right.set_xlabel("epoch")
+    right.set_ylabel("mean IoU")
+    right.set_ylim(0, 1)
+    right.set_title("Validation mean IoU")
+    return _save(fig, path)
+
+
+def _save(fig, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return path
