@@ -1,0 +1,281 @@
+"""Losses for semantic segmentation, all mapping `(logits (N, K, H, W), target (N, H, W) int64)`
+to a scalar and all skipping `ignore_index` pixels the same way: an ignored pixel adds nothing
+to the loss and nothing to the normaliser. A batch with no labelled pixel gives a loss of 0.
+
+- `ce`: cross-entropy with optional class weights (e.g. `median_frequency_weights`, as SegNet).
+- `dice`: soft multi-class Dice loss, `1 - mean_c (2 sum p g + s) / (sum p + sum g + s)`.
+- `ce_dice`: the sum of the two.
+- `focal`: focal loss `-(1 - p_t)^gamma log p_t` (Lin et al. 2017), class weights as alpha.
+- `unet_weighted_ce`: cross-entropy weighted per pixel by the U-Net paper's weight map (§3),
+  computed from the target's connected components, so touching cells get separated.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+from torch import nn
+
+from pixelwise.errors import ConfigError, DataError
+
+LOSSES = ("ce", "dice", "ce_dice", "focal", "unet_weighted_ce")
+
+
+def build_loss(
+    name: str,
+    num_classes: int,
+    ignore_index: int = 255,
+    class_weights: Sequence[float] | torch.Tensor | None = None,
+) -> nn.Module:
+    """The loss called `name` (one of `LOSSES`) for `num_classes` classes.
+
+    `class_weights` gives one weight per class (None: all 1). The `auto` setting of the
+    configuration is resolved by the caller with
+    `median_frequency_weights(pixelwise.data.checks.class_pixel_counts(dataset))`.
+    """
+    weights = _class_weight_tensor(class_weights, num_classes)
+    if name == "ce":
+        return CrossEntropyLoss(num_classes, ignore_index, weights)
+    if name == "dice":
+        return DiceLoss(num_classes, ignore_index, weights)
+    if name == "ce_dice":
+        return CEDiceLoss(num_classes, ignore_index, weights)
+    if name == "focal":
+        return FocalLoss(num_classes, ignore_index, weights)
+    if name == "unet_weighted_ce":
+        return UNetWeightedCELoss(num_classes, ignore_index, weights)
+    raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}; try 'ce'")
+
+
+def _class_weight_tensor(
+    class_weights: Sequence[float] | torch.Tensor | None, num_classes: int
+) -> torch.Tensor:
+    if class_weights is None:
+        return torch.ones(num_classes)
+    weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+    if len(weights) != num_classes or not torch.isfinite(weights).all() or (weights < 0).any():
+        raise ConfigError(
+            f"class_weights must be {num_classes} finite non-negative numbers (one per class), "
+            f"got {weights.tolist()}; try class_weights=None or 'auto'"
+        )
+    return weights
+
+
+class _SegmentationLoss(nn.Module):
+    """Shared checks: logits `(N, K, H, W)`, target `(N, H, W)` of class ids or ignore."""
+
+    def __init__(self, num_classes: int, ignore_index: int, class_weights: torch.Tensor) -> None:
+        super().__init__()
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.register_buffer("class_weights", class_weights)
+
+    def _valid(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """Mask `(N, H, W)` of labelled pixels; raises `DataError` on values outside the classes."""
+        if logits.dim() != 4 or logits.shape[1] != self.num_classes:
+            raise ValueError(
+                f"logits must be (N, {self.num_classes}, H, W), got {tuple(logits.shape)}; "
+                f"try a model built with num_classes={self.num_classes}"
+            )
+        if target.shape != (logits.shape[0], *logits.shape[2:]):
+            raise ValueError(
+                f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])} to match the "
+                f"logits, got {tuple(target.shape)}; try cropping the mask like the output "
+                "(U-Net 'valid' padding returns a smaller map)"
+            )
+        valid = target != self.ignore_index
+        if ((target[valid] < 0) | (target[valid] >= self.num_classes)).any():
+            bad = target[valid & ((target < 0) | (target >= self.num_classes))].unique()
+            raise DataError(
+                f"target values must be class ids 0..{self.num_classes - 1} or the ignore index "
+                f"{self.ignore_index}, got {bad.tolist()[:10]}; try `pixelwise data check`"
+            )
+        return valid
+
+    def _weighted_mean(self, per_pixel: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+        """`sum w l / sum w`, 0 when no pixel has weight (every pixel ignored)."""
+        return (per_pixel * weights).sum() / weights.sum().clamp_min(1e-12)
+
+
+class CrossEntropyLoss(_SegmentationLoss):
+    """Cross-entropy averaged over labelled pixels, each weighted by its class weight."""
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(logits, target)
+        safe = torch.where(valid, target, 0)
+        per_pixel = F.cross_entropy(logits, safe, reduction="none")
+        return self._weighted_mean(per_pixel, self.class_weights[safe] * valid)
+
+
+class DiceLoss(_SegmentationLoss):
+    """Soft Dice over the batch, one term per class, `1 -` their class-weighted mean.
+
+    `p` is the softmax probability and `g` the one-hot target over labelled pixels; `smooth`
+    (1) keeps classes absent from a batch defined (their term rewards predicting none of them).
+    """
+
+    smooth = 1.0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(logits, target)
+        probs = logits.float().softmax(1) * valid[:, None]
+        truth = F.one_hot(torch.where(valid, target, 0), self.num_classes).permute(0, 3, 1, 2)
+        truth = truth * valid[:, None]
+        overlap = (probs * truth).sum((0, 2, 3))
+        total = probs.sum((0, 2, 3)) + truth.sum((0, 2, 3))
+        dice = (2 * overlap + self.smooth) / (total + self.smooth)
+        return 1 - (dice * self.class_weights).sum() / self.class_weights.sum().clamp_min(1e-12)
+
+
+class CEDiceLoss(_SegmentationLoss):
+    """Cross-entropy plus soft Dice, with the same class weights and ignore index."""
+
+    def __init__(self, num_classes: int, ignore_index: int, class_weights: torch.Tensor) -> None:
+        super().__init__(num_classes, ignore_index, class_weights)
+        self.ce = CrossEntropyLoss(num_classes, ignore_index, class_weights)
+        self.dice = DiceLoss(num_classes, ignore_index, class_weights)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.dice(logits, target)
+
+
+class FocalLoss(_SegmentationLoss):
+    """Focal loss `-alpha_c (1 - p_t)^gamma log p_t` (Lin et al. 2017, eq. 5), gamma = 2,
+    averaged over labelled pixels weighted by `alpha_c` (the class weights)."""
+
+    gamma = 2.0
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(logits, target)
+        safe = torch.where(valid, target, 0)
+        log_pt = -F.cross_entropy(logits, safe, reduction="none")
+        per_pixel = -((1 - log_pt.exp()) ** self.gamma) * log_pt
+        return self._weighted_mean(per_pixel, self.class_weights[safe] * valid)
+
+
+class UNetWeightedCELoss(_SegmentationLoss):
+    """Cross-entropy weighted per pixel by `w(x) = w_c(x) + w0 exp(-(d1 + d2)^2 / (2 sigma^2))`.
+
+    U-Net §3: `w_c` is the class weight of the pixel's class; the border term is computed from
+    the target by `unet_border_weights`, taking each 4-connected region of one non-background
+    class (class 0 is the background, e.g. ISBI's membrane) as one instance. Runs on the CPU
+    (scipy distance transforms) for each image of the batch.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        ignore_index: int,
+        class_weights: torch.Tensor,
+        w0: float = 10.0,
+        sigma: float = 5.0,
+    ) -> None:
+        super().__init__(num_classes, ignore_index, class_weights)
+        self.w0, self.sigma = w0, sigma
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(logits, target)
+        safe = torch.where(valid, target, 0)
+        labels = torch.where(valid, target, 0).cpu().numpy()
+        border = np.stack(
+            [
+                unet_border_weights(instances_from_classes(image), self.w0, self.sigma)
+                for image in labels
+            ]
+        )
+        weights = self.class_weights[safe] + torch.from_numpy(border).to(logits.device)
+        per_pixel = F.cross_entropy(logits, safe, reduction="none")
+        return self._weighted_mean(per_pixel, weights * valid)
+
+
+def instances_from_classes(label: np.ndarray) -> np.ndarray:
+    """Instance labelling `(H, W)` int32 of a class map: each 4-connected region of one class
+    other than 0 gets its own id 1, 2, ...; class-0 pixels stay 0."""
+    instances = np.zeros(label.shape, dtype=np.int32)
+    for class_id in np.unique(label):
+        if class_id == 0:
+            continue
+        regions, count = ndimage.label(label == class_id)
+        instances[regions > 0] = regions[regions > 0] + instances.max()
+    return instances
+
+
+def unet_border_weights(instances: np.ndarray, w0: float = 10.0, sigma: float = 5.0) -> np.ndarray:
+    """The U-Net border term `w0 exp(-(d1 + d2)^2 / (2 sigma^2))` on background pixels.
+
+    `instances`: `(H, W)` int labelling, 0 = background, 1..M = cells. `d1` / `d2` are the
+    Euclidean distances (pixel centre to pixel centre) to the nearest and second-nearest cell,
+    from one scipy distance transform per cell. Cell pixels get 0 (U-Net §3 uses the term to
+    weight the separating background). Each transform only covers the cell's bounding box
+    grown by `6 sigma`: beyond it `d2 > 6 sigma`, so the term is below `w0 * 1.6e-8` and is 0.
+    Returns `(H, W)` float32.
+    """
+    instances = np.asarray(instances)
+    margin = int(math.ceil(6 * sigma))
+    d1 = np.full(instances.shape, np.inf)
+    d2 = np.full(instances.shape, np.inf)
+    for cell, box in enumerate(ndimage.find_objects(instances), start=1):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(s.start - margin, 0), min(s.stop + margin, size))
+            for s, size in zip(box, instances.shape, strict=True)
+        )
+        distance = ndimage.distance_transform_edt(instances[grown] != cell)
+        nearest, second = d1[grown], d2[grown]
+        d2[grown] = np.minimum(second, np.maximum(nearest, distance))
+        d1[grown] = np.minimum(nearest, distance)
+    border = np.zeros(instances.shape, dtype=np.float32)
+    background = (instances == 0) & np.isfinite(d2)
+    border[background] = w0 * np.exp(-((d1[background] + d2[background]) ** 2) / (2 * sigma**2))
+    return border
+
+
+def unet_weight_map(
+    instances: np.ndarray,
+    class_weights: tuple[float, float] | None = None,
+    w0: float = 10.0,
+    sigma: float = 5.0,
+) -> np.ndarray:
+    """The U-Net paper's weight map (§3, eq. 2) of an instance labelling `(H, W)` (0 = background).
+
+    `w(x) = w_c(x) + w0 exp(-(d1(x) + d2(x))^2 / (2 sigma^2))`, with `w_c` the weight of the
+    pixel's class: `class_weights = (background, cell)`, or None to balance the two classes'
+    frequencies in this map (`w_c = H W / (2 * pixels of the class)`, 1 if a class is missing).
+    Defaults `w0 = 10`, `sigma = 5` px as in the paper. Returns `(H, W)` float32.
+    """
+    instances = np.asarray(instances)
+    foreground = instances > 0
+    if class_weights is None:
+        counts = np.array([(~foreground).sum(), foreground.sum()])
+        class_weights = tuple(instances.size / (2 * counts) if counts.all() else (1.0, 1.0))
+    class_term = np.where(foreground, class_weights[1], class_weights[0]).astype(np.float32)
+    return class_term + unet_border_weights(instances, w0, sigma)
+
+
+def median_frequency_weights(
+    counts: Sequence[int] | np.ndarray, image_pixels: Sequence[int] | np.ndarray | None = None
+) -> list[float]:
+    """Median-frequency class weights `median(f) / f_c` (Eigen & Fergus 2015, used by SegNet).
+
+    `counts[c]`: pixels of class c. `f_c = counts[c] / image_pixels[c]`, where
+    `image_pixels[c]` is the number of pixels of the images that contain class c (SegNet's
+    definition); without it, the total of `counts`. Classes with no pixel get weight 0.
+    """
+    counts = np.asarray(counts, dtype=np.float64)
+    if counts.ndim != 1 or (counts < 0).any() or counts.sum() == 0:
+        raise ValueError(
+            f"counts must be non-negative pixel counts per class, not all 0, got {counts.tolist()}; "
+            "try pixelwise.data.checks.class_pixel_counts(dataset)"
+        )
+    denominator = counts.sum() if image_pixels is None else np.asarray(image_pixels, np.float64)
+    present = counts > 0
+    frequency = np.zeros_like(counts)
+    frequency[present] = counts[present] / np.broadcast_to(denominator, counts.shape)[present]
+    weights = np.zeros_like(counts)
+    weights[present] = np.median(frequency[present]) / frequency[present]
+    return weights.tolist()

@@ -1,0 +1,271 @@
+"""Segmentation scores exactly as the FCN paper defines them, from one confusion matrix.
+
+With `n_ij` the number of pixels of ground-truth class `i` predicted as class `j`, `n_cl` the
+number of classes and `t_i = sum_j n_ij` the pixels of class `i` (FCN §5, "Metrics"):
+
+- pixel accuracy           `sum_i n_ii / sum_i t_i`
+- mean accuracy            `(1/n_cl) sum_i n_ii / t_i`
+- mean IoU                 `(1/n_cl) sum_i n_ii / (t_i + sum_j n_ji - n_ii)`
+- frequency-weighted IoU   `(sum_k t_k)^-1 sum_i t_i n_ii / (t_i + sum_j n_ji - n_ii)`
+
+plus per-class IoU and Dice/F1 `2 n_ii / (t_i + sum_j n_ji)` and their mean. A per-class score
+whose denominator is zero is NaN and left out of the means (numpy's `nanmean`, as the FCN
+reference code's `score.py` does): IoU and Dice are NaN for classes absent from both prediction
+and ground truth, accuracy for classes absent from the ground truth.
+
+`ConfusionMatrix` pools every pixel of the dataset into one matrix (the FCN reference code's
+way, the default). `averaging="per_image"` instead scores each image on its own and averages
+the scores over images; the two give different numbers, so `compute()` says which was used.
+Pixels whose target is `ignore_index` are not counted anywhere.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from scipy import ndimage
+
+from pixelwise.errors import DataError
+
+Averaging = Literal["pooled", "per_image"]
+_SCALARS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
+_PER_CLASS = ("accuracy", "iou", "dice")
+
+
+def scores_from_matrix(matrix: torch.Tensor) -> dict[str, torch.Tensor]:
+    """FCN scores of a confusion matrix `(K, K)` or a batch of them `(B, K, K)`.
+
+    Rows are ground truth, columns prediction. Returns float64 tensors: the `_SCALARS` with
+    shape `()` / `(B,)` and the per-class `accuracy`, `iou`, `dice` with shape `(K,)` / `(B, K)`.
+    """
+    n = matrix.double()
+    hits = torch.diagonal(n, dim1=-2, dim2=-1)
+    truth = n.sum(-1)  # t_i
+    predicted = n.sum(-2)  # sum_j n_ji
+    total = truth.sum(-1)
+    accuracy = hits / truth  # 0/0 -> NaN for classes absent from the ground truth
+    iou = hits / (truth + predicted - hits)
+    dice = 2 * hits / (truth + predicted)
+    return {
+        "pixel_accuracy": hits.sum(-1) / total,
+        "mean_accuracy": accuracy.nanmean(-1),
+        "mean_iou": iou.nanmean(-1),
+        "fw_iou": (truth * iou.nan_to_num(0.0)).sum(-1) / total,
+        "mean_dice": dice.nanmean(-1),
+        "accuracy": accuracy,
+        "iou": iou,
+        "dice": dice,
+    }
+
+
+class ConfusionMatrix:
+    """Streaming `(K, K)` confusion matrix (rows ground truth, columns prediction).
+
+    Counts live on the device of the tensors given to `update` (one `bincount` per batch, as
+    the torchvision reference scripts do), and `all_reduce()` sums them over torchrun processes.
+    """
+
+    def __init__(
+        self, num_classes: int, ignore_index: int = 255, averaging: Averaging = "pooled"
+    ) -> None:
+        if num_classes < 1:
+            raise ValueError(f"num_classes must be >= 1, got {num_classes}; try 21 for VOC")
+        if averaging not in ("pooled", "per_image"):
+            raise ValueError(
+                f"averaging must be 'pooled' or 'per_image', got {averaging!r}; try 'pooled' "
+                "(one matrix over the dataset, as FCN reports)"
+            )
+        self.num_classes, self.ignore_index, self.averaging = num_classes, ignore_index, averaging
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every counted pixel and image."""
+        k = self.num_classes
+        device = getattr(self, "matrix", torch.empty(0)).device
+        self.matrix = torch.zeros(k, k, dtype=torch.int64, device=device)
+        # Per-image mode: row 0 sums of each score over images, row 1 how many were not NaN.
+        self.image_scores = torch.zeros(
+            2, len(_SCALARS) + len(_PER_CLASS) * k, dtype=torch.float64, device=device
+        )
+        self.num_images = torch.zeros((), dtype=torch.int64, device=device)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Count a batch: integer label maps `pred` and `target`, both `(N, H, W)` or `(H, W)`.
+
+        Raises `DataError` when `target` holds a value that is neither a class nor the ignore
+        index, `ValueError` when `pred` holds a value outside `0..K-1`.
+        """
+        pred, target = self._checked(pred, target)
+        k = self.num_classes
+        if self.matrix.device != pred.device:
+            self.matrix, self.image_scores, self.num_images = (
+                t.to(pred.device) for t in (self.matrix, self.image_scores, self.num_images)
+            )
+        valid = target != self.ignore_index
+        image_index = torch.arange(len(pred), device=pred.device).view(-1, 1, 1).expand_as(pred)
+        cell = (image_index * k + target) * k + pred
+        per_image = torch.bincount(cell[valid], minlength=len(pred) * k * k).view(-1, k, k)
+        self.matrix += per_image.sum(0)
+        self.num_images += len(pred)
+        if self.averaging == "per_image":
+            self._add_image_scores(per_image)
+
+    def _checked(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        if pred.shape != target.shape or pred.dim() not in (2, 3):
+            raise ValueError(
+                f"pred and target must both be (N, H, W) or (H, W) label maps of one shape, got "
+                f"{tuple(pred.shape)} and {tuple(target.shape)}; try logits.argmax(1) for pred"
+            )
+        if pred.is_floating_point() or target.is_floating_point():
+            raise ValueError(
+                f"pred and target must be integer label maps, got {pred.dtype} and "
+                f"{target.dtype}; try logits.argmax(1) for pred"
+            )
+        pred, target = pred.long(), target.long().to(pred.device)
+        if pred.dim() == 2:
+            pred, target = pred[None], target[None]
+        bad_target = ((target < 0) | (target >= self.num_classes)) & (target != self.ignore_index)
+        if bad_target.any():
+            raise DataError(
+                f"target values must be class ids 0..{self.num_classes - 1} or the ignore index "
+                f"{self.ignore_index}, got {sorted(target[bad_target].unique().tolist())[:10]}; "
+                "try `pixelwise data check` on the dataset"
+            )
+        if pred.numel() and (pred.min() < 0 or pred.max() >= self.num_classes):
+            raise ValueError(
+                f"pred values must be class ids 0..{self.num_classes - 1}, got "
+                f"{int(pred.min())}..{int(pred.max())}; try a model with num_classes="
+                f"{self.num_classes}"
+            )
+        return pred, target
+
+    def _add_image_scores(self, per_image: torch.Tensor) -> None:
+        labelled = per_image.sum((1, 2)) > 0  # an image with only ignore pixels has no score
+        scores = scores_from_matrix(per_image[labelled])
+        flat = torch.cat(
+            [scores[key][:, None] for key in _SCALARS] + [scores[key] for key in _PER_CLASS], 1
+        )
+        self.image_scores[0] += flat.nan_to_num(0.0).sum(0)
+        self.image_scores[1] += (~flat.isnan()).sum(0)
+
+    def all_reduce(self) -> None:
+        """Sum the counts over all torchrun processes; a no-op when not distributed."""
+        if not (dist.is_available() and dist.is_initialized()):
+            return
+        for state in (self.matrix, self.image_scores, self.num_images):
+            if dist.get_backend() == "nccl" and state.device.type != "cuda":
+                cuda_state = state.to(torch.device("cuda", torch.cuda.current_device()))
+                dist.all_reduce(cuda_state)
+                state.copy_(cuda_state)
+            else:
+                dist.all_reduce(state)
+
+    def compute(self) -> dict:
+        """The scores as plain Python numbers and lists (NaN where undefined).
+
+        Keys: `pixel_accuracy`, `mean_accuracy`, `mean_iou`, `fw_iou`, `mean_dice`; per class
+        (lists of K floats) `iou`, `dice`, `accuracy`; `absent` (class ids with no pixel in
+        prediction or ground truth); `averaging`, `num_images`, `num_pixels`, and `matrix`
+        (the pooled confusion matrix as nested lists).
+        """
+        matrix = self.matrix.cpu()
+        if self.averaging == "pooled":
+            scores = {key: value.tolist() for key, value in scores_from_matrix(matrix).items()}
+        else:
+            sums, counts = self.image_scores.cpu()
+            means = (sums / counts).tolist()  # 0/0 -> NaN when no image defines the score
+            k = self.num_classes
+            scores = dict(zip(_SCALARS, means[: len(_SCALARS)], strict=True))
+            for offset, key in enumerate(_PER_CLASS):
+                start = len(_SCALARS) + offset * k
+                scores[key] = means[start : start + k]
+        present = (matrix.sum(0) + matrix.sum(1)) > 0
+        scores.update(
+            absent=[i for i in range(self.num_classes) if not present[i]],
+            averaging=self.averaging,
+            num_images=int(self.num_images),
+            num_pixels=int(matrix.sum()),
+            matrix=matrix.tolist(),
+        )
+        return scores
+
+
+def format_table(scores: dict, class_names: Sequence[str]) -> str:
+    """A printable table of `ConfusionMatrix.compute()` output: overall scores, then per class.
+
+    The first line says how the scores were computed (pooled or per-image, over how many images
+    and pixels) and which classes were absent (NaN, left out of the means).
+    """
+    if len(class_names) != len(scores["iou"]):
+        raise ValueError(
+            f"class_names must name each of the {len(scores['iou'])} classes, got "
+            f"{len(class_names)}; try dataset.info.classes"
+        )
+    how = {
+        "pooled": "pooled over the dataset (one confusion matrix, FCN definitions)",
+        "per_image": "averaged over images (each image scored alone, FCN definitions)",
+    }[scores["averaging"]]
+    absent = ", ".join(class_names[i] for i in scores["absent"]) or "none"
+    lines = [
+        f"Scores {how}: {scores['num_images']} images, {scores['num_pixels']} labelled pixels; "
+        f"absent classes (NaN, left out of means): {absent}",
+        f"  pixel accuracy {_percent(scores['pixel_accuracy'])}   "
+        f"mean accuracy {_percent(scores['mean_accuracy'])}   "
+        f"mean IoU {_percent(scores['mean_iou'])}   "
+        f"f.w. IoU {_percent(scores['fw_iou'])}   "
+        f"mean Dice {_percent(scores['mean_dice'])}",
+    ]
+    width = max(12, *(len(name) for name in class_names))
+    lines.append(f"  {'class':<{width}}  {'IoU':>7}  {'Dice':>7}  {'Acc':>7}")
+    for i, name in enumerate(class_names):
+        lines.append(
+            f"  {name:<{width}}  {_percent(scores['iou'][i]):>7}  "
+            f"{_percent(scores['dice'][i]):>7}  {_percent(scores['accuracy'][i]):>7}"
+        )
+    return "\n".join(lines)
+
+
+def _percent(value: float) -> str:
+    return "nan" if math.isnan(value) else f"{100 * value:.2f}"
+
+
+def pixel_error(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> float:
+    """Fraction of labelled pixels whose predicted class is wrong (ISBI 2012's pixel error).
+
+    `pred`, `target`: integer label maps of one shape; `ignore_index` pixels are not counted.
+    """
+    valid = target != ignore_index
+    if not valid.any():
+        return math.nan
+    return float((pred[valid] != target[valid]).double().mean())
+
+
+def adapted_rand_error(
+    pred: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, foreground: int = 1
+) -> float:
+    """Foreground-restricted adapted Rand error of a binary segmentation `(H, W)`, as ISBI 2012.
+
+    Each connected region of `foreground` pixels (4-connected) is one segment in both maps;
+    only pixels that are foreground in `target` are scored (the "foreground-restricted" Rand
+    error of Arganda-Carreras et al. 2015), through `skimage.metrics.adapted_rand_error`.
+    0 is a perfect segmentation, 1 the worst.
+    """
+    try:
+        from skimage.metrics import adapted_rand_error as skimage_are
+    except ImportError as error:
+        raise ImportError(
+            "adapted_rand_error needs scikit-image; try pip install 'pixelwise[vector]'"
+        ) from error
+    target_segments, _ = ndimage.label(_numpy(target) == foreground)
+    pred_segments, _ = ndimage.label(_numpy(pred) == foreground)
+    error, _, _ = skimage_are(target_segments, pred_segments, ignore_labels=(0,))
+    return float(error)
+
+
+def _numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
+    return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)

@@ -1,0 +1,178 @@
+"""Losses against hand-worked values; the U-Net weight map against a brute-force computation."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from pixelwise.errors import ConfigError, DataError
+from pixelwise.losses import (
+    LOSSES,
+    build_loss,
+    instances_from_classes,
+    median_frequency_weights,
+    unet_border_weights,
+    unet_weight_map,
+)
+
+IGNORE = 255
+
+
+def logits_of(probabilities):
+    """Logits `(1, K, 1, P)` whose softmax over K is the given `(K, P)` probabilities."""
+    return torch.tensor(probabilities, dtype=torch.float64).log()[None, :, None, :]
+
+
+def test_ce_of_uniform_logits_is_log_k():
+    loss = build_loss("ce", 3, IGNORE)
+    assert float(loss(torch.zeros(2, 3, 4, 4), torch.randint(0, 3, (2, 4, 4)))) == pytest.approx(
+        math.log(3)
+    )
+
+
+def test_weighted_ce_is_the_class_weighted_mean_by_hand():
+    # Pixel 1: class 0 with p = 0.8, weight 1; pixel 2: class 1 with p = 0.25, weight 3.
+    loss = build_loss("ce", 2, IGNORE, class_weights=[1.0, 3.0])
+    value = loss(logits_of([[0.8, 0.75], [0.2, 0.25]]), torch.tensor([[[0, 1]]]))
+    assert float(value) == pytest.approx((-math.log(0.8) - 3 * math.log(0.25)) / 4)
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_ignored_pixels_change_nothing(name):
+    torch.manual_seed(0)
+    logits = torch.randn(1, 3, 8, 8)
+    target = torch.randint(0, 3, (1, 8, 8))
+    target[0, :, :3] = IGNORE
+    other_logits = logits.clone()
+    other_logits[..., :3] = torch.randn(1, 3, 8, 3) * 5  # change only where ignored
+    loss = build_loss(name, 3, IGNORE)
+    assert float(loss(other_logits, target)) == pytest.approx(float(loss(logits, target)))
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_a_fully_ignored_batch_gives_zero_and_a_gradient(name):
+    logits = torch.randn(1, 3, 4, 4, requires_grad=True)
+    value = build_loss(name, 3, IGNORE)(logits, torch.full((1, 4, 4), IGNORE))
+    value.backward()
+    assert float(value.detach()) == pytest.approx(0.0, abs=1e-6)
+    assert torch.isfinite(logits.grad).all()
+
+
+@pytest.mark.parametrize("name", LOSSES)
+def test_confident_right_prediction_scores_lower_than_a_wrong_one(name):
+    target = torch.tensor([[[0, 1, 1, 0], [1, 1, 0, 0]]])
+    right = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float() * 10
+    loss = build_loss(name, 2, IGNORE)
+    assert float(loss(right, target)) < 0.01 < float(loss(right.flip(1), target))
+
+
+def test_dice_of_uniform_prediction_by_hand():
+    # K = 2, one pixel of each class, p = 0.5 everywhere: per class overlap 0.5, sum p + sum g
+    # = 1 + 1, Dice = (2 * 0.5 + 1) / (2 + 1) = 2 / 3, loss 1 / 3.
+    value = build_loss("dice", 2, IGNORE)(torch.zeros(1, 2, 1, 2), torch.tensor([[[0, 1]]]))
+    assert float(value) == pytest.approx(1 / 3)
+
+
+def test_focal_of_uniform_prediction_by_hand():
+    # p_t = 1/2: (1 - 1/2)^2 * log 2.
+    value = build_loss("focal", 2, IGNORE)(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2).long())
+    assert float(value) == pytest.approx(0.25 * math.log(2))
+
+
+def test_ce_dice_is_the_sum_of_both():
+    logits, target = torch.randn(2, 3, 5, 5), torch.randint(0, 3, (2, 5, 5))
+    total = build_loss("ce", 3)(logits, target) + build_loss("dice", 3)(logits, target)
+    assert float(build_loss("ce_dice", 3)(logits, target)) == pytest.approx(float(total))
+
+
+def test_target_outside_the_classes_raises_data_error():
+    with pytest.raises(DataError, match="target values must be class ids 0..2"):
+        build_loss("ce", 3)(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 5], [0, 0]]]))
+
+
+def test_unknown_loss_and_wrong_weights_raise_config_error():
+    with pytest.raises(ConfigError, match="loss must be one of ce, dice"):
+        build_loss("hinge", 3)
+    with pytest.raises(ConfigError, match="class_weights must be 3"):
+        build_loss("ce", 3, class_weights=[1.0, 2.0])
+
+
+def test_median_frequency_weights_by_hand():
+    # Frequencies 0.1, 0.3, 0.6 (median 0.3); the empty class gets 0.
+    assert median_frequency_weights([10, 30, 60, 0]) == pytest.approx([3.0, 1.0, 0.5, 0.0])
+
+
+def test_median_frequency_weights_with_segnet_image_pixels():
+    # Class 1 only in a 100-pixel image of 400: f = 20/100 and 80/400 for class 0 (the median of
+    # [0.2, 0.2] is 0.2).
+    assert median_frequency_weights([80, 20], image_pixels=[400, 100]) == pytest.approx([1, 1])
+
+
+def brute_force_border(instances, w0=10.0, sigma=5.0):
+    """d1, d2 by looping over every background pixel and every cell pixel."""
+    height, width = instances.shape
+    cells = [np.argwhere(instances == c) for c in range(1, instances.max() + 1)]
+    out = np.zeros(instances.shape)
+    for y in range(height):
+        for x in range(width):
+            if instances[y, x]:
+                continue
+            d = sorted(np.hypot(c[:, 0] - y, c[:, 1] - x).min() for c in cells)
+            out[y, x] = w0 * math.exp(-((d[0] + d[1]) ** 2) / (2 * sigma**2))
+    return out
+
+
+def test_weight_map_of_two_cells_by_hand():
+    # Two 1-pixel cells at (0, 0) and (0, 3) of a 1x4 strip. Pixel (0, 1): d1 = 1, d2 = 2;
+    # pixel (0, 2): d1 = 1, d2 = 2. With sigma = 5: 10 exp(-9 / 50) each; cells get 0 border.
+    # Class balance: 2 cell pixels, 2 background: w_c = 4 / (2 * 2) = 1 for both.
+    instances = np.array([[1, 0, 0, 2]])
+    expected = 1 + np.array([[0, 10 * math.exp(-9 / 50), 10 * math.exp(-9 / 50), 0]])
+    np.testing.assert_allclose(unet_weight_map(instances), expected, rtol=1e-6)
+
+
+def test_border_weights_match_brute_force_on_a_small_grid():
+    instances = np.zeros((14, 17), dtype=np.int32)
+    instances[1:4, 2:6] = 1
+    instances[6:9, 3:5] = 2
+    instances[2:12, 9:11] = 3
+    instances[12, 15] = 4
+    np.testing.assert_allclose(
+        unet_border_weights(instances, w0=10, sigma=3),
+        brute_force_border(instances, 10, 3),
+        rtol=1e-5,
+    )
+
+
+def test_border_weights_are_zero_with_fewer_than_two_cells():
+    instances = np.zeros((6, 6), dtype=np.int32)
+    instances[2:4, 2:4] = 1
+    assert not unet_border_weights(instances).any()
+
+
+def test_weight_map_uses_given_class_weights():
+    instances = np.zeros((1, 5), dtype=np.int32)
+    instances[0, 0] = 1
+    assert unet_weight_map(instances, class_weights=(0.5, 2.0)).tolist()[0][:2] == [2.0, 0.5]
+
+
+def test_instances_from_classes_splits_touching_classes_and_separate_regions():
+    label = np.array([[1, 1, 0, 1], [2, 2, 0, 1]])
+    instances = instances_from_classes(label)
+    assert instances[0, 0] == instances[0, 1] != instances[1, 0] == instances[1, 1]
+    assert instances[0, 3] == instances[1, 3] not in (instances[0, 0], instances[1, 0], 0)
+    assert (instances[:, 2] == 0).all()
+
+
+def test_unet_weighted_ce_weights_pixels_by_the_weight_map():
+    # Uniform logits: every pixel's CE is log 2, so the weighted mean is log 2 whatever the
+    # weights; a confident error in the gap between two cells costs more than one in a corner.
+    target = torch.tensor([[[1, 0, 1, 0, 0, 0, 0, 0, 0]]])
+    loss = build_loss("unet_weighted_ce", 2)
+    assert float(loss(torch.zeros(1, 2, 1, 9), target)) == pytest.approx(math.log(2))
+    right = torch.nn.functional.one_hot(target, 2).permute(0, 3, 1, 2).float() * 5
+    gap_wrong, corner_wrong = right.clone(), right.clone()
+    gap_wrong[0, :, 0, 1] = gap_wrong[0, :, 0, 1].flip(0)
+    corner_wrong[0, :, 0, 8] = corner_wrong[0, :, 0, 8].flip(0)
+    assert float(loss(gap_wrong, target)) > 2 * float(loss(corner_wrong, target))
