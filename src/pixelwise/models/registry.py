@@ -1,0 +1,91 @@
+"""The one registry of model names: ``build(name, num_classes, **options)`` and ``available()``.
+
+A builder is a plain function with keyword-only options (torchvision style). ``build`` checks the
+name and every option against the builder's signature before calling it, so a misspelled option is
+an error listing the valid ones instead of being silently ignored.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable, Iterable
+from typing import Any
+
+from torch import nn
+
+from pixelwise.errors import ConfigError
+
+Builder = Callable[..., nn.Module]
+
+_BUILDERS: dict[str, Builder] = {}
+
+
+def register(name: str) -> Callable[[Builder], Builder]:
+    """Decorator adding ``builder`` to the registry under ``name``; a duplicate name raises."""
+
+    def add(builder: Builder) -> Builder:
+        if name in _BUILDERS:
+            raise ConfigError(
+                f"model name must be unique, got {name!r} twice "
+                f"({_BUILDERS[name].__module__} and {builder.__module__}); try another name"
+            )
+        _BUILDERS[name] = builder
+        return builder
+
+    return add
+
+
+def available() -> list[str]:
+    """Sorted names accepted by :func:`build`."""
+    return sorted(_BUILDERS)
+
+
+def model_options(name: str) -> dict[str, Any]:
+    """The options ``name`` accepts, with their defaults (``num_classes`` excluded)."""
+    signature = inspect.signature(_builder(name))
+    return {
+        param.name: param.default
+        for param in signature.parameters.values()
+        if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name != "num_classes"
+    }
+
+
+def build(name: str, num_classes: int, **options: Any) -> nn.Module:
+    """Build model ``name`` predicting ``num_classes`` classes.
+
+    The model maps a float ``(N, in_channels, H, W)`` batch of any H, W to logits
+    ``(N, num_classes, H, W)`` (``unet`` with ``padding="valid"`` returns the centre crop given by
+    :func:`pixelwise.models.unet_valid_output_size`). ``(name, num_classes, options)`` fully
+    describes the model, so checkpoints store exactly that.
+
+    Raises:
+        ConfigError: unknown name, unknown option, or a bad ``num_classes``.
+    """
+    valid = model_options(name)
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"options of model {name!r} must be among {sorted(valid)}, got unknown {unknown}; "
+            "check the spelling"
+        )
+    check_int("num_classes", num_classes, minimum=1)
+    return _builder(name)(num_classes=num_classes, **options)
+
+
+def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
+    """Raise ConfigError unless ``value`` is one of ``choices``."""
+    choices = list(choices)
+    if value not in choices:
+        raise ConfigError(f"{option} must be one of {choices}, got {value!r}")
+
+
+def check_int(option: str, value: Any, minimum: int) -> None:
+    """Raise ConfigError unless ``value`` is an int (not a bool) of at least ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
+
+
+def _builder(name: str) -> Builder:
+    if name not in _BUILDERS:
+        raise ConfigError(f"model name must be one of {available()}, got {name!r}")
+    return _BUILDERS[name]

@@ -1,0 +1,184 @@
+"""U-Net (Ronneberger, Fischer, Brox 2015), in the paper's "valid" form and a same-size form.
+
+Contracting path: per level two 3x3 convolutions + ReLU, then 2x2 max-pool (stride 2); widths
+double per level (64 ... 1024 in the paper, ``base_channels * 2**level`` here). Expanding path: a
+2x2 up-convolution halving the channels, concatenation with the (cropped) contracting feature map,
+two 3x3 convolutions; a final 1x1 convolution gives the class scores (paper §2, Fig. 1).
+
+``padding="valid"`` is the paper's network: unpadded convolutions, so the output is the centre of
+the input (572 -> 388 at depth 4) and only some input sizes are valid (see
+:func:`unet_valid_output_size`). ``padding="same"`` (default) pads every convolution by 1 and
+max-pools with ``ceil_mode=True``, so any H, W works: the up-sampled map (size ``2 * ceil(s / 2)``)
+is cropped at its bottom/right to the skip's size ``s``; pooling cell ``i`` covers pixels ``2i,
+2i + 1`` and up-sampling puts its values back exactly there, so the maps stay pixel-aligned.
+"""
+
+from __future__ import annotations
+
+import itertools
+
+import torch
+from torch import nn
+
+from pixelwise.errors import ConfigError
+from pixelwise.models.layers import centre_crop, crop
+from pixelwise.models.registry import check_choice, check_int, register
+
+UP_MODES = ("transpose", "bilinear")
+PADDINGS = ("same", "valid")
+
+
+def conv_block(
+    in_channels: int, out_channels: int, padding: int, batch_norm: bool
+) -> nn.Sequential:
+    """Two 3x3 convolutions, each followed by (optional batch norm and) ReLU."""
+    layers: list[nn.Module] = []
+    for cin in (in_channels, out_channels):
+        layers.append(nn.Conv2d(cin, out_channels, 3, padding=padding, bias=not batch_norm))
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(out_channels))
+        layers.append(nn.ReLU(inplace=True))
+    return nn.Sequential(*layers)
+
+
+def up_block(in_channels: int, out_channels: int, up_mode: str) -> nn.Module:
+    """Double the resolution and go from ``in_channels`` to ``out_channels``.
+
+    ``"transpose"``: the paper's 2x2 up-convolution. ``"bilinear"``: fixed bilinear upsampling
+    followed by a learned 1x1 convolution (no checkerboard artefacts, fewer parameters).
+    """
+    if up_mode == "transpose":
+        return nn.ConvTranspose2d(in_channels, out_channels, 2, stride=2)
+    return nn.Sequential(
+        nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False),
+        nn.Conv2d(in_channels, out_channels, 1),
+    )
+
+
+class UNet(nn.Module):
+    """U-Net mapping ``(N, in_channels, H, W)`` to logits ``(N, num_classes, H', W')``.
+
+    ``H', W' = H, W`` for ``padding="same"``; for ``padding="valid"`` they are
+    ``unet_valid_output_size(H, depth)``, the centre of the input (the paper's overlap-tile setting).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        in_channels: int,
+        base_channels: int,
+        depth: int,
+        batch_norm: bool,
+        up_mode: str,
+        padding: str,
+    ) -> None:
+        super().__init__()
+        self.depth = depth
+        self.padding = padding
+        pad = 1 if padding == "same" else 0
+        widths = [base_channels * 2**level for level in range(depth + 1)]
+        self.down = nn.ModuleList(
+            conv_block(cin, cout, pad, batch_norm)
+            for cin, cout in zip([in_channels, *widths[:-1]], widths, strict=True)
+        )
+        self.pool = nn.MaxPool2d(2, stride=2, ceil_mode=padding == "same")
+        self.up = nn.ModuleList(
+            up_block(widths[level + 1], widths[level], up_mode) for level in reversed(range(depth))
+        )
+        self.decode = nn.ModuleList(
+            conv_block(2 * widths[level], widths[level], pad, batch_norm)
+            for level in reversed(range(depth))
+        )
+        self.head = nn.Conv2d(widths[0], num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.padding == "valid":
+            for size in x.shape[-2:]:
+                unet_valid_output_size(size, self.depth)
+        skips = []
+        for block in self.down[:-1]:
+            x = block(x)
+            skips.append(x)
+            x = self.pool(x)
+        x = self.down[-1](x)
+        for up, decode, skip in zip(self.up, self.decode, reversed(skips), strict=True):
+            x = up(x)
+            if self.padding == "valid":
+                skip = centre_crop(skip, *x.shape[-2:])
+            else:
+                x = crop(x, 0, 0, *skip.shape[-2:])
+            x = decode(torch.cat([skip, x], dim=1))
+        return self.head(x)
+
+
+def _output_size_or_none(size: int, depth: int) -> int | None:
+    """Output size of the valid U-Net for input ``size``, or None when ``size`` is not valid."""
+    for _ in range(depth):
+        size -= 4  # two unpadded 3x3 convolutions
+        if size < 2 or size % 2:
+            return None  # 2x2 max-pool needs an even size
+        size //= 2
+    size -= 4
+    for _ in range(depth):
+        if size < 1:
+            return None
+        size = 2 * size - 4  # 2x2 up-convolution, then two 3x3 convolutions
+    return size if size >= 1 else None
+
+
+def unet_valid_input_sizes(depth: int = 4, max_size: int = 1024) -> list[int]:
+    """Input sizes up to ``max_size`` that the ``padding="valid"`` U-Net of ``depth`` accepts.
+
+    They are ``2**depth * k + 4 * (2**depth - 1)`` for ``k`` large enough, e.g. ..., 556, 572, 588
+    at depth 4 (paper Fig. 1 uses 572).
+    """
+    return [s for s in range(1, max_size + 1) if _output_size_or_none(s, depth) is not None]
+
+
+def unet_nearest_valid_input_size(size: int, depth: int = 4) -> int:
+    """The valid input size closest to ``size`` (the larger one on a tie).
+
+    Valid sizes form the progression ``smallest + 2**depth * k``, k >= 0.
+    """
+    step = 2**depth
+    smallest = next(s for s in itertools.count(1) if _output_size_or_none(s, depth) is not None)
+    below = smallest + max(0, size - smallest) // step * step
+    return below if size - below < below + step - size else below + step
+
+
+def unet_valid_output_size(size: int, depth: int = 4) -> int:
+    """Output size of the ``padding="valid"`` U-Net for an input of ``size`` pixels (572 -> 388).
+
+    Raises:
+        ConfigError: ``size`` is not a valid input size; the message names the nearest valid one.
+    """
+    output = _output_size_or_none(size, depth)
+    if output is None:
+        raise ConfigError(
+            f"input size of the padding='valid' U-Net (depth {depth}) must be one of "
+            f"2**depth * k + {4 * (2**depth - 1)}, got {size}; try "
+            f"{unet_nearest_valid_input_size(size, depth)} or padding='same'"
+        )
+    return output
+
+
+@register("unet")
+def unet(
+    *,
+    num_classes: int,
+    in_channels: int = 3,
+    base_channels: int = 64,
+    depth: int = 4,
+    batch_norm: bool = True,
+    up_mode: str = "transpose",
+    padding: str = "same",
+) -> nn.Module:
+    """U-Net; the paper's exact network is ``padding="valid", batch_norm=False`` (31.0M params
+    for 2 classes at ``base_channels=64, depth=4``). Use ``base_channels`` 8-32 on a CPU."""
+    check_int("in_channels", in_channels, minimum=1)
+    check_int("base_channels", base_channels, minimum=1)
+    check_int("depth", depth, minimum=1)
+    check_choice("batch_norm", batch_norm, (True, False))
+    check_choice("up_mode", up_mode, UP_MODES)
+    check_choice("padding", padding, PADDINGS)
+    return UNet(num_classes, in_channels, base_channels, depth, batch_norm, up_mode, padding)

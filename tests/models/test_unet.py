@@ -1,0 +1,109 @@
+import pytest
+import torch
+
+from pixelwise.errors import ConfigError
+from pixelwise.models import (
+    build,
+    unet_nearest_valid_input_size,
+    unet_valid_input_sizes,
+    unet_valid_output_size,
+)
+
+
+def tiny_unet(**options):
+    defaults = dict(in_channels=1, base_channels=4, depth=3)
+    return build("unet", 3, **{**defaults, **options})
+
+
+@pytest.mark.parametrize("up_mode", ["transpose", "bilinear"])
+@pytest.mark.parametrize("batch_norm", [True, False])
+@pytest.mark.parametrize("size", [(5, 7), (1, 1), (33, 64), (97, 131)])
+def test_same_padding_keeps_any_input_size(size, batch_norm, up_mode):
+    model = tiny_unet(batch_norm=batch_norm, up_mode=up_mode).eval()
+    with torch.no_grad():
+        out = model(torch.randn(2, 1, *size))
+    assert out.shape == (2, 3, *size)
+
+
+def test_train_mode_output_and_every_parameter_gets_a_gradient():
+    model = tiny_unet().train()
+    out = model(torch.randn(2, 1, 13, 21))
+    assert out.shape == (2, 3, 13, 21)
+    out.square().mean().backward()
+    for name, param in model.named_parameters():
+        assert param.grad is not None and param.grad.abs().sum() > 0, name
+
+
+def test_paper_valid_unet_maps_572_to_388():
+    # Paper Fig. 1: 572x572 input tile, 388x388 output segmentation map. Meta device: no compute.
+    with torch.device("meta"):
+        model = build("unet", 2, in_channels=1, padding="valid", batch_norm=False)
+        out = model(torch.empty(1, 1, 572, 572))
+    assert out.shape == (1, 2, 388, 388)
+
+
+def test_valid_output_size_matches_hand_worked_sizes():
+    # 572 -568-284-280-140-136-68-64-32-28 | 56-52-104-100-200-196-392-388 (paper Fig. 1)
+    assert unet_valid_output_size(572, depth=4) == 388
+    # depth 1: 20 -> 16 -> 8 -> 4 -> 8 -> 4
+    assert unet_valid_output_size(20, depth=1) == 4
+
+
+def test_valid_input_sizes_are_sixteen_k_plus_sixty_at_depth_4():
+    # x0 = 16 * x4 + 60 where x4 is the bottleneck input; x4 >= 8 keeps every map >= 1 pixel.
+    assert unet_valid_input_sizes(depth=4, max_size=600) == list(range(188, 601, 16))
+
+
+def test_nearest_valid_input_size():
+    assert unet_nearest_valid_input_size(570, depth=4) == 572
+    assert unet_nearest_valid_input_size(580, depth=4) == 588  # tie 572/588 -> larger
+    assert unet_nearest_valid_input_size(10, depth=4) == 188
+
+
+def test_invalid_valid_size_raises_config_error_naming_the_nearest_size():
+    model = tiny_unet(padding="valid", depth=2)  # valid sizes 4k + 12: ..., 56, 60, 64, ...
+    with pytest.raises(ConfigError, match=r"got 61; try 60 or padding='same'"):
+        model(torch.randn(1, 1, 60, 61))
+
+
+def test_valid_unet_returns_the_centre_map_on_a_small_tile():
+    model = tiny_unet(padding="valid", depth=2).eval()
+    size = 4 * 12 + 12  # x0 = 2**depth * x2 + 4 * (2**depth - 1) with bottleneck input x2 = 12
+    out_size = unet_valid_output_size(size, depth=2)
+    assert out_size == 2 * (2 * (12 - 4) - 4) - 4  # = 20
+    with torch.no_grad():
+        out = model(torch.randn(1, 1, size, size))
+    assert out.shape == (1, 3, out_size, out_size)
+
+
+def test_paper_unet_has_31m_parameters():
+    # Independent count: 3x3 convs (9*cin*cout + cout), 2x2 up-convs (4*cin*cout + cout), 1x1 head.
+    widths = [64, 128, 256, 512, 1024]
+    down = sum(
+        9 * a * b + b + 9 * b * b + b for a, b in zip([1, *widths[:-1]], widths, strict=True)
+    )
+    up = sum(4 * widths[i + 1] * widths[i] + widths[i] for i in range(4))
+    decode = sum(9 * 2 * w * w + w + 9 * w * w + w for w in widths[:-1])
+    expected = down + up + decode + 64 * 2 + 2
+    with torch.device("meta"):
+        model = build("unet", 2, in_channels=1, padding="valid", batch_norm=False)
+    count = sum(p.numel() for p in model.parameters())
+    assert count == expected
+    assert 30.5e6 < count < 31.5e6
+
+
+def test_same_padding_pooling_and_upsampling_are_pixel_aligned():
+    # Depth 1, 15 rows, change only the last row (14). Hand-worked reach of that change:
+    # encoder convs (radius 2) -> rows 12-14; ceil-mode pool -> cells 6-7; bottleneck convs
+    # (radius 2) -> cells 4-7; 2x2 up-conv -> rows 8-15, cropped at the end to 15 rows;
+    # decoder convs (radius 2) -> rows 6-14. So rows 0-5 are untouched and row 6 changes;
+    # cropping the up-sampled map at its start instead would shift this to row 5.
+    torch.manual_seed(0)
+    model = tiny_unet(depth=1, batch_norm=False).eval()
+    x = torch.randn(1, 1, 15, 15)
+    y = x.clone()
+    y[..., -1, :] += 5.0
+    with torch.no_grad():
+        diff = (model(x) - model(y)).abs().amax(dim=(0, 1, 3))
+    assert diff[:6].max() == 0
+    assert diff[6] > 0
