@@ -1,9 +1,15 @@
 """Segmentation models: the FCN family and U-Net, built by name through one registry.
 
 >>> model = build("unet", num_classes=2, in_channels=1, base_channels=8, depth=3)
+>>> model = build("fcn8s", num_classes=21, backbone="resnet18", pretrained_backbone=True)
 """
 
-from pixelwise.models import unet as _unet  # noqa: F401  (registers "unet")
+from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
+from pixelwise.models import unet as _unet  # noqa: F401  (registers unet)
+from pixelwise.models.backbones import BACKBONES
+from pixelwise.models.convolutionalize import convolutionalize
+from pixelwise.models.fcn import init_from
+from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.registry import available, build, model_options
 from pixelwise.models.unet import (
     unet_nearest_valid_input_size,
@@ -12,8 +18,12 @@ from pixelwise.models.unet import (
 )
 
 __all__ = [
+    "BACKBONES",
     "available",
+    "bilinear_upsample_weight",
     "build",
+    "convolutionalize",
+    "init_from",
     "model_options",
     "unet_nearest_valid_input_size",
     "unet_valid_input_sizes",

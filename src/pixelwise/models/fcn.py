@@ -1,0 +1,192 @@
+"""Fully convolutional networks FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer, Darrell 2015).
+
+A backbone gives feature maps at stride 32 (VGG16: fc7), 16 (pool4) and 8 (pool3). The head
+scores the stride-32 map with a 1x1 convolution, then for each skip (FCN §4.2) upsamples the
+scores 2x with a bilinear-initialised learnable ``ConvTranspose2d``, adds a zero-initialised 1x1
+score of the finer feature map, and finally upsamples to the input resolution and crops.
+
+Alignment. Every feature map is a grid ``stride * i + offset`` in input pixels (see
+:class:`~pixelwise.models.backbones.Stage`). A ``ConvTranspose2d`` with stride ``f`` and kernel
+``k`` puts output ``j`` at input index ``(j - (k - 1) / 2) / f``; we pick ``k = 2f`` (the paper's,
+half-pixel centre) or ``k = 2f - 1`` (whole-pixel centre), whichever lands the upsampled grid
+exactly on the finer grid, and crop the two maps to their common extent before adding. For VGG16
+(conv1_1 padded by 100, as in the paper's reference code) this yields ``k = 2f`` and exactly the
+reference crops: 19 (32s); 5 then 27 (16s); 5, 9 then 31 (8s). For torchvision ResNets and
+MobileNetV3 (offset 0) it yields ``k = 2f - 1``. The output is the input-sized window of the last
+upsampled map, pixel for pixel, for any input size.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from pixelwise.errors import CheckpointError, ConfigError
+from pixelwise.models.backbones import BACKBONES, Backbone, Stage, build_backbone
+from pixelwise.models.layers import bilinear_upsampler, crop
+from pixelwise.models.registry import check_choice, check_int, register
+
+# "At-once" training (FCN §4.2 footnote / reference voc-fcn8s-atonce): the skip inputs are scaled
+# so their initial contribution is small next to the coarse scores.
+AT_ONCE_SKIP_SCALES = {16: 0.01, 8: 0.0001}
+
+
+def upsampling_alignment(
+    source: tuple[int, float], factor: int, target: tuple[int, float]
+) -> tuple[int, int]:
+    """Kernel size and shift that align a ``factor`` x upsampled ``source`` grid with ``target``.
+
+    ``source`` and ``target`` are ``(stride, offset)`` grids with ``target stride = source stride /
+    factor``. Returns ``(k, shift)``: after ``ConvTranspose2d(k, stride=factor)`` the upsampled
+    index ``x + shift`` lies on target index ``x`` (shift < 0: upsampled ``x`` on target
+    ``x - shift``).
+    """
+    (stride, offset), (target_stride, target_offset) = source, target
+    assert stride == factor * target_stride  # internal: strides come from Stage definitions
+    gap = (target_offset - offset) / target_stride
+    for kernel_size in (2 * factor, 2 * factor - 1):
+        shift = gap + (kernel_size - 1) / 2
+        if shift == int(shift):
+            return kernel_size, int(shift)
+    raise ConfigError(
+        f"feature grids must be offset by a multiple of half the stride to align, got source "
+        f"{source} and target {target}; this backbone's stages are misdeclared"
+    )
+
+
+class FCN(nn.Module):
+    """FCN head on a backbone: ``(N, C, H, W)`` -> logits ``(N, num_classes, H, W)``.
+
+    ``skips`` is 0 (FCN-32s), 1 (FCN-16s: + stride 16) or 2 (FCN-8s: + stride 8). Score layers
+    are zero-initialised (FCN §4.1, §4.2), so at step one only the score layers get gradients.
+    """
+
+    def __init__(
+        self, backbone: Backbone, num_classes: int, skips: int, at_once: bool = False
+    ) -> None:
+        super().__init__()
+        self.backbone = backbone
+        strides = [32, 16, 8][: skips + 1]
+        self.stages: list[Stage] = [backbone.stage(s) for s in strides]
+        self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
+        self.score = nn.ModuleDict(
+            {str(st.stride): _zero_conv(st.channels, num_classes) for st in self.stages}
+        )
+        self.upsample = nn.ModuleDict()
+        self.shifts: list[int] = []
+        grid = (self.stages[0].stride, self.stages[0].offset)
+        for stage in self.stages[1:]:
+            kernel_size, shift = upsampling_alignment(grid, 2, (stage.stride, stage.offset))
+            self.upsample[f"{grid[0]}to{stage.stride}"] = bilinear_upsampler(
+                num_classes, 2, kernel_size
+            )
+            self.shifts.append(shift)
+            # The sum covers both maps' common extent, which starts on the later-starting grid.
+            grid = (stage.stride, stage.offset + stage.stride * max(-shift, 0))
+        kernel_size, shift = upsampling_alignment(grid, grid[0], (1, 0.0))
+        if shift < 0:
+            raise ConfigError(
+                f"backbone features must start at or before the first pixel, got offset {grid[1]}"
+            )
+        self.upsample[f"{grid[0]}to1"] = bilinear_upsampler(num_classes, grid[0], kernel_size)
+        self.shifts.append(shift)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        features = self.backbone(x)
+        upsamplers = list(self.upsample.values())
+        scores = self.score[str(self.stages[0].stride)](features[self.stages[0].name])
+        for stage, scale, upsample, shift in zip(
+            self.stages[1:], self.skip_scales, upsamplers, self.shifts, strict=False
+        ):
+            up = upsample(scores)
+            skip = self.score[str(stage.stride)](features[stage.name] * scale)
+            up_start, skip_start = max(shift, 0), max(-shift, 0)
+            h = min(up.shape[-2] - up_start, skip.shape[-2] - skip_start)
+            w = min(up.shape[-1] - up_start, skip.shape[-1] - skip_start)
+            scores = crop(up, up_start, up_start, h, w) + crop(skip, skip_start, skip_start, h, w)
+        out = upsamplers[-1](scores)
+        return crop(out, self.shifts[-1], self.shifts[-1], height, width)
+
+
+def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
+    """1x1 score layer, zero-initialised (FCN §4.1: no better with random init)."""
+    conv = nn.Conv2d(in_channels, out_channels, 1)
+    nn.init.zeros_(conv.weight)
+    nn.init.zeros_(conv.bias)
+    return conv
+
+
+def init_from(model: nn.Module, source: nn.Module | Mapping[str, torch.Tensor]) -> list[str]:
+    """Staged training (FCN §4.2): copy a trained coarser FCN into ``model``.
+
+    Every tensor whose name exists in both (backbone, score layers, shared upsamplers) is copied;
+    the rest of ``model`` (the new skip's zero-initialised score layer and its upsamplers) keeps
+    its initialisation. Use it to start FCN-16s from FCN-32s and FCN-8s from FCN-16s.
+
+    Returns:
+        The copied names, sorted.
+
+    Raises:
+        CheckpointError: a shared name has a different shape (other num_classes or backbone),
+            or nothing is shared.
+    """
+    state = source.state_dict() if isinstance(source, nn.Module) else source
+    target = model.state_dict()
+    shared = sorted(set(state) & set(target))
+    if not shared:
+        raise CheckpointError(
+            "source state must share tensor names with the model, got none in common; "
+            "try a source FCN with the same backbone"
+        )
+    for name in shared:
+        if state[name].shape != target[name].shape:
+            raise CheckpointError(
+                f"tensor {name!r} must have shape {tuple(target[name].shape)}, got "
+                f"{tuple(state[name].shape)}; try a source with the same num_classes, backbone "
+                "and fc_channels"
+            )
+    model.load_state_dict({name: state[name] for name in shared}, strict=False)
+    return shared
+
+
+def _fcn_builder(skips: int):
+    def builder(
+        *,
+        num_classes: int,
+        in_channels: int = 3,
+        backbone: str = "vgg16",
+        pretrained_backbone: bool = False,
+        fc_channels: int = 4096,
+        at_once: bool = False,
+    ) -> nn.Module:
+        check_int("in_channels", in_channels, minimum=1)
+        check_int("fc_channels", fc_channels, minimum=1)
+        check_choice("backbone", backbone, BACKBONES)
+        check_choice("pretrained_backbone", pretrained_backbone, (True, False))
+        check_choice("at_once", at_once, (True, False))
+        features = build_backbone(
+            backbone,
+            in_channels=in_channels,
+            pretrained=pretrained_backbone,
+            fc_channels=fc_channels,
+        )
+        return FCN(features, num_classes, skips, at_once)
+
+    return builder
+
+
+_DOC = """FCN-{s}s (FCN §4.2{extra}). Options: ``backbone`` ({backbones}), ``pretrained_backbone``
+(torchvision ImageNet weights; VGG16's fc6/fc7 by convolutionalization), ``fc_channels`` (VGG16
+fc6/fc7 width, 4096 in the paper), ``at_once`` (scale skip inputs by 0.01 / 0.0001 as the reference
+"at-once" FCN-8s does; for staged training use :func:`init_from`)."""
+
+for _skips, _stride in enumerate((32, 16, 8)):
+    _builder = _fcn_builder(_skips)
+    _builder.__name__ = f"fcn{_stride}s"
+    _builder.__doc__ = _DOC.format(
+        s=_stride, extra=", single stream" if _skips == 0 else "", backbones=", ".join(BACKBONES)
+    )
+    register(f"fcn{_stride}s")(_builder)
