@@ -1,0 +1,77 @@
+"""Test-time augmentation, checked against probabilities averaged by hand with scipy."""
+
+import numpy as np
+import pytest
+import torch
+from scipy.special import softmax
+from torch import nn
+
+from pixelwise.errors import ConfigError
+from pixelwise.inference.tiling import predict_tiled
+from pixelwise.inference.tta import TestTimeAugmented, tta_logits
+
+
+class Identity(nn.Module):
+    def forward(self, x):
+        return x
+
+
+class ColumnBias(nn.Module):
+    """logits[c, y, x] = input[c, y, x] + slope[c] * x: not left-right symmetric."""
+
+    def __init__(self, slope):
+        super().__init__()
+        self.slope = torch.tensor(slope).view(1, -1, 1, 1)
+
+    def forward(self, x):
+        return x + self.slope * torch.arange(x.shape[-1]).float()
+
+
+def batch(seed=0, shape=(2, 3, 7, 9)):
+    return torch.from_numpy(np.random.default_rng(seed).normal(size=shape).astype(np.float32))
+
+
+def test_flips_of_a_flip_equivariant_model_change_nothing():
+    x = batch()
+    out = tta_logits(Identity(), x, flips=("h", "v", "hv"))
+    np.testing.assert_allclose(out.numpy(), np.log(softmax(x.numpy(), axis=1)), atol=1e-6)
+
+
+def test_horizontal_flip_averages_probabilities_of_both_views():
+    x = batch(1)
+    slope = [0.3, -0.2, 0.0]
+    out = tta_logits(ColumnBias(slope), x, flips=("h",)).numpy()
+    columns = np.arange(9, dtype=np.float32)
+    bias = np.array(slope, np.float32)[None, :, None, None]
+    plain = softmax(x.numpy() + bias * columns, axis=1)
+    # flipped view: the model sees column 8 - x at position x, then is flipped back
+    flipped = softmax(x.numpy() + bias * columns[::-1], axis=1)
+    np.testing.assert_allclose(np.exp(out), (plain + flipped) / 2, atol=1e-6)
+
+
+def test_scale_view_is_resized_back_to_input_size():
+    # a linear ramp survives bilinear down- and up-sampling (align_corners=False) away from the
+    # border, so the half-scale view equals the plain one in the interior
+    ramp = torch.arange(16, dtype=torch.float32) / 4
+    x = torch.stack([ramp.expand(12, 16), -ramp.expand(12, 16)])[None]
+    out = tta_logits(Identity(), x, flips=(), scales=(0.5, 1.0))
+    assert out.shape == x.shape
+    expected = np.log(softmax(x.numpy(), axis=1))
+    np.testing.assert_allclose(out.numpy()[..., 2:-2], expected[..., 2:-2], atol=1e-5)
+
+
+def test_wrapped_model_plugs_into_tiled_inference():
+    image = batch(2, (1, 3, 30, 41))[0]
+    model = TestTimeAugmented(ColumnBias([0.0, 0.0, 0.0]), flips=("h", "v"))
+    np.testing.assert_array_equal(predict_tiled(model, image, 16, 4), image.numpy().argmax(0))
+
+
+def test_rejects_unknown_flip_and_scale_on_valid_model():
+    with pytest.raises(ConfigError, match="flips must be among"):
+        tta_logits(Identity(), batch(), flips=("x",))
+
+    def valid(x):
+        return x[..., 1:-1, 1:-1]
+
+    with pytest.raises(ConfigError, match="scales other than 1.0"):
+        tta_logits(valid, batch(), flips=(), scales=(0.5,))
