@@ -1,0 +1,662 @@
+"""Datasets on disk, one class per layout, all returning `(image, mask)` pairs.
+
+`image` is float32 `(C, H, W)` scaled to about [0, 1] (see `io.image_to_tensor`), `mask` int64
+`(H, W)` of class ids with `info.ignore_index` where unlabelled. Every dataset has `.info`
+(`DatasetInfo`), `.samples` (the file pairs, in order) and takes `transforms`, a callable
+`(image, mask) -> (image, mask)` applied last. Mask files are decoded by one value map per
+layout (e.g. CamVid's 11 -> ignore, Cityscapes' label ids -> train ids); a value the map does
+not know and that is neither a class nor the ignore index raises `DataError` naming the file.
+
+With `strict=False` a dataset keeps the images and masks that have no partner in `.unpaired`
+instead of raising; `pixelwise.data.checks` uses this to report every problem at once.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from torch.utils.data import Dataset
+
+from pixelwise.data import io
+from pixelwise.data.info import DatasetInfo
+from pixelwise.data.palette import default_palette
+from pixelwise.data.synthetic import SyntheticShapes
+from pixelwise.errors import ConfigError, DataError
+
+logger = logging.getLogger(__name__)
+
+Transforms = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One image file and its mask file; `page` picks a slice of multi-page TIFF stacks.
+
+    `mask` is None for splits without public labels (the mask is then all `ignore_index`).
+    """
+
+    image: Path
+    mask: Path | None
+    page: int | None = None
+
+
+class FileDataset(Dataset):
+    """Shared loading for datasets of image/mask files (subclasses find the `samples`)."""
+
+    def __init__(
+        self,
+        samples: list[Sample],
+        info: DatasetInfo,
+        *,
+        value_map: Mapping[int, int] | None = None,
+        colour_map: Mapping[tuple[int, int, int], int] | None = None,
+        band_range: list[tuple[float, float]] | None = None,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        unpaired: list[Path] | None = None,
+        strict: bool = True,
+    ) -> None:
+        self.samples, self.info, self.value_map = samples, info, dict(value_map or {})
+        self.colour_map, self.band_range = colour_map, band_range
+        self.transforms, self.max_pixels = transforms, max_pixels
+        self.unpaired = sorted(unpaired or [])
+        if strict and self.unpaired:
+            shown = ", ".join(str(path) for path in self.unpaired[:5])
+            raise DataError(
+                f"every image must have a mask with the same name and every mask an image, got "
+                f"{len(self.unpaired)} without a partner: {shown}"
+                f"{' ...' if len(self.unpaired) > 5 else ''}; try `pixelwise data check`"
+            )
+        if strict and not samples:
+            raise DataError(
+                "a dataset must contain at least one image/mask pair, got none; check the root "
+                "folder and split (see docs/datasets.md for each layout)"
+            )
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sample = self.samples[index]
+        image = self.read_image(index)
+        mask = self.read_mask(index)
+        if mask.shape != image.shape[:2]:
+            raise DataError(
+                f"{sample.mask}: a mask must have its image's size {image.shape[:2]} (H, W), got "
+                f"{mask.shape} (image {sample.image}); try re-exporting the mask at full size"
+            )
+        bad = self.invalid_values(mask)
+        if bad:
+            raise DataError(
+                f"{sample.mask}: mask values must be class ids 0..{self.info.num_classes - 1} "
+                f"or the ignore index {self.info.ignore_index}, got {bad[:10]}; try "
+                "`pixelwise data check` (a colour-coded mask needs a colour_map)"
+            )
+        image_t = io.image_to_tensor(image, self.band_range)
+        mask_t = torch.from_numpy(mask)
+        if self.transforms is not None:
+            image_t, mask_t = self.transforms(image_t, mask_t)
+        return image_t, mask_t
+
+    def read_image(self, index: int) -> np.ndarray:
+        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels` (a grey image in
+        an RGB dataset is repeated to three channels)."""
+        sample = self.samples[index]
+        image = io.read_image(sample.image, sample.page, self.max_pixels)
+        wanted, bands = self.info.in_channels, image.shape[2]
+        if bands == wanted:
+            return image
+        if wanted == 3 and bands == 1:
+            return np.repeat(image, 3, axis=2)
+        raise DataError(
+            f"{sample.image}: images of this dataset must have {wanted} channel(s), got "
+            f"{bands}; try converting it to {wanted} channel(s)"
+        )
+
+    def read_mask(self, index: int) -> np.ndarray:
+        """Class ids `(H, W)` int64 of sample `index` after the layout's value map."""
+        sample = self.samples[index]
+        if sample.mask is None:
+            height, width = io.read_image(sample.image, sample.page, self.max_pixels).shape[:2]
+            return np.full((height, width), self.info.ignore_index, dtype=np.int64)
+        raw = io.read_mask(sample.mask, sample.page, self.colour_map, self.max_pixels)
+        return self.map_values(raw, sample.mask)
+
+    def map_values(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        """Apply the layout's value map (raw file value -> class id or ignore index).
+
+        The map is exhaustive: a raw value `v` it does not name becomes `-1 - v`, never a valid
+        class, and `invalid_values` reports it as `v`. Without a map the raw values are kept.
+        """
+        mask = raw.astype(np.int64)
+        if not self.value_map:
+            return mask
+        if mask.min() < 0:
+            raise DataError(
+                f"{path}: mask values must be non-negative, got {int(mask.min())}; try "
+                "`pixelwise data check`"
+            )
+        table = -1 - np.arange(max(int(mask.max()), *self.value_map) + 1)
+        table[list(self.value_map)] = list(self.value_map.values())
+        return table[mask]
+
+    def invalid_values(self, mask: np.ndarray) -> list[int]:
+        """Values of the mask file that are neither a class id nor the ignore index, sorted."""
+        info = self.info
+        bad = ((mask < 0) | (mask >= info.num_classes)) & (mask != info.ignore_index)
+        if not bad.any():
+            return []
+        values = np.unique(mask[bad]).tolist()
+        return sorted(-1 - v if self.value_map and v < 0 else v for v in values)
+
+
+def pair_by_stem(
+    image_dir: Path, mask_dir: Path, mask_stem: Callable[[str], str] = lambda stem: stem
+) -> tuple[list[Sample], list[Path]]:
+    """Pairs of files with the same stem (after `mask_stem`), and the files left without one.
+
+    Images may be PNG, JPEG, TIFF or BMP; masks PNG, TIFF or BMP, and JPEG masks are paired
+    too so that reading them can refuse them with a clear message.
+    """
+    images = _files_by_stem(image_dir, io.IMAGE_SUFFIXES)
+    masks = _files_by_stem(mask_dir, io.IMAGE_SUFFIXES)
+    by_image_stem = {mask_stem(stem): path for stem, path in masks.items()}
+    samples = [
+        Sample(path, by_image_stem[stem]) for stem, path in images.items() if stem in by_image_stem
+    ]
+    paired_masks = {sample.mask for sample in samples}
+    unpaired = [path for stem, path in images.items() if stem not in by_image_stem]
+    unpaired += [path for path in masks.values() if path not in paired_masks]
+    return samples, unpaired
+
+
+def _files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
+    if not Path(folder).is_dir():
+        raise DataError(
+            f"{folder}: the folder must exist, got nothing there; check the dataset root and "
+            "split (see docs/datasets.md for each layout)"
+        )
+    files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
+    return {path.stem: path for path in files}
+
+
+class FolderDataset(FileDataset):
+    """Images and masks in two folders, paired by file stem (`a.jpg` with `a.png`).
+
+    `classes`: class names, or their number (named `class_0`, ...). Masks are index PNGs,
+    palette PNGs (pixel values are the class ids), 16-bit PNG/TIFF, or RGB colour-coded with
+    `colour_map = {(r, g, b): class_id}`. With two classes, a mask holding only 0 and 255 is
+    read as binary (255 -> class 1), and one log line says so; `binary_masks=False` keeps
+    255 as the ignore value instead. Images may be grey, RGB, or multi-band / 16-bit TIFF
+    (`in_channels` is taken from the first image; `band_range` fixes the 16-bit scaling).
+    """
+
+    def __init__(
+        self,
+        images: str | Path,
+        masks: str | Path,
+        classes: Sequence[str] | int,
+        *,
+        palette: Sequence[tuple[int, int, int]] | None = None,
+        colour_map: Mapping[tuple[int, int, int], int] | None = None,
+        ignore_index: int = 255,
+        binary_masks: bool = True,
+        band_range: list[tuple[float, float]] | None = None,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        names = (
+            [f"class_{i}" for i in range(classes)] if isinstance(classes, int) else list(classes)
+        )
+        samples, unpaired = pair_by_stem(Path(images), Path(masks))
+        jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
+        if strict and jpeg_masks:
+            io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
+        in_channels = _first_band_count(samples, max_pixels) if samples else 3
+        info = DatasetInfo(
+            classes=names,
+            palette=list(palette) if palette else default_palette(len(names)),
+            ignore_index=ignore_index,
+            in_channels=in_channels,
+        )
+        super().__init__(
+            samples,
+            info,
+            colour_map=colour_map,
+            band_range=band_range,
+            transforms=transforms,
+            max_pixels=max_pixels,
+            unpaired=unpaired,
+            strict=strict,
+        )
+        self.binary_masks = binary_masks and len(names) == 2
+        self._told_binary = False
+
+    def map_values(self, raw: np.ndarray, path: Path) -> np.ndarray:
+        mask = super().map_values(raw, path)
+        if self.binary_masks and mask.max() == 255 and np.isin(mask, (0, 255)).all():
+            if not self._told_binary:
+                logger.info("%s: binary masks stored as 0/255, reading 255 as class 1", path.parent)
+                self._told_binary = True
+            mask = (mask == 255).astype(np.int64)
+        return mask
+
+
+def _first_band_count(samples: list[Sample], max_pixels: int) -> int:
+    """Channel count of the first readable image (3 when none can be read)."""
+    for sample in samples:
+        try:
+            return io.read_image(sample.image, sample.page, max_pixels).shape[2]
+        except DataError:
+            continue
+    return 3
+
+
+VOC_CLASSES = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+]
+
+
+class VOCSegmentation(FileDataset):
+    """Pascal VOC 2012 (`root` = the `VOC2012` folder or the `VOCdevkit` above it).
+
+    Layout: `JPEGImages/*.jpg`, `SegmentationClass/*.png` (palette PNGs whose values are the
+    class ids, 255 on object borders = ignore), `ImageSets/Segmentation/{split}.txt`.
+    21 classes (FCN §4.1's PASCAL VOC setting).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        root = Path(root)
+        root = root / "VOC2012" if (root / "VOC2012").is_dir() else root
+        names = _read_split_list(root / "ImageSets" / "Segmentation" / f"{split}.txt")
+        pairs = [
+            Sample(root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png")
+            for name in names
+        ]
+        samples, unpaired = _existing(pairs)
+        info = DatasetInfo(VOC_CLASSES, default_palette(21), ignore_index=255, in_channels=3)
+        super().__init__(
+            samples,
+            info,
+            transforms=transforms,
+            max_pixels=max_pixels,
+            unpaired=unpaired,
+            strict=strict,
+        )
+
+
+def _read_split_list(path: Path) -> list[str]:
+    if not path.is_file():
+        raise DataError(
+            f"{path}: the split list must exist, got no such file; try split='train' or 'val' "
+            "and a root that holds ImageSets/Segmentation"
+        )
+    return [line.split()[0] for line in path.read_text().splitlines() if line.strip()]
+
+
+def _existing(pairs: list[Sample]) -> tuple[list[Sample], list[Path]]:
+    """The pairs whose files all exist, and the existing files whose partner is missing."""
+    samples = [s for s in pairs if s.image.is_file() and (s.mask is None or s.mask.is_file())]
+    unpaired = [
+        path for s in pairs if s not in samples for path in (s.image, s.mask) if path is not None
+    ]
+    return samples, unpaired
+
+
+CAMVID_CLASSES = [
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+]
+# SegNet's CamVid colours (the SegNet tutorial's camvid11 palette).
+CAMVID_PALETTE = [
+    (128, 128, 128),
+    (128, 0, 0),
+    (192, 192, 128),
+    (128, 64, 128),
+    (60, 40, 222),
+    (128, 128, 0),
+    (192, 128, 128),
+    (64, 64, 128),
+    (64, 0, 128),
+    (64, 64, 0),
+    (0, 128, 192),
+]
+
+
+CAMVID_VALUES = {**{i: i for i in range(11)}, 11: 255}
+
+
+class CamVid(FileDataset):
+    """CamVid in the SegNet layout: `{split}/` RGB PNGs, `{split}annot/` 8-bit masks.
+
+    11 classes (ids 0..10); value 11 (void / unlabelled) is mapped to the ignore index 255.
+    Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        root = Path(root)
+        samples, unpaired = pair_by_stem(root / split, root / f"{split}annot")
+        info = DatasetInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=255, in_channels=3)
+        super().__init__(
+            samples,
+            info,
+            value_map=CAMVID_VALUES,
+            transforms=transforms,
+            max_pixels=max_pixels,
+            unpaired=unpaired,
+            strict=strict,
+        )
+
+
+ISBI_CLASSES = ["membrane", "cell"]
+# Suggested local split of the 30 labelled slices (shared data README): train 0-24, val 25-29.
+ISBI_DEFAULT_SLICES = {"train": range(0, 25), "val": range(25, 30), "trainval": None, "test": None}
+
+
+class ISBI2012(FileDataset):
+    """ISBI 2012 EM segmentation (U-Net §4): grey 512x512 slices, labels 255 = cell, 0 = membrane.
+
+    Class 0 is the membrane (cell border) and class 1 the cell interior. Two layouts:
+    `train/image/{i}.png`, `train/label/{i}.png`, `test/image/{i}.png`; or the challenge's
+    multi-page TIFF stacks `train-volume.tif`, `train-labels.tif`, `test-volume.tif`.
+    Splits: `train` = labelled slices 0-24, `val` = 25-29, `trainval` = all labelled slices,
+    `test` = the test slices, which have no public labels (their masks are all ignore).
+    `slices` (indices, a range, or a string "0-24") overrides the split's default selection.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        slices: Sequence[int] | str | None = None,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        if split not in ISBI_DEFAULT_SLICES:
+            raise DataError(
+                f"split must be one of {', '.join(ISBI_DEFAULT_SLICES)}, got {split!r}; "
+                "try 'train' (slices 0-24) or 'val' (25-29)"
+            )
+        root = Path(root)
+        all_samples, unpaired = _isbi_samples(root, "test" if split == "test" else "train")
+        chosen = _parse_slices(slices) if slices is not None else ISBI_DEFAULT_SLICES[split]
+        if chosen is not None:
+            chosen = list(chosen)
+            if any(not 0 <= i < len(all_samples) for i in chosen):
+                raise DataError(
+                    f"{root}: slices must lie in 0..{len(all_samples) - 1}, got {chosen}; "
+                    "try slices='0-24'"
+                )
+            all_samples = [all_samples[i] for i in chosen]
+        info = DatasetInfo(ISBI_CLASSES, [(0, 0, 0), (255, 255, 255)], 255, in_channels=1)
+        super().__init__(
+            all_samples,
+            info,
+            value_map={0: 0, 255: 1},
+            transforms=transforms,
+            max_pixels=max_pixels,
+            unpaired=unpaired,
+            strict=strict,
+        )
+
+
+def _isbi_samples(root: Path, part: str) -> tuple[list[Sample], list[Path]]:
+    """Slices of `part` ("train" or "test") in slice order, from PNG folders or TIFF stacks."""
+    volume = root / f"{part}-volume.tif"
+    if volume.is_file():
+        labels = root / "train-labels.tif" if part == "train" else None
+        with tifffile.TiffFile(volume) as tiff:
+            count = len(tiff.pages)
+        return [Sample(volume, labels, page) for page in range(count)], []
+    if part == "test":
+        images = _files_by_stem(root / "test" / "image", io.IMAGE_SUFFIXES)
+        return [Sample(images[s], None) for s in sorted(images, key=_slice_order)], []
+    samples, unpaired = pair_by_stem(root / "train" / "image", root / "train" / "label")
+    return sorted(samples, key=lambda s: _slice_order(s.image.stem)), unpaired
+
+
+def _slice_order(stem: str) -> tuple[int, str]:
+    """Sort "2" before "10": by the number in the name, then the name."""
+    digits = re.findall(r"\d+", stem)
+    return (int(digits[-1]) if digits else -1, stem)
+
+
+def _parse_slices(slices: Sequence[int] | str) -> list[int]:
+    if isinstance(slices, str):
+        match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", slices)
+        if not match:
+            raise DataError(f"slices must look like '0-24', got {slices!r}; try slices='0-24'")
+        return list(range(int(match[1]), int(match[2]) + 1))
+    return [int(i) for i in slices]
+
+
+CITYSCAPES_CLASSES = [
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+]
+CITYSCAPES_PALETTE = [
+    (128, 64, 128),
+    (244, 35, 232),
+    (70, 70, 70),
+    (102, 102, 156),
+    (190, 153, 153),
+    (153, 153, 153),
+    (250, 170, 30),
+    (220, 220, 0),
+    (107, 142, 35),
+    (152, 251, 152),
+    (70, 130, 180),
+    (220, 20, 60),
+    (255, 0, 0),
+    (0, 0, 142),
+    (0, 0, 70),
+    (0, 60, 100),
+    (0, 80, 100),
+    (0, 0, 230),
+    (119, 11, 32),
+]
+# cityscapesScripts labels.py: label id -> train id for the 19 evaluated classes.
+CITYSCAPES_TRAIN_IDS = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+
+
+class Cityscapes(FileDataset):
+    """Cityscapes fine annotations: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with
+    `gtFine/{split}/{city}/*_gtFine_labelIds.png`.
+
+    The 34 label ids (0..33, and -1 stored as 255) become the 19 train ids of the benchmark;
+    all others are ignored (255), as in the official cityscapesScripts.
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        root = Path(root)
+        image_root, mask_root = root / "leftImg8bit" / split, root / "gtFine" / split
+        if not image_root.is_dir():
+            raise DataError(
+                f"{image_root}: the folder must exist, got nothing there; try a root that "
+                "holds leftImg8bit/ and gtFine/, and split 'train', 'val' or 'test'"
+            )
+        samples, unpaired = [], []
+        for city in sorted(p.name for p in image_root.iterdir() if p.is_dir()):
+            found, missing = pair_by_stem(
+                image_root / city,
+                mask_root / city,
+                mask_stem=lambda stem: stem.replace("_gtFine_labelIds", "_leftImg8bit"),
+            )
+            samples += found
+            # Only labelIds masks count: the other gtFine files (color, instanceIds) are ignored.
+            unpaired += [p for p in missing if "_gtFine_" not in p.name or "_labelIds" in p.name]
+        info = DatasetInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, 255, in_channels=3)
+        value_map = {label_id: CITYSCAPES_TRAIN_IDS.get(label_id, 255) for label_id in range(256)}
+        super().__init__(
+            samples,
+            info,
+            value_map=value_map,
+            transforms=transforms,
+            max_pixels=max_pixels,
+            unpaired=unpaired,
+            strict=strict,
+        )
+
+
+KINDS = ("synthetic", "folder", "voc", "camvid", "isbi2012", "cityscapes")
+_SYNTHETIC_SPLITS = {"train": (0, 256), "val": (1, 64), "test": (2, 64)}
+
+
+def open_dataset(
+    kind: str,
+    root: str | Path | None,
+    split: str = "train",
+    transforms: Transforms | None = None,
+    **options,
+) -> Dataset:
+    """The dataset of one of `KINDS` at `root` (ignored for `synthetic`), for `split`.
+
+    `options` go to the dataset's constructor (e.g. `slices` for ISBI 2012, `classes` and
+    `colour_map` for folders, `max_pixels` for all file datasets); unknown ones raise
+    `ConfigError` listing the valid ones. Layouts:
+
+    - `folder`: `root/{split}/images` and `root/{split}/masks` (FolderDataset, needs `classes`).
+    - `synthetic`: SyntheticShapes; split `train` / `val` / `test` use seeds 0 / 1 / 2 (plus
+      the `seed` option) and 256 / 64 / 64 images unless `n` is given.
+    - `voc`, `camvid`, `isbi2012`, `cityscapes`: the published layouts (docs/datasets.md).
+    """
+    builders = {
+        "folder": FolderDataset,
+        "voc": VOCSegmentation,
+        "camvid": CamVid,
+        "isbi2012": ISBI2012,
+        "cityscapes": Cityscapes,
+        "synthetic": SyntheticShapes,
+    }
+    if kind not in builders:
+        raise ConfigError(
+            f"dataset must be one of {', '.join(KINDS)}, got {kind!r}; try 'synthetic'"
+        )
+    _check_options(builders[kind], options, kind)
+    if kind == "synthetic":
+        if split not in _SYNTHETIC_SPLITS:
+            raise ConfigError(
+                f"split must be one of {', '.join(_SYNTHETIC_SPLITS)} for synthetic data, got "
+                f"{split!r}; try 'train'"
+            )
+        seed_offset, n = _SYNTHETIC_SPLITS[split]
+        options = {"n": n, **options, "seed": options.get("seed", 0) * 1000 + seed_offset}
+        return SyntheticShapes(transforms=transforms, **options)
+    if root is None:
+        raise ConfigError(f"root must be the dataset folder for {kind!r}, got None; try root=PATH")
+    if kind == "folder":
+        base = Path(root) / split
+        return FolderDataset(base / "images", base / "masks", transforms=transforms, **options)
+    return builders[kind](root, split, transforms=transforms, **options)
+
+
+def _check_options(builder: Callable, options: Mapping, kind: str) -> None:
+    fixed = {"self", "root", "split", "transforms", "images", "masks"}
+    valid = [name for name in inspect.signature(builder).parameters if name not in fixed]
+    unknown = sorted(set(options) - set(valid))
+    if unknown:
+        raise ConfigError(
+            f"options of dataset {kind!r} must be among {', '.join(valid)}, got {unknown}; "
+            "check the spelling"
+        )

@@ -1,0 +1,206 @@
+"""Reading image and mask files into arrays, and images into float tensors.
+
+Images: PNG, JPEG, BMP through Pillow; TIFF (multi-band, 16-bit, float, multi-page stacks)
+through tifffile. Masks: 8-bit index PNGs, palette ("P" mode) PNGs whose pixel values are the
+class ids, 16-bit PNG/TIFF, or RGB colour-coded masks decoded with a colour -> class map. JPEG
+masks are refused: lossy compression invents values between class ids at every edge.
+
+A decompression-bomb guard refuses any file whose pixel count exceeds `max_pixels`
+(`MAX_PIXELS` = 100 million by default; pass a larger value for huge remote-sensing scenes, or
+tile them first) before decoding it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+import numpy as np
+import tifffile
+import torch
+from PIL import Image
+
+from pixelwise.errors import DataError
+
+MAX_PIXELS = 100_000_000
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
+MASK_SUFFIXES = (".png", ".tif", ".tiff", ".bmp")
+_TIFF_SUFFIXES = (".tif", ".tiff")
+_JPEG_SUFFIXES = (".jpg", ".jpeg")
+
+Colour = tuple[int, int, int]
+
+
+def read_image(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """The pixels of an image file as `(H, W, C)` in the file's own dtype (uint8, uint16, ...).
+
+    `page` picks one slice of a multi-page TIFF stack. Grey images get `C = 1`; palette
+    images are expanded to RGB; the alpha band of PNG/BMP images is dropped (TIFF bands are
+    all kept: a 4-band TIFF is e.g. RGB + near infrared).
+    Raises `DataError` naming the file when it cannot be read or is larger than `max_pixels`.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        array = _read_tiff(path, page, max_pixels)
+    else:
+        with _open_pil(path, max_pixels) as image:
+            if image.mode in ("LA", "1"):
+                image = image.convert("L")
+            elif image.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr"):
+                image = image.convert("RGB")
+            array = np.asarray(image)
+    return array[..., None] if array.ndim == 2 else array
+
+
+def read_mask(
+    path: Path,
+    page: int | None = None,
+    colour_map: Mapping[Colour, int] | None = None,
+    max_pixels: int = MAX_PIXELS,
+) -> np.ndarray:
+    """The raw values of a mask file as an `(H, W)` integer array (class ids before any mapping).
+
+    Index and palette PNGs give their stored indices. RGB masks need `colour_map`
+    (`{(r, g, b): class_id}`); an RGB mask whose three channels are equal is read as grey.
+    Raises `DataError` naming the file for JPEG masks, unknown colours, unreadable files.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _JPEG_SUFFIXES:
+        raise DataError(
+            f"{path}: masks must be lossless (PNG, TIFF, BMP), got JPEG; JPEG compression "
+            "invents values between class ids at every edge; try re-exporting the masks as PNG"
+        )
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        array = _read_tiff(path, page, max_pixels)
+    else:
+        with _open_pil(path, max_pixels) as image:
+            array = np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image)
+    if array.ndim == 3:
+        array = _decode_colours(array[..., :3], colour_map, path)
+    if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
+        raise DataError(
+            f"{path}: a mask must be a single-band integer image (H, W), got {array.dtype} "
+            f"{array.shape}; try an 8-bit index PNG"
+        )
+    return array
+
+
+def image_to_tensor(
+    array: np.ndarray, band_range: list[tuple[float, float]] | None = None
+) -> torch.Tensor:
+    """`(H, W, C)` pixels -> `(C, H, W)` float32 scaled to about [0, 1].
+
+    8-bit images are divided by 255. Anything else (16-bit, float) is scaled band by band to
+    `(x - low) / (high - low)` with `band_range[c] = (low, high)`, or by default the band's own
+    1st and 99th percentiles in this image, so that each band fills about [0, 1] whatever its
+    sensor's range (remote sensing, microscopy).
+    """
+    if array.dtype == np.uint8:
+        scaled = array.astype(np.float32) / 255.0
+    else:
+        values = array.astype(np.float32)
+        if band_range is None:
+            low, high = np.percentile(values.reshape(-1, values.shape[-1]), [1, 99], axis=0)
+        else:
+            low, high = np.asarray(band_range, dtype=np.float32).T
+        scaled = (values - low) / np.maximum(high - low, 1e-6)
+    return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+@contextlib.contextmanager
+def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
+    """Open with Pillow, refusing more than `max_pixels` pixels before decoding anything."""
+    try:
+        with warnings.catch_warnings():
+            # Our own limit replaces Pillow's (which warns above 89 Mpx and refuses twice that).
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            limit, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                image = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = limit
+    except (OSError, SyntaxError, ValueError) as error:
+        raise DataError(
+            f"{path}: the file must be a readable image, got {type(error).__name__}: {error}; "
+            "try opening it in an image viewer or re-exporting it"
+        ) from error
+    with image:
+        _check_pixels(path, image.width * image.height, max_pixels)
+        try:
+            image.load()
+        except (OSError, SyntaxError, ValueError) as error:
+            raise DataError(
+                f"{path}: the file must be a complete image, got {type(error).__name__}: "
+                f"{error}; try re-exporting it (is it truncated?)"
+            ) from error
+        yield image
+
+
+def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
+    """A TIFF image as `(H, W)` or `(H, W, C)`: the whole first series, or one page of a stack.
+
+    The pixel guard applies to one page (`width * height`), before anything is decoded.
+    """
+    try:
+        with tifffile.TiffFile(path) as tiff:
+            first = tiff.pages[0]
+            _check_pixels(path, first.imagewidth * first.imagelength, max_pixels)
+            if page is None:
+                array, axes = tiff.series[0].asarray(), tiff.series[0].axes
+            elif 0 <= page < len(tiff.pages):
+                array, axes = tiff.pages[page].asarray(), tiff.pages[page].axes
+            else:
+                raise DataError(
+                    f"{path}: page must lie in 0..{len(tiff.pages) - 1}, got {page}; "
+                    "try a smaller slice index"
+                )
+    except DataError:
+        raise
+    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+        raise DataError(
+            f"{path}: the file must be a readable TIFF, got {type(error).__name__}: {error}; "
+            "try opening it with tifffile or re-exporting it"
+        ) from error
+    # Interleaved bands read as (H, W, S); separate planes or pages of bands as (C, H, W).
+    if array.ndim == 3 and not axes.endswith("S"):
+        array = np.moveaxis(array, 0, -1)
+    return array
+
+
+def _check_pixels(path: Path, pixels: int, max_pixels: int) -> None:
+    if pixels > max_pixels:
+        raise DataError(
+            f"{path}: images must have at most max_pixels={max_pixels} pixels (a guard against "
+            f"decompression bombs), got {pixels}; try tiling the image, or pass a larger "
+            "max_pixels if you trust the file"
+        )
+
+
+def _decode_colours(
+    rgb: np.ndarray, colour_map: Mapping[Colour, int] | None, path: Path
+) -> np.ndarray:
+    """Class ids `(H, W)` of an RGB-coded mask `(H, W, 3)`."""
+    if colour_map is None:
+        if (rgb == rgb[..., :1]).all():
+            return rgb[..., 0]
+        raise DataError(
+            f"{path}: an RGB colour-coded mask needs a colour_map {{(r, g, b): class_id}}, got "
+            "none; try FolderDataset(..., colour_map={(0, 0, 0): 0, (255, 0, 0): 1}) or save "
+            "the masks as index PNGs"
+        )
+    codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
+    table = {(r << 16) | (g << 8) | b: class_id for (r, g, b), class_id in colour_map.items()}
+    unique, inverse = np.unique(codes, return_inverse=True)
+    unknown = [code for code in unique.tolist() if code not in table]
+    if unknown:
+        colours = [((c >> 16) & 255, (c >> 8) & 255, c & 255) for c in unknown[:5]]
+        raise DataError(
+            f"{path}: every mask colour must be in the colour_map, got unknown colours "
+            f"{colours}{' ...' if len(unknown) > 5 else ''}; try adding them to colour_map "
+            "(map unlabelled colours to the ignore index)"
+        )
+    return np.array([table[code] for code in unique.tolist()], dtype=np.int64)[inverse].reshape(
+        codes.shape
+    )
