@@ -1,0 +1,135 @@
+"""Instances, polygons and their exports, checked on hand-drawn shapes and rasterised back
+independently (shapely point-in-polygon at pixel centres, pycocotools RLE decoding)."""
+
+import numpy as np
+import pytest
+
+shapely = pytest.importorskip("shapely")
+mask_utils = pytest.importorskip("pycocotools.mask")
+
+from pixelwise.postprocess import (  # noqa: E402
+    GeoReference,
+    class_areas,
+    find_instances,
+    to_coco,
+    to_geojson,
+)
+
+SIZE = 64
+
+
+def rasterise(polygon, height=SIZE, width=SIZE) -> np.ndarray:
+    """Pixels whose centre lies inside the polygon (holes excluded)."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return shapely.contains_xy(polygon, cols + 0.5, rows + 0.5)
+
+
+def iou(a: np.ndarray, b: np.ndarray) -> float:
+    return (a & b).sum() / (a | b).sum()
+
+
+def shapes() -> dict[str, np.ndarray]:
+    """Three hand-made masks in separate corners of a 64x64 image."""
+    rows, cols = np.mgrid[0:SIZE, 0:SIZE]
+    ring = np.hypot(rows - 15, cols - 15)
+    annulus = (ring < 13) & (ring > 5)  # a disk with a round hole
+    angle = np.arctan2(rows - 45, cols - 18)
+    radius = np.hypot(rows - 45, cols - 18)
+    star = radius < 9 + 5 * np.cos(5 * angle)  # five-pointed, concave outline
+    frame = np.zeros((SIZE, SIZE), bool)
+    frame[34:62, 34:62] = True
+    frame[38:44, 38:58] = False  # two rectangular holes
+    frame[50:58, 40:46] = False
+    return {"annulus": annulus, "star": star, "frame": frame}
+
+
+def label_map() -> np.ndarray:
+    masks = shapes()
+    label = np.zeros((SIZE, SIZE), np.uint8)
+    label[masks["annulus"]] = 1
+    label[masks["star"]] = 2
+    label[masks["frame"]] = 2
+    return label
+
+
+def test_polygons_rasterise_back_to_instance_masks():
+    masks = shapes()
+    instances = find_instances(label_map())
+    assert len(instances) == 3
+    for instance in instances:
+        drawn = rasterise(instance.polygon)
+        best = max(masks.values(), key=lambda mask: iou(mask, drawn))
+        assert iou(best, drawn) > 0.99
+    holes = sorted(len(instance.polygon.interiors) for instance in instances)
+    assert holes == [0, 1, 2]  # star, annulus, frame
+
+
+def test_instance_boxes_areas_and_classes_by_hand():
+    label = np.zeros((6, 8), np.uint8)
+    label[1:3, 2:5] = 1  # 2x3 block: box (x=2, y=1, w=3, h=2), 6 pixels
+    label[4, 6] = 1  # single pixel
+    label[5, 0:2] = 3
+    instances = find_instances(label)
+    assert [(i.class_id, i.bbox, i.area) for i in instances] == [
+        (1, (2, 1, 3, 2), 6), (1, (6, 4, 1, 1), 1), (3, (0, 5, 2, 1), 2)]
+    np.testing.assert_array_equal(class_areas(label, 4), [48 - 9, 7, 0, 2])
+
+
+def test_diagonal_neighbours_are_one_instance():
+    label = np.eye(4, dtype=np.uint8)
+    (instance,) = find_instances(label)
+    assert instance.area == 4
+    np.testing.assert_array_equal(rasterise(instance.polygon, 4, 4), label.astype(bool))
+
+
+def test_min_area_drops_small_components():
+    label = np.zeros((8, 8), np.uint8)
+    label[0:3, 0:3] = 1
+    label[6, 6] = 1
+    assert [i.area for i in find_instances(label, min_area=2)] == [9]
+
+
+def test_simplify_reduces_vertices_and_keeps_shape():
+    exact = find_instances(label_map())
+    simple = find_instances(label_map(), simplify=1.0)
+    for a, b in zip(exact, simple, strict=True):
+        assert len(b.polygon.exterior.coords) < len(a.polygon.exterior.coords)
+        assert iou(rasterise(a.polygon), rasterise(b.polygon)) > 0.9
+
+
+def test_coco_rle_decodes_to_instance_mask():
+    label = label_map()
+    coco = to_coco(find_instances(label), SIZE, SIZE, segmentation="rle",
+                   class_names=["background", "ring", "shape"])
+    masks = [mask_utils.decode({"size": a["segmentation"]["size"],
+                                "counts": a["segmentation"]["counts"].encode()})
+             for a in coco["annotations"]]
+    union = np.zeros((SIZE, SIZE), np.uint8)
+    for annotation, mask in zip(coco["annotations"], masks, strict=True):
+        assert mask.sum() == annotation["area"]
+        union[mask.astype(bool)] = annotation["category_id"]
+    np.testing.assert_array_equal(union, label)
+    assert coco["categories"] == [{"id": 0, "name": "background"}, {"id": 1, "name": "ring"},
+                                  {"id": 2, "name": "shape"}]
+
+
+def test_coco_polygons_list_exterior_then_holes():
+    coco = to_coco(find_instances(label_map()), SIZE, SIZE)
+    frame = next(a for a in coco["annotations"] if a["bbox"] == [34, 34, 28, 28])
+    assert len(frame["segmentation"]) == 3
+    exterior = shapely.Polygon(np.reshape(frame["segmentation"][0], (-1, 2)))
+    assert exterior.bounds == (34.0, 34.0, 62.0, 62.0)  # frame edges, corners cut by 0.5
+
+
+def test_geojson_applies_georeference_by_hand():
+    label = np.zeros((4, 5), np.uint8)
+    label[2, 3] = 1  # one pixel: x in [3, 4], y in [2, 3]
+    georef = GeoReference("EPSG:32633", (10.0, 0.0, 1000.0, 0.0, -10.0, 5000.0))
+    collection = to_geojson(find_instances(label), ["bg", "tree"], georef)
+    (feature,) = collection["features"]
+    assert feature["properties"] == {"class_id": 1, "class_name": "tree", "area_px": 1,
+                                     "bbox_px": [3, 2, 1, 1]}
+    # x' = 10 x + 1000, y' = -10 y + 5000
+    assert shapely.geometry.shape(feature["geometry"]).bounds == (1030, 4970, 1040, 4980)
+    assert collection["crs"]["properties"]["name"] == "EPSG:32633"
+    assert georef.pixel_area == 100.0
