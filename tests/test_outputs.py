@@ -4,7 +4,16 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from pixelwise.outputs import color_overlay, colorize, save_label_png
+from pixelwise.errors import ConfigError
+from pixelwise.outputs import (
+    FORMATS,
+    color_overlay,
+    colorize,
+    save_geotiff,
+    save_label_png,
+    write_prediction,
+)
+from pixelwise.postprocess import GeoReference, read_georeference
 
 PALETTE = [(0, 0, 0), (255, 0, 0), (0, 255, 0), (10, 20, 30)]
 
@@ -45,3 +54,55 @@ def test_overlay_blends_by_hand_on_2x2():
 def test_overlay_accepts_grey_image():
     out = color_overlay(np.full((1, 1), 200, np.uint8), np.array([[1]]), PALETTE, alpha=0.5)
     np.testing.assert_array_equal(out, [[[228, 100, 100]]])  # (200+255)/2 = 227.5 -> 228
+
+
+def small_label() -> np.ndarray:
+    label = np.zeros((20, 30), np.uint8)
+    label[2:8, 3:12] = 1
+    label[12:18, 15:27] = 2
+    label[14:16, 18:20] = 0  # a hole
+    return label
+
+
+def test_write_prediction_writes_every_format(tmp_path):
+    import json
+
+    import tifffile
+
+    label = small_label()
+    image = np.full((20, 30, 3), 100, np.uint8)
+    written = write_prediction(label, tmp_path / "out" / "slide", FORMATS, PALETTE,
+                               ["bg", "a", "b"], image=image, source_name="slide.tif")
+    assert sorted(written) == sorted(FORMATS)
+    with Image.open(written["png"]) as png:
+        np.testing.assert_array_equal(np.asarray(png), label)
+    with Image.open(written["overlay"]) as overlay:
+        assert overlay.size == (30, 20)
+        np.testing.assert_array_equal(np.asarray(overlay)[3, 4], [178, 50, 50])  # (100+255)/2
+    np.testing.assert_array_equal(np.load(written["npy"]), label)
+    with tifffile.TiffFile(written["geotiff"]) as tif:
+        assert tif.pages[0].is_tiled
+        np.testing.assert_array_equal(tif.asarray(), label)
+    features = json.loads(written["geojson"].read_text())["features"]
+    assert [f["properties"]["class_name"] for f in features] == ["a", "b"]
+    assert len(features[1]["geometry"]["coordinates"]) == 2  # exterior + one hole
+    coco = json.loads(written["coco"].read_text())
+    assert coco["images"][0]["file_name"] == "slide.tif"
+    assert [a["area"] for a in coco["annotations"]] == [54, 72 - 4]
+
+
+def test_geotiff_keeps_crs_and_transform(tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    georef = GeoReference("EPSG:32633", (0.5, 0.0, 500000.0, 0.0, -0.5, 4000000.0))
+    path = save_geotiff(small_label(), tmp_path / "pred.tif", georef, PALETTE)
+    assert read_georeference(path) == georef
+    with rasterio.open(path) as dataset:
+        np.testing.assert_array_equal(dataset.read(1), small_label())
+        assert dataset.colormap(1)[1] == (255, 0, 0, 255)
+
+
+def test_write_prediction_rejects_unknown_format_and_missing_image(tmp_path):
+    with pytest.raises(ConfigError, match="formats must be among"):
+        write_prediction(small_label(), tmp_path / "x", ("jpeg",), PALETTE)
+    with pytest.raises(ConfigError, match="image must be given"):
+        write_prediction(small_label(), tmp_path / "x", ("overlay",), PALETTE)

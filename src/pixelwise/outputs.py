@@ -1,4 +1,5 @@
-"""Prediction files people use downstream: palette PNGs and colour overlays.
+"""Prediction files people use downstream: palette PNGs, colour overlays, GeoTIFF/BigTIFF,
+NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`).
 
 A label map is an integer array `(H, W)` of class ids. A palette is a sequence of `(r, g, b)`
 tuples, one per class id, as in `DatasetInfo.palette`. The palette PNG stores the class ids
@@ -8,11 +9,22 @@ label map back exactly while image viewers show the colours.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import tifffile
 from PIL import Image
+
+from pixelwise.errors import ConfigError
+from pixelwise.postprocess import (
+    GeoReference,
+    find_instances,
+    import_extra,
+    to_coco,
+    to_geojson,
+)
 
 Palette = Sequence[tuple[int, int, int]]
 
@@ -95,4 +107,109 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette) -> Pat
     png = Image.fromarray(label.astype(np.uint8))
     png.putpalette(colours.reshape(-1).tolist())
     png.save(path)
+    return path
+
+
+FORMATS = ("png", "overlay", "geojson", "coco", "npy", "geotiff")
+TIFF_TILE = 256  # pixels per side of a GeoTIFF/BigTIFF tile
+BIGTIFF_BYTES = 2**31  # classic TIFF offsets stop at 4 GiB; switch to BigTIFF well before
+
+
+def save_geotiff(
+    label: np.ndarray, path: str | Path, georef: GeoReference | None = None,
+    palette: Palette | None = None,
+) -> Path:
+    """Write a label map `(H, W)` (array or memmap) as a tiled, deflate-compressed TIFF.
+
+    Tiles of 256x256 let GIS tools and `tifffile` read any window without the whole file;
+    files of 2 GiB or more of pixels are written as BigTIFF. With `georef` the file is a
+    GeoTIFF (via rasterio, written 256 rows at a time) carrying the input's CRS and transform,
+    plus the palette as a colour table when the labels are uint8; without, `tifffile` writes it.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    bigtiff = label.nbytes >= BIGTIFF_BYTES
+    if georef is None:
+        tifffile.imwrite(path, label, tile=(TIFF_TILE, TIFF_TILE), compression="zlib",
+                         bigtiff=bigtiff)
+        return path
+    rasterio = import_extra("rasterio", "geo")
+    from rasterio.windows import Window
+
+    height, width = label.shape
+    profile = {
+        "driver": "GTiff", "height": height, "width": width, "count": 1, "dtype": label.dtype.name,
+        "crs": georef.crs, "transform": rasterio.Affine(*georef.transform), "tiled": True,
+        "blockxsize": TIFF_TILE, "blockysize": TIFF_TILE, "compress": "deflate",
+        "BIGTIFF": "YES" if bigtiff else "NO",
+    }
+    with rasterio.open(path, "w", **profile) as dataset:
+        for top in range(0, height, TIFF_TILE):
+            rows = label[top:top + TIFF_TILE]
+            dataset.write(rows, 1, window=Window(0, top, width, len(rows)))
+        if palette is not None and label.dtype == np.uint8:
+            colours = _palette_array(palette)[:256]
+            dataset.write_colormap(1, {i: (*map(int, c), 255) for i, c in enumerate(colours)})
+    return path
+
+
+def write_prediction(
+    label: np.ndarray,
+    out_stem: str | Path,
+    formats: Sequence[str] = ("png",),
+    palette: Palette | None = None,
+    class_names: Sequence[str] | None = None,
+    image: np.ndarray | None = None,
+    georef: GeoReference | None = None,
+    *,
+    min_area: int = 0,
+    simplify: float = 0.0,
+    source_name: str | None = None,
+) -> dict[str, Path]:
+    """Write one prediction in each of `formats`; returns `{format: path written}`.
+
+    Files (for `out_stem = out/slide1`): "png" `out/slide1.png` (palette label map), "overlay"
+    `out/slide1_overlay.png` (needs `image`, `(H, W, 3)` or `(H, W)` uint8), "geojson"
+    `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
+    file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
+    `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
+    """
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown:
+        raise ConfigError(f"formats must be among {list(FORMATS)}, got {unknown}; try ('png',)")
+    if palette is None and ({"png", "overlay"} & set(formats)):
+        raise ConfigError("palette must be given for the png and overlay formats, got None; "
+                          "try the checkpoint's palette or default_palette(num_classes)")
+    if "overlay" in formats and image is None:
+        raise ConfigError("image must be given for the overlay format, got None; "
+                          "try passing the input image or drop 'overlay'")
+    stem = Path(out_stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    written: dict[str, Path] = {}
+    if "png" in formats:
+        written["png"] = save_label_png(label, stem.with_name(stem.name + ".png"), palette)
+    if "overlay" in formats:
+        path = stem.with_name(stem.name + "_overlay.png")
+        Image.fromarray(color_overlay(image, label, palette)).save(path)
+        written["overlay"] = path
+    if "npy" in formats:
+        written["npy"] = stem.with_name(stem.name + ".npy")
+        np.save(written["npy"], label)
+    if "geotiff" in formats:
+        written["geotiff"] = save_geotiff(label, stem.with_name(stem.name + ".tif"), georef,
+                                          palette)
+    if {"geojson", "coco"} & set(formats):
+        instances = find_instances(label, min_area=min_area, simplify=simplify)
+    if "geojson" in formats:
+        written["geojson"] = _write_json(stem.with_name(stem.name + ".geojson"),
+                                         to_geojson(instances, class_names, georef))
+    if "coco" in formats:
+        coco = to_coco(instances, *label.shape, class_names=class_names,
+                       file_name=source_name or stem.name + ".png")
+        written["coco"] = _write_json(stem.with_name(stem.name + ".coco.json"), coco)
+    return written
+
+
+def _write_json(path: Path, data: dict) -> Path:
+    path.write_text(json.dumps(data))
     return path

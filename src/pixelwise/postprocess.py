@@ -45,7 +45,7 @@ class GeoReference:
 
 def read_georeference(path: str | Path) -> GeoReference | None:
     """CRS and transform of a GeoTIFF (via rasterio), or None when the file has none."""
-    rasterio = _import_optional("rasterio", "geo")
+    rasterio = import_extra("rasterio", "geo")
     with rasterio.open(path) as dataset:
         if dataset.crs is None:
             return None
@@ -69,7 +69,7 @@ class Instance:
     polygon: Any
 
 
-def _import_optional(name: str, extra: str) -> Any:
+def import_extra(name: str, extra: str) -> Any:
     """Import a module of an optional extra, or say which extra to install."""
     try:
         return importlib.import_module(name)
@@ -93,7 +93,7 @@ def class_areas(label: np.ndarray, num_classes: int) -> np.ndarray:
 
 def _ring(mask: np.ndarray, fully_connected: str) -> np.ndarray:
     """`(n, 2)` (x, y) outer contour of a bool mask (the longest marching-squares contour)."""
-    contours = _import_optional("skimage.measure", "vector").find_contours(
+    contours = import_extra("skimage.measure", "vector").find_contours(
         np.pad(mask, 1).astype(np.float32), 0.5, fully_connected=fully_connected)
     rows_cols = max(contours, key=len)
     return rows_cols[:, ::-1] - 1 + 0.5  # undo the pad, move to pixel-corner coordinates
@@ -102,7 +102,7 @@ def _ring(mask: np.ndarray, fully_connected: str) -> np.ndarray:
 def instance_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
     """Shapely Polygon of one connected bool mask `(h, w)` whose top-left pixel is at
     `offset = (x, y)`: the outer contour of the filled mask plus one hole ring per hole."""
-    shapely = _import_optional("shapely", "vector")
+    shapely = import_extra("shapely", "vector")
     filled = ndimage.binary_fill_holes(mask)
     shift = np.asarray(offset, np.float64)
     holes, count = ndimage.label(filled & ~mask)  # 4-connected, as binary_fill_holes sees them
@@ -168,8 +168,8 @@ def to_geojson(
     carries a "crs" member naming the CRS (the pre-RFC 7946 form GDAL and QGIS read); without it
     they are image (x, y) pixel coordinates.
     """
-    affinity = _import_optional("shapely.affinity", "vector")
-    geometry = _import_optional("shapely.geometry", "vector")
+    affinity = import_extra("shapely.affinity", "vector")
+    geometry = import_extra("shapely.geometry", "vector")
     features = []
     for instance in instances:
         polygon = instance.polygon
@@ -198,7 +198,7 @@ def coco_rle(instance: Instance, height: int, width: int) -> dict:
     Runs are computed from the instance's box-sized mask (column-major over the whole image, as
     COCO counts them), so no full-image mask is ever allocated.
     """
-    mask_utils = _import_optional("pycocotools.mask", "vector")
+    mask_utils = import_extra("pycocotools.mask", "vector")
     x, y = instance.bbox[:2]
     rows, cols = np.nonzero(instance.mask.T)[::-1]  # column-major order of the box
     positions = (cols + x).astype(np.int64) * height + (rows + y)
