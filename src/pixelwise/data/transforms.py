@@ -1,0 +1,230 @@
+"""Joint image + mask augmentation on `torchvision.transforms.v2`.
+
+The image travels as a `tv_tensors.Image` and the mask as a `tv_tensors.Mask`, so every
+geometric transform moves both the same way and torchvision resamples masks with nearest
+neighbour (no invented class values). Areas a transform brings in from outside the image are
+filled with 0 in the image and `ignore_index` in the mask, so losses and metrics skip them.
+
+`train_preset` / `eval_preset` take and return `(image float (C, H, W), mask int64 (H, W))` and
+end with mean/std normalisation; the presets record that mean/std in `.mean` / `.std` so a
+checkpoint can store them and prediction can normalise the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as nnf
+from torchvision import tv_tensors
+from torchvision.transforms import InterpolationMode, v2
+from torchvision.transforms.v2 import functional as F
+
+from pixelwise.errors import ConfigError
+
+Size = int | tuple[int, int]
+
+
+class JointTransform:
+    """A `v2.Compose` applied to an `(image, mask)` pair of plain tensors.
+
+    `image` float `(C, H, W)`, `mask` int64 `(H, W)` in; the same types out.
+    """
+
+    def __init__(
+        self,
+        transforms: Sequence[v2.Transform],
+        mean: Sequence[float] = (),
+        std: Sequence[float] = (),
+    ) -> None:
+        self.pipeline = v2.Compose(list(transforms))
+        self.mean, self.std = list(mean), list(std)
+
+    def __call__(
+        self, image: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        image, mask = self.pipeline(tv_tensors.Image(image), tv_tensors.Mask(mask))
+        return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
+
+    def __repr__(self) -> str:
+        return f"JointTransform({self.pipeline})"
+
+
+def _image_size(flat_inputs: list[Any]) -> tuple[int, int]:
+    for inpt in flat_inputs:
+        if isinstance(inpt, (tv_tensors.Image, tv_tensors.Mask)):
+            return tuple(inpt.shape[-2:])
+    raise TypeError("the inputs must contain a tv_tensors.Image or tv_tensors.Mask")
+
+
+class RandomScale(v2.Transform):
+    """Resize by a factor drawn uniformly from `scale` (image bilinear with antialiasing, mask
+    nearest neighbour at pixel centres)."""
+
+    def __init__(self, scale: tuple[float, float]) -> None:
+        super().__init__()
+        if not 0 < scale[0] <= scale[1]:
+            raise ConfigError(
+                f"scale must be a range (low, high) with 0 < low <= high, got {scale}"
+            )
+        self.scale = scale
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = _image_size(flat_inputs)
+        factor = float(torch.empty(()).uniform_(*self.scale))
+        return {"size": [max(1, round(height * factor)), max(1, round(width * factor))]}
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        if isinstance(inpt, tv_tensors.Mask):
+            # torchvision resizes masks with legacy "nearest", which samples source pixel
+            # floor(i / factor) and so drifts up to a pixel towards the top left of the
+            # bilinearly resized image; "nearest-exact" samples pixel centres like bilinear.
+            plain = inpt.as_subclass(torch.Tensor)
+            resized = F.resize_image(
+                plain[None], params["size"], interpolation=InterpolationMode.NEAREST_EXACT
+            )[0]
+            return tv_tensors.wrap(resized, like=inpt)
+        return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+
+
+class UNetElasticDeform(v2.Transform):
+    """The U-Net paper's elastic deformation (§3.1).
+
+    "Random displacement vectors on a coarse 3 by 3 grid", each drawn from a Gaussian with
+    `sigma` = 10 pixels standard deviation; "per-pixel displacements are then computed using
+    bicubic interpolation". The image is resampled bilinearly, the mask with nearest neighbour;
+    pixels pulled from outside the image get `fill` (image) and `mask_fill` (mask).
+    """
+
+    def __init__(
+        self, grid: int = 3, sigma: float = 10.0, fill: float = 0.0, mask_fill: int = 255
+    ) -> None:
+        super().__init__()
+        self.grid, self.sigma, self.fill, self.mask_fill = grid, sigma, fill, mask_fill
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        height, width = _image_size(flat_inputs)
+        coarse = torch.randn(1, 2, self.grid, self.grid) * self.sigma  # pixels, (dx, dy)
+        dense = nnf.interpolate(coarse, size=(height, width), mode="bicubic", align_corners=True)
+        # torchvision's elastic kernel adds the displacement to a grid in [-1, 1] units.
+        dense = dense * torch.tensor([2.0 / width, 2.0 / height]).view(1, 2, 1, 1)
+        return {"displacement": dense.permute(0, 2, 3, 1)}  # (1, H, W, 2)
+
+    def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
+        fill = self.mask_fill if isinstance(inpt, tv_tensors.Mask) else self.fill
+        return self._call_kernel(F.elastic, inpt, params["displacement"], fill=fill)
+
+
+def train_preset(
+    crop_size: Size | None,
+    *,
+    mean: Sequence[float],
+    std: Sequence[float],
+    ignore_index: int = 255,
+    scale: tuple[float, float] | None = (0.5, 2.0),
+    hflip: float = 0.5,
+    vflip: float = 0.0,
+    rotation: float = 0.0,
+    elastic: bool = False,
+    colour_jitter: float = 0.0,
+) -> JointTransform:
+    """Training augmentation, in this order: random scale, rotation (+-`rotation` degrees),
+    U-Net elastic deformation, random crop of `crop_size` (padding small images with 0 /
+    `ignore_index`), horizontal / vertical flips with the given probabilities, colour jitter
+    (brightness, contrast, saturation `colour_jitter`, hue a quarter of it; only for 1- or
+    3-channel images), then `(x - mean) / std` per channel.
+    """
+    fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index}
+    steps: list[v2.Transform] = []
+    if scale is not None:
+        steps.append(RandomScale(scale))
+    if rotation:
+        steps.append(v2.RandomRotation(rotation, fill=fill))
+    if elastic:
+        steps.append(UNetElasticDeform(mask_fill=ignore_index))
+    if crop_size is not None:
+        steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
+    if hflip:
+        steps.append(v2.RandomHorizontalFlip(hflip))
+    if vflip:
+        steps.append(v2.RandomVerticalFlip(vflip))
+    if colour_jitter:
+        if len(mean) not in (1, 3):
+            raise ConfigError(
+                f"colour_jitter needs 1- or 3-channel images, got {len(mean)} channels; try "
+                "colour_jitter=0 for multi-band images"
+            )
+        strength = colour_jitter
+        steps.append(v2.ColorJitter(strength, strength, strength, min(strength / 4, 0.5)))
+    steps.append(v2.Normalize(mean, std))
+    return JointTransform(steps, mean, std)
+
+
+def eval_preset(mean: Sequence[float], std: Sequence[float]) -> JointTransform:
+    """Evaluation: only `(x - mean) / std` per channel, the image size is kept."""
+    return JointTransform([v2.Normalize(mean, std)], mean, std)
+
+
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+# Settings per dataset kind for `train_preset(**RECOMMENDED[kind])`. RGB data uses ImageNet
+# statistics (pretrained backbones expect them); ISBI 2012 follows U-Net §3.1 (shifts,
+# rotations, elastic deformation, grey-value variation; flips and any rotation are valid for
+# EM slices). Crops are sized for a single GPU; see docs/datasets.md.
+RECOMMENDED: dict[str, dict[str, Any]] = {
+    "synthetic": dict(
+        crop_size=None,
+        scale=None,
+        hflip=0.5,
+        vflip=0.5,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+    ),
+    "folder": dict(
+        crop_size=256, scale=(0.5, 2.0), hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD
+    ),
+    "voc": dict(
+        crop_size=320,
+        scale=(0.5, 2.0),
+        hflip=0.5,
+        colour_jitter=0.2,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "camvid": dict(
+        crop_size=(352, 480),
+        scale=(0.5, 2.0),
+        hflip=0.5,
+        colour_jitter=0.2,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "cityscapes": dict(
+        crop_size=512,
+        scale=(0.5, 2.0),
+        hflip=0.5,
+        colour_jitter=0.2,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+    ),
+    "isbi2012": dict(
+        crop_size=256,
+        scale=None,
+        hflip=0.5,
+        vflip=0.5,
+        rotation=180.0,
+        elastic=True,
+        colour_jitter=0.1,
+        mean=(0.5,),
+        std=(0.25,),
+    ),
+}
+
+
+def recommended_preset(kind: str, ignore_index: int = 255) -> JointTransform:
+    """`train_preset` with the `RECOMMENDED` settings of a dataset kind."""
+    if kind not in RECOMMENDED:
+        raise ConfigError(
+            f"kind must be one of {', '.join(RECOMMENDED)}, got {kind!r}; try 'folder'"
+        )
+    return train_preset(ignore_index=ignore_index, **RECOMMENDED[kind])
