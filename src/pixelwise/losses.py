@@ -35,8 +35,8 @@ def build_loss(
     """The loss called `name` (one of `LOSSES`) for `num_classes` classes.
 
     `class_weights` gives one weight per class (None: all 1). The `auto` setting of the
-    configuration is resolved by the caller with
-    `median_frequency_weights(pixelwise.data.checks.class_pixel_counts(dataset))`.
+    configuration is resolved by the caller with `check_dataset(dataset).class_weights`
+    (`pixelwise.data.checks`: SegNet's median-frequency weights from a scan of the data).
     """
     weights = _class_weight_tensor(class_weights, num_classes)
     if name == "ce":
@@ -270,7 +270,7 @@ def median_frequency_weights(
     if counts.ndim != 1 or (counts < 0).any() or counts.sum() == 0:
         raise ValueError(
             f"counts must be non-negative pixel counts per class, not all 0, got {counts.tolist()}; "
-            "try pixelwise.data.checks.class_pixel_counts(dataset)"
+            "try pixelwise.data.checks.check_dataset(dataset).class_counts"
         )
     denominator = counts.sum() if image_pixels is None else np.asarray(image_pixels, np.float64)
     present = counts > 0

@@ -96,7 +96,6 @@ def test_rotation_fills_corners_of_the_mask_with_ignore():
 def test_elastic_displacements_are_gaussian_with_10_pixel_sigma_on_a_3x3_grid():
     deform = UNetElasticDeform()
     mask = torch.zeros(61, 41, dtype=torch.long)
-
     corners = []
     for _ in range(600):
         field = deform.make_params([tv_tensors.Mask(mask)])["displacement"][0]  # (H, W, 2)

@@ -107,10 +107,13 @@ class FileDataset(Dataset):
         return image_t, mask_t
 
     def read_image(self, index: int) -> np.ndarray:
-        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels` (a grey image in
-        an RGB dataset is repeated to three channels)."""
+        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels`."""
         sample = self.samples[index]
-        image = io.read_image(sample.image, sample.page, self.max_pixels)
+        return self.fit_channels(io.read_image(sample.image, sample.page, self.max_pixels), sample)
+
+    def fit_channels(self, image: np.ndarray, sample: Sample) -> np.ndarray:
+        """`image` `(H, W, C)` with the dataset's channel count: a grey image in an RGB dataset
+        is repeated to three channels; any other mismatch raises `DataError`."""
         wanted, bands = self.info.in_channels, image.shape[2]
         if bands == wanted:
             return image
