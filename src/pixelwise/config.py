@@ -36,7 +36,7 @@ class DataConfig:
     root: str = ""  # dataset folder (unused for synthetic)
     train_split: str = "train"
     val_split: str = "val"
-    crop_size: int = 64  # square training crop, pixels
+    crop_size: Any = None  # training crop: pixels, or [height, width]; None: the kind's default
     batch_size: int = 8
     val_batch_size: int = 1  # 1 works for images of different sizes (VOC); raise it when equal
     workers: int = 0  # DataLoader worker processes
@@ -44,6 +44,8 @@ class DataConfig:
     std: list[float] | None = None
     ignore_index: int | None = None  # None: the dataset's own ignore index
     class_weights: Any = None  # None | "auto" (median frequency) | list of K floats
+    augment: dict[str, Any] = field(default_factory=dict)  # train_preset options (scale, hflip,
+    # vflip, rotation, elastic, colour_jitter) over the kind's RECOMMENDED settings
     options: dict[str, Any] = field(default_factory=dict)  # extra open_dataset keywords
     quick_check: bool = True  # run the data quick check before training
 
@@ -91,6 +93,7 @@ def _schema() -> DictConfig:
     # Builder and dataset options are free-form: the builder itself rejects unknown ones.
     OmegaConf.set_struct(schema.model.options, False)
     OmegaConf.set_struct(schema.data.options, False)
+    OmegaConf.set_struct(schema.data.augment, False)
     return schema
 
 
@@ -158,13 +161,19 @@ def validate(config: Config) -> None:
         (config.data.batch_size >= 1, "data.batch_size", "at least 1", config.data.batch_size),
         (config.data.val_batch_size >= 1, "data.val_batch_size", "at least 1",
          config.data.val_batch_size),
-        (config.data.crop_size >= 1, "data.crop_size", "at least 1", config.data.crop_size),
         (config.model.num_classes >= 0, "model.num_classes", "0 (from the dataset) or more",
          config.model.num_classes),
     ]
     for ok, key, expected, got in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {got!r}")
+    crop = config.data.crop_size
+    crop_ok = crop is None or (isinstance(crop, int) and crop > 0) or (
+        isinstance(crop, list) and len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop))
+    if not crop_ok:
+        raise ConfigError(
+            f"data.crop_size must be null, a positive int or [height, width], got {crop!r}"
+        )
     weights = config.data.class_weights
     if not (weights is None or weights == "auto" or isinstance(weights, list)):
         raise ConfigError(
@@ -182,3 +191,11 @@ def to_yaml(config: Config) -> str:
 def to_dict(config: Config) -> dict[str, Any]:
     """The resolved configuration as plain JSON-able data."""
     return OmegaConf.to_container(OmegaConf.structured(config))
+
+
+def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
+    """``["n=32", "size=64"]`` -> ``{"n": 32, "size": 64}`` (values typed as YAML types them)."""
+    bad = [item for item in items if "=" not in item]
+    if bad:
+        raise ConfigError(f"options must look like key=value, got {bad}; try n=32")
+    return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))

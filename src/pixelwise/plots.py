@@ -50,7 +50,7 @@ def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | 
     values = [0.0 if math.isnan(v) else v for v in iou]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(classes) + 2), 3.5))
     bars = ax.bar(range(len(classes)), values, color="tab:blue")
-    for bar, value in zip(bars, iou):
+    for bar, value in zip(bars, iou, strict=True):
         label = "absent" if math.isnan(value) else f"{value:.2f}"
         ax.text(bar.get_x() + bar.get_width() / 2, bar.get_height(), label, ha="center",
                 va="bottom", fontsize=8)
@@ -74,7 +74,7 @@ def training_curves_png(metrics_csv: str | Path, path: str | Path) -> Path:
     left.set_ylabel("training loss")
     left.set_title("Training loss")
     if validated:
-        right.plot(*zip(*validated), marker="o", color="tab:green")
+        right.plot(*zip(*validated, strict=True), marker="o", color="tab:green")
     right.set_xlabel("epoch")
     right.set_ylabel("mean IoU")
     right.set_ylim(0, 1)

@@ -31,11 +31,14 @@ class DistInfo:
         return self.world_size > 1
 
 
+SINGLE_PROCESS = DistInfo()
+
+
 def init_from_env() -> DistInfo:
     """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), if any."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
-        return DistInfo()
+        return SINGLE_PROCESS
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
     if not dist.is_initialized():
         backend = "nccl" if torch.cuda.is_available() else "gloo"

@@ -1,0 +1,5 @@
+"""``python -m pixelwise`` runs the command line (also how torchrun starts it)."""
+
+from pixelwise.cli import main
+
+raise SystemExit(main())

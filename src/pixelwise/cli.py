@@ -1,0 +1,152 @@
+"""The ``pixelwise`` command: a thin argparse layer over the Python API.
+
+Each subcommand parses its arguments, calls one API function and prints what it returns.
+Failures the user can fix (:class:`~pixelwise.errors.PixelwiseError`) print one line
+``error: ...`` to stderr and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from pixelwise.errors import PixelwiseError
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); return the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser().parse_args(argv)
+    args.command_line = ["pixelwise", *argv]  # recorded in run.json
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s: %(message)s")
+    try:
+        return args.run(args)
+    except PixelwiseError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pixelwise import __version__
+
+    parser = argparse.ArgumentParser(
+        prog="pixelwise", description="Semantic segmentation: FCN and U-Net, train to predict.")
+    parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser("demo", help="train, evaluate and predict on synthetic data")
+    demo.add_argument("--out", default="pixelwise-demo", help="output folder (default: %(default)s)")
+    demo.add_argument("overrides", nargs="*", metavar="key=value",
+                      help="change the demo config, e.g. train.epochs=2")
+    demo.set_defaults(run=run_demo)
+
+    train = commands.add_parser("train", help="train a model from a YAML config")
+    train.add_argument("config", help="YAML file, e.g. configs/unet_isbi2012.yaml")
+    train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.01")
+    train.add_argument("--resume", metavar="DIR",
+                       help="continue the run in DIR from its newest whole checkpoint")
+    train.set_defaults(run=run_train)
+
+    evaluate = commands.add_parser("evaluate", help="FCN metrics of a checkpoint on a dataset")
+    evaluate.add_argument("checkpoint", help="a .safetensors file written by train")
+    evaluate.add_argument("--data", required=True, metavar="KIND",
+                          help="dataset kind: synthetic, folder, voc, camvid, isbi2012, cityscapes")
+    evaluate.add_argument("--root", default="", help="dataset folder")
+    evaluate.add_argument("--split", default="val")
+    evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
+    evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
+                          help="extra dataset option, e.g. n=32 (repeatable)")
+    evaluate.set_defaults(run=run_evaluate)
+
+    predict = commands.add_parser("predict", help="label maps and overlays for images")
+    predict.add_argument("checkpoint", help="a .safetensors file written by train")
+    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
+    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--format", nargs="+", default=["png", "overlay"], dest="formats",
+                         choices=["png", "overlay", "npy", "geojson", "coco"],
+                         help="what to write per input (default: png overlay)")
+    predict.set_defaults(run=run_predict)
+
+    models = commands.add_parser("models", help="list the models with parameter counts")
+    models.set_defaults(run=run_models)
+
+    data = commands.add_parser("data", help="dataset tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
+    check = data_commands.add_parser("check", help="check a dataset folder for problems")
+    check.add_argument("root", help="dataset folder")
+    check.add_argument("--dataset", required=True, metavar="KIND", help="dataset kind")
+    check.add_argument("--split", default="train")
+    check.set_defaults(run=run_data_check)
+    return parser
+
+
+def run_demo(args: argparse.Namespace) -> int:
+    from pixelwise.config import load_config, to_yaml
+    from pixelwise.engine.demo import demo_config, run_demo
+
+    base = Path(args.out) / "demo_config.yaml"
+    base.parent.mkdir(parents=True, exist_ok=True)
+    base.write_text(to_yaml(demo_config(args.out)))
+    config = load_config(base, args.overrides)
+    print(f"pixelwise demo: training a small U-Net on synthetic shapes for {config.train.epochs} "
+          f"epochs, writing to {args.out}/")
+    scores = run_demo(config, args.out, argv=args.command_line)
+    print(scores["table"])
+    print(f"\nwrote {args.out}/: training_curves.png, eval/ (metrics.json, confusion_matrix.png, "
+          "per_class_iou.png), predictions/ (label PNGs and overlays), run/ (checkpoints)")
+    return 0
+
+
+def run_train(args: argparse.Namespace) -> int:
+    from pixelwise.config import load_config
+    from pixelwise.engine.train import train
+    from pixelwise.metrics import format_table
+
+    config = load_config(args.config, args.overrides)
+    result = train(config, resume=args.resume, argv=args.command_line)
+    if result["scores"]:
+        print(format_table(result["scores"], result["classes"]))
+    print(f"best {result['metric']} {result['best']:.4f}; checkpoints in {result['run_dir']}")
+    return 0
+
+
+def run_evaluate(args: argparse.Namespace) -> int:
+    from pixelwise.config import parse_options
+    from pixelwise.engine.evaluate import evaluate
+
+    scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
+                      tta=args.tta, batch_size=args.batch_size, **parse_options(args.option))
+    print(scores["table"])
+    print(f"wrote {', '.join(scores['files'].values())}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from pixelwise.inference.predict import Segmenter, expand_inputs, predict_to_files
+
+    segmenter = Segmenter.from_checkpoint(args.checkpoint)
+    files = expand_inputs(args.inputs)
+    for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
+        predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
+                         source_name=path.name)
+    print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
+    return 0
+
+
+def run_models(args: argparse.Namespace) -> int:
+    from pixelwise.models import describe_models
+
+    print(describe_models())
+    return 0
+
+
+def run_data_check(args: argparse.Namespace) -> int:
+    from pixelwise.data.checks import run_data_check
+
+    return run_data_check(args.root, args.dataset, args.split)

@@ -1,0 +1,115 @@
+"""From a :class:`~pixelwise.config.DataConfig` to datasets, loaders, normalisation and weights.
+
+Kept apart from the loop so ``train.py`` reads as the loop and ``evaluate`` can share it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from pixelwise.config import DataConfig
+from pixelwise.data.info import DatasetInfo
+from pixelwise.engine.distributed import DistInfo, shard_sampler
+from pixelwise.errors import ConfigError
+
+
+def normalisation(config: DataConfig, info: DatasetInfo) -> tuple[list[float], list[float]]:
+    """The per-channel mean/std to normalise with: the config's, else the dataset kind's
+    recommended ones (``pixelwise.data.transforms.RECOMMENDED``).
+
+    Stored in every checkpoint so that prediction normalises exactly as training did.
+    """
+    from pixelwise.data.transforms import RECOMMENDED
+
+    if config.mean is not None:
+        mean, std = list(config.mean), list(config.std)
+    else:
+        mean, std = list(RECOMMENDED[config.dataset]["mean"]), list(RECOMMENDED[config.dataset]["std"])
+    if len(mean) != info.in_channels or len(std) != info.in_channels:
+        raise ConfigError(
+            f"data.mean and data.std must have one value per image channel ({info.in_channels}), "
+            f"got {len(mean)} and {len(std)}; try data.mean=[...] data.std=[...] with "
+            f"{info.in_channels} values each"
+        )
+    return mean, std
+
+
+def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
+    """The dataset split with the training augmentation (the kind's recommended settings,
+    overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset."""
+    from pixelwise.data import open_dataset
+    from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
+
+    plain = open_dataset(config.dataset, config.root, split, **config.options)
+    mean, std = normalisation(config, plain.info)
+    if train:
+        options = {**RECOMMENDED[config.dataset], **config.augment, "mean": mean, "std": std}
+        if config.crop_size is not None:
+            crop = config.crop_size
+            options["crop_size"] = crop if isinstance(crop, int) else tuple(crop)
+        try:
+            transforms = train_preset(ignore_index=plain.info.ignore_index, **options)
+        except TypeError as err:
+            raise ConfigError(
+                f"data.augment must hold train_preset options, got {sorted(config.augment)}: "
+                f"{err}; try scale, hflip, vflip, rotation, elastic, colour_jitter"
+            ) from None
+    else:
+        transforms = eval_preset(mean=mean, std=std)
+    return open_dataset(config.dataset, config.root, split, transforms=transforms, **config.options)
+
+
+def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, train: bool,
+                 seed: int) -> DataLoader:
+    """Training loaders shuffle with their own ``torch.Generator`` (reseeded every epoch by the
+    loop) or, under torchrun, a ``DistributedSampler``; evaluation loaders keep file order."""
+    sampler = shard_sampler(dataset, dist_info, shuffle=train, seed=seed) if dist_info.enabled else None
+    generator = torch.Generator().manual_seed(seed) if train and sampler is None else None
+    return DataLoader(
+        dataset,
+        batch_size=config.batch_size if train else config.val_batch_size,
+        shuffle=train and sampler is None,
+        sampler=sampler,
+        generator=generator,
+        num_workers=config.workers,
+        persistent_workers=False,
+        pin_memory=torch.cuda.is_available(),
+        drop_last=train and len(dataset) > config.batch_size,
+    )
+
+
+def class_weights_for(config: DataConfig, num_classes: int) -> list[float] | None:
+    """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
+    balancing, Eigen & Fergus 2015, counted over the un-augmented training masks)."""
+    weights: Any = config.class_weights
+    if weights is None:
+        return None
+    if weights == "auto":
+        from pixelwise.data import open_dataset
+        from pixelwise.data.checks import class_pixel_counts
+        from pixelwise.losses import median_frequency_weights
+
+        plain = open_dataset(config.dataset, config.root, config.train_split, **config.options)
+        return median_frequency_weights(class_pixel_counts(plain)[:num_classes])
+    if len(weights) != num_classes:
+        raise ConfigError(
+            f"data.class_weights must have one weight per class ({num_classes}), got "
+            f"{len(weights)}; try data.class_weights=auto"
+        )
+    return [float(w) for w in weights]
+
+
+def match_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The centre of ``target (N, H, W)`` matching ``logits (N, K, H', W')``.
+
+    Only U-Net with ``padding="valid"`` predicts a smaller centre (U-Net §2, Fig. 2); for every
+    other model the shapes already agree and the target is returned unchanged.
+    """
+    if target.shape[-2:] == logits.shape[-2:]:
+        return target
+    from pixelwise.models.layers import centre_crop
+
+    return centre_crop(target, logits.shape[-2], logits.shape[-1])

@@ -1,0 +1,100 @@
+"""Evaluation: the FCN paper's metrics over a dataset, as numbers, a table, JSON and figures.
+
+:func:`validate` is the inner pass the training loop also uses; :func:`evaluate` is the public
+entry point behind ``pixelwise evaluate CKPT --data ...``: it rebuilds the model from one
+``.safetensors`` file, normalises with the checkpoint's mean/std, and writes ``metrics.json``,
+``confusion_matrix.png`` and ``per_class_iou.png``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pixelwise.engine.checkpoint import atomic_write_bytes, load_model
+from pixelwise.engine.data_setup import match_target
+from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo
+
+
+@torch.inference_mode()
+def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
+             device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
+             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True,
+             tta: bool = False) -> dict[str, Any]:
+    """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
+
+    ``tta`` averages the softmax of the image and its horizontal flip
+    (:func:`pixelwise.inference.tta.tta_logits`).
+    """
+    from pixelwise.inference.tta import tta_logits
+    from pixelwise.metrics import ConfusionMatrix
+
+    was_training = model.training
+    model.eval()
+    matrix = ConfusionMatrix(num_classes, ignore_index)
+    bar = tqdm(loader, desc="validate", unit="batch", leave=False,
+               disable=not (progress and dist_info.is_main), dynamic_ncols=True)
+    for image, target in bar:
+        image = image.to(device, memory_format=memory_format)
+        logits = tta_logits(model, image, flips=("h",)) if tta else model(image)
+        matrix.update(logits.argmax(1), match_target(target.to(device), logits))
+    matrix.all_reduce()
+    model.train(was_training)
+    return matrix.compute()
+
+
+def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
+             out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
+             device: str = "auto", progress: bool = True, **options: Any) -> dict[str, Any]:
+    """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
+
+    The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
+    FCN metrics table) and ``files`` (what was written under ``out_dir``, default: a folder named
+    ``eval-<split>`` beside the checkpoint). ``options`` go to ``open_dataset``.
+    """
+    from pixelwise.data import open_dataset
+    from pixelwise.data.transforms import eval_preset
+    from pixelwise.metrics import format_table
+    from pixelwise.plots import confusion_matrix_png, per_class_iou_png
+
+    model, meta = load_model(checkpoint)
+    torch_device = torch.device(
+        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    )
+    model.to(torch_device)
+    data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
+                        **options)
+    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
+                      progress=progress, tta=tta)
+    scores["classes"] = list(meta.classes)
+    scores["table"] = format_table(scores, meta.classes)
+    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
+    out.mkdir(parents=True, exist_ok=True)
+    files = {
+        "metrics": out / "metrics.json",
+        "confusion_matrix": confusion_matrix_png(scores["matrix"], meta.classes,
+                                                 out / "confusion_matrix.png"),
+        "per_class_iou": per_class_iou_png(scores["iou"], meta.classes, out / "per_class_iou.png"),
+    }
+    scores["files"] = {key: str(path) for key, path in files.items()}
+    atomic_write_bytes(files["metrics"], json.dumps(_json_safe(scores), indent=2).encode())
+    return scores
+
+
+def _json_safe(value: Any) -> Any:
+    """NaN is not JSON: write it as null."""
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {key: _json_safe(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_json_safe(item) for item in value]
+    return value

@@ -1,0 +1,1 @@
+"""Prediction: `Segmenter` (predict.py), overlap-tile inference of large images (tiling.py)."""

@@ -1,0 +1,168 @@
+"""`Segmenter`: a trained model as a function from an image to a label map.
+
+>>> seg = Segmenter.from_checkpoint("runs/exp/best.safetensors")
+>>> label = seg.predict("photo.png")          # (H, W) class ids
+>>> proba = seg.predict_proba(array_hwc_uint8)  # (K, H, W) probabilities
+
+Images are scaled to [0, 1] exactly as the datasets do and normalised with the mean/std stored
+in the checkpoint, so prediction sees what training saw. Images larger than ``tile_above``
+pixels on a side, and every image for a U-Net with unpadded ("valid") convolutions, go through
+:func:`pixelwise.inference.tiling.predict_tiled` (overlap-tile, U-Net §2); smaller ones run
+whole.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import nn
+
+from pixelwise.engine.checkpoint import ModelMeta, load_model
+from pixelwise.errors import DataError
+
+ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
+
+
+class Segmenter:
+    """Runs a segmentation model on single images of any size (see the module docs)."""
+
+    def __init__(self, model: nn.Module, meta: ModelMeta, device: str | torch.device = "auto",
+                 tile_above: int = 1024, tile: int = 512, overlap: int = 64) -> None:
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.meta = meta
+        self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
+        shape = (-1, 1, 1)
+        self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device).view(shape)
+        self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device).view(shape)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
+                        **options) -> Segmenter:
+        """Rebuild the model from one ``.safetensors`` file written by ``pixelwise train``."""
+        model, meta = load_model(path)
+        return cls(model, meta, device=device, **options)
+
+    @property
+    def classes(self) -> list[str]:
+        return self.meta.classes
+
+    @property
+    def palette(self) -> list[tuple[int, int, int]]:
+        return self.meta.palette
+
+    def predict(self, image: ImageLike) -> np.ndarray:
+        """Label map ``(H, W)`` int64 of class ids for one image."""
+        return self.predict_proba(image).argmax(0)
+
+    @torch.inference_mode()
+    def predict_proba(self, image: ImageLike) -> np.ndarray:
+        """Class probabilities ``(K, H, W)`` float32 (softmax over classes) for one image."""
+        chw = to_float_chw(image, self.meta.in_channels)
+        if self._needs_tiling(chw):
+            from pixelwise.inference.tiling import predict_tiled
+
+            tile, align = self._tile_geometry()
+            _, proba = predict_tiled(
+                self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
+                return_proba=True, align=align, device=self.device, preprocess=self._normalise,
+            )
+            return proba
+        batch = self._normalise(chw.to(self.device)[None])
+        return self.model(batch).softmax(1)[0].float().cpu().numpy()
+
+    def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
+        return (batch - self._mean) / self._std
+
+    def _is_valid_unet(self) -> bool:
+        return self.meta.name == "unet" and self.meta.options.get("padding") == "valid"
+
+    def _needs_tiling(self, chw: torch.Tensor) -> bool:
+        return self._is_valid_unet() or max(chw.shape[-2:]) > self.tile_above
+
+    def _tile_geometry(self) -> tuple[int, int]:
+        """Tile size and alignment: the model's total downsampling, so tiles share its grid."""
+        if self.meta.name == "unet":
+            from pixelwise.models import unet_nearest_valid_input_size
+
+            depth = self.meta.options.get("depth", 4)
+            tile = (unet_nearest_valid_input_size(self.tile, depth) if self._is_valid_unet()
+                    else self.tile)
+            return tile, 2**depth
+        return self.tile, 32 if self.meta.name.startswith("fcn") else 1
+
+
+def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
+    """``image`` as float32 ``(C, H, W)`` scaled as the datasets scale it.
+
+    Accepts a file path, a PIL image, a numpy array ``(H, W)`` or ``(H, W, C)``, or a tensor
+    ``(C, H, W)`` / ``(H, W)``. 8-bit values are divided by 255, 16-bit arrays are scaled band by
+    band (:func:`pixelwise.data.io.image_to_tensor`), floats are taken as already in [0, 1].
+    """
+    from pixelwise.data.io import image_to_tensor, read_image
+
+    if isinstance(image, (str, Path)):
+        image = read_image(Path(image))
+    if isinstance(image, Image.Image):
+        image = np.asarray(image)
+    if isinstance(image, np.ndarray):
+        array = image[..., None] if image.ndim == 2 else image
+        tensor = (torch.from_numpy(np.ascontiguousarray(array, np.float32)).permute(2, 0, 1)
+                  if np.issubdtype(array.dtype, np.floating) else image_to_tensor(array))
+    elif isinstance(image, torch.Tensor):
+        tensor = image.float() if image.is_floating_point() else image.float() / 255
+        tensor = tensor[None] if tensor.dim() == 2 else tensor
+    else:
+        raise DataError(
+            f"image must be a path, PIL image, numpy array or tensor, got {type(image).__name__}"
+        )
+    if tensor.shape[0] != channels:
+        if tensor.shape[0] == 4 and channels == 3:  # RGBA: drop alpha
+            tensor = tensor[:3]
+        elif tensor.shape[0] == 1 and channels == 3:  # grey into an RGB model
+            tensor = tensor.expand(3, -1, -1)
+        else:
+            raise DataError(
+                f"image must have {channels} channels for this model, got {tensor.shape[0]} "
+                f"(shape {tuple(tensor.shape)}); try converting it (e.g. PIL .convert('RGB'))"
+            )
+    return tensor.contiguous()
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
+    from pixelwise.data.io import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
+    if not files:
+        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
+                        f"{[str(i) for i in inputs]}")
+    return files
+
+
+def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
+                     formats: tuple[str, ...] = ("png", "overlay"),
+                     source_name: str | None = None) -> dict[str, Path]:
+    """Predict ``image`` and write it in ``formats`` via :func:`pixelwise.outputs.write_prediction`
+    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...)."""
+    from pixelwise.outputs import write_prediction
+
+    chw = to_float_chw(image, segmenter.meta.in_channels)
+    label = segmenter.predict(chw)
+    # A display version of the input for the overlay: the [0, 1] image as 8-bit RGB or grey.
+    shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    shown = shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
+    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
+                            class_names=segmenter.classes, image=shown, source_name=source_name)

@@ -1,0 +1,56 @@
+"""From the data config to datasets: normalisation, class weights, target cropping."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from pixelwise.config import DataConfig
+from pixelwise.data import SyntheticShapes, open_dataset
+from pixelwise.engine.data_setup import class_weights_for, match_target, normalisation, open_split
+from pixelwise.errors import ConfigError
+
+
+def test_auto_class_weights_are_median_frequency_of_the_training_masks():
+    config = DataConfig(dataset="synthetic", class_weights="auto", options={"n": 6, "size": 32})
+    train = open_dataset("synthetic", "", "train", n=6, size=32)
+    counts = np.zeros(5)
+    for _, mask in train:
+        counts += np.bincount(mask.numpy().ravel(), minlength=5)
+    frequency = counts / counts.sum()
+    np.testing.assert_allclose(class_weights_for(config, 5), np.median(frequency) / frequency)
+
+
+def test_explicit_class_weights_must_have_one_per_class():
+    assert class_weights_for(DataConfig(class_weights=[1, 2, 3]), 3) == [1.0, 2.0, 3.0]
+    with pytest.raises(ConfigError, match="one weight per class"):
+        class_weights_for(DataConfig(class_weights=[1, 2]), 3)
+
+
+def test_normalisation_must_match_the_channel_count():
+    info = SyntheticShapes(n=1, size=32).info
+    assert normalisation(DataConfig(mean=[0.1, 0.2, 0.3], std=[1, 1, 1]), info)[0] == [0.1, 0.2, 0.3]
+    with pytest.raises(ConfigError, match="one value per image channel"):
+        normalisation(DataConfig(mean=[0.5], std=[0.2]), info)
+
+
+def test_validation_split_is_only_normalised():
+    config = DataConfig(dataset="synthetic", mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
+                        options={"n": 2, "size": 32})
+    image, mask = open_split(config, "val", train=False)[0]
+    raw_image, raw_mask = open_dataset("synthetic", "", "val", n=2, size=32)[0]
+    torch.testing.assert_close(image, (raw_image - 0.5) / 0.25)
+    assert torch.equal(mask, raw_mask)
+
+
+def test_training_crop_size_comes_from_the_config():
+    config = DataConfig(dataset="synthetic", crop_size=[16, 24], options={"n": 2, "size": 32})
+    image, mask = open_split(config, "train", train=True)[0]
+    assert image.shape == (3, 16, 24) and mask.shape == (16, 24)
+
+
+def test_match_target_takes_the_centre_for_a_smaller_output():
+    target = torch.arange(36).view(1, 6, 6)
+    assert torch.equal(match_target(target, torch.zeros(1, 3, 2, 2)), target[:, 2:4, 2:4])
+    assert match_target(target, torch.zeros(1, 3, 6, 6)) is target

@@ -1,0 +1,68 @@
+"""Segmenter: input kinds, normalisation with the checkpoint's statistics, tiling."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from pixelwise.engine.checkpoint import ModelMeta
+from pixelwise.errors import DataError
+from pixelwise.inference.predict import Segmenter
+
+MEAN, STD = [0.2, 0.4, 0.6], [0.5, 0.25, 0.125]
+WEIGHT = np.array([[1.0, -2.0, 0.5], [0.0, 1.0, -1.0]], np.float32)  # 2 classes x 3 channels
+
+
+def _pointwise_segmenter(**options) -> Segmenter:
+    """A 1x1 convolution: each pixel's logits depend on that pixel only."""
+    conv = nn.Conv2d(3, 2, 1, bias=False)
+    with torch.no_grad():
+        conv.weight.copy_(torch.from_numpy(WEIGHT)[:, :, None, None])
+    meta = ModelMeta(name="pointwise", num_classes=2, options={}, classes=["a", "b"],
+                     palette=[(0, 0, 0), (255, 255, 255)], ignore_index=255, in_channels=3,
+                     mean=MEAN, std=STD)
+    return Segmenter(conv, meta, device="cpu", **options)
+
+
+def _expected_proba(image_hwc_uint8: np.ndarray) -> np.ndarray:
+    x = (image_hwc_uint8.astype(np.float64) / 255 - MEAN) / STD
+    logits = np.einsum("kc,hwc->khw", WEIGHT, x)
+    e = np.exp(logits - logits.max(0))
+    return e / e.sum(0)
+
+
+@pytest.fixture
+def image() -> np.ndarray:
+    return np.random.default_rng(0).integers(0, 256, (20, 28, 3), dtype=np.uint8)
+
+
+def test_predict_proba_normalises_with_the_checkpoint_statistics(image):
+    proba = _pointwise_segmenter().predict_proba(image)
+    assert proba.shape == (2, 20, 28)
+    np.testing.assert_allclose(proba, _expected_proba(image), atol=1e-5)
+
+
+def test_every_input_kind_gives_the_same_result(image, tmp_path):
+    segmenter = _pointwise_segmenter()
+    Image.fromarray(image).save(tmp_path / "x.png")
+    expected = _expected_proba(image)
+    tensor = torch.from_numpy(image).permute(2, 0, 1)
+    for kind in (image, Image.fromarray(image), tmp_path / "x.png", str(tmp_path / "x.png"),
+                 tensor, tensor.float() / 255):
+        np.testing.assert_allclose(segmenter.predict_proba(kind), expected, atol=1e-5)
+    clear = np.abs(expected[1] - expected[0]) > 1e-4  # leave out float near-ties
+    np.testing.assert_array_equal(segmenter.predict(image)[clear], expected.argmax(0)[clear])
+
+
+def test_large_images_are_tiled_with_the_same_result(image):
+    whole = _pointwise_segmenter().predict_proba(image)
+    tiled = _pointwise_segmenter(tile_above=16, tile=16, overlap=4).predict_proba(image)
+    np.testing.assert_allclose(tiled, whole, atol=1e-5)
+
+
+def test_wrong_channel_count_is_a_data_error():
+    with pytest.raises(DataError, match="3 channels"):
+        _pointwise_segmenter().predict(np.zeros((8, 8, 2), np.uint8))

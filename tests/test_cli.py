@@ -1,0 +1,124 @@
+"""The `pixelwise` command line: evaluate, predict, demo, errors, through `cli.main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from pixelwise.cli import main
+from pixelwise.data import SyntheticShapes
+from pixelwise.engine.demo import demo_config
+from pixelwise.inference.predict import Segmenter
+
+TINY = ["model.options.base_channels=4", "model.options.depth=2", "data.options.n=8",
+        "data.options.size=32", "data.batch_size=4", "data.val_batch_size=8", "train.epochs=1",
+        "train.progress=false"]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> Path:
+    """A demo run with tiny settings; returns its output folder."""
+    out = tmp_path_factory.mktemp("demo")
+    assert main(["demo", "--out", str(out), *TINY]) == 0
+    return out
+
+
+def test_demo_writes_plots_predictions_and_metrics(trained, capsys):
+    for name in ("training_curves.png", "eval/metrics.json", "eval/confusion_matrix.png",
+                 "eval/per_class_iou.png", "predictions/sample_00.png",
+                 "predictions/sample_00_overlay.png", "run/best.safetensors"):
+        assert (trained / name).is_file(), name
+    label = np.asarray(Image.open(trained / "predictions" / "sample_00.png"))
+    assert label.shape == (32, 32) and label.max() < 5
+
+
+def test_evaluate_matches_an_independent_confusion_matrix(trained, tmp_path, capsys):
+    best = trained / "run" / "best.safetensors"
+    assert main(["evaluate", str(best), "--data", "synthetic", "--split", "val",
+                 "--option", "n=4", "--option", "size=32", "--out", str(tmp_path)]) == 0
+    assert "mean IoU" in capsys.readouterr().out
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    # The same images through Segmenter, counted with numpy.
+    segmenter = Segmenter.from_checkpoint(best)
+    data = SyntheticShapes(n=4, size=32, seed=_val_seed())
+    matrix = np.zeros((5, 5), np.int64)
+    for image, mask in data:
+        pred = segmenter.predict(image)
+        matrix += np.bincount(mask.numpy().ravel() * 5 + pred.ravel(), minlength=25).reshape(5, 5)
+    assert written["matrix"] == matrix.tolist()
+    assert (tmp_path / "confusion_matrix.png").is_file() and (tmp_path / "per_class_iou.png").is_file()
+
+
+def _val_seed() -> int:
+    from pixelwise.data import open_dataset
+
+    val = open_dataset("synthetic", "", "val", n=1, size=32)
+    return val.seed
+
+
+def test_predict_writes_label_png_and_overlay_per_image(trained, tmp_path):
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for name, size in (("a", (40, 52)), ("b", (32, 32))):
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(images / f"{name}.png")
+    best = trained / "run" / "best.safetensors"
+    assert main(["predict", str(best), str(images), "--out", str(tmp_path / "out")]) == 0
+    segmenter = Segmenter.from_checkpoint(best)
+    for name, size in (("a", (40, 52)), ("b", (32, 32))):
+        label = np.asarray(Image.open(tmp_path / "out" / f"{name}.png"))
+        assert label.shape == size
+        np.testing.assert_array_equal(label, segmenter.predict(images / f"{name}.png"))
+        overlay = np.asarray(Image.open(tmp_path / "out" / f"{name}_overlay.png"))
+        assert overlay.shape == (*size, 3)
+
+
+def test_demo_config_file_matches_the_demo():
+    from pixelwise.config import load_config
+
+    shipped = Path(__file__).resolve().parents[1] / "configs" / "synthetic_demo.yaml"
+    assert load_config(shipped) == demo_config("pixelwise-demo")
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["train", "{config}", "optim.lrr=1"], "optim.lr"),
+        (["train", "{config}", "train.epochs=many"], "train.epochs"),
+        (["train", "missing.yaml"], "missing.yaml"),
+        (["evaluate", "missing.safetensors", "--data", "synthetic"], "missing.safetensors"),
+        (["predict", "missing.safetensors", "x.png", "--out", "o"], "missing.safetensors"),
+        (["train", "{config}", "--resume", "no-such-run"], "no-such-run"),
+    ],
+)
+def test_user_errors_print_one_line_and_exit_2(argv, message, tmp_path, capsys):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epochs: 1\n")
+    assert main([a.replace("{config}", str(config)) for a in argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and message in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0
+    from pixelwise import __version__
+
+    assert capsys.readouterr().out.strip() == f"pixelwise {__version__}"
+
+
+def test_predict_formats_option_writes_the_chosen_files(trained, tmp_path):
+    image = tmp_path / "x.png"
+    Image.fromarray(np.full((32, 32, 3), 128, np.uint8)).save(image)
+    best = trained / "run" / "best.safetensors"
+    assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "npy", "png"]) == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.npy", "x.png"]
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "x.npy"),
+                                  np.asarray(Image.open(tmp_path / "o" / "x.png")))
