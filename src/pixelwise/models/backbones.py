@@ -133,18 +133,25 @@ def build_backbone(
 
 def vgg16_fcn_backbone(in_channels: int, pretrained: bool, fc_channels: int) -> Backbone:
     """VGG16 as in FCN §4.1 (see :class:`VGG16FCNBody`); pretrained fc6/fc7 by convolutionalization."""
-    vgg = torchvision.models.vgg16(weights=None)
     if pretrained:
         if fc_channels != 4096:
             raise ConfigError(
                 f"fc_channels must be 4096 with pretrained_backbone=True, got {fc_channels}; "
                 "try fc_channels=4096 or pretrained_backbone=False"
             )
+        vgg = torchvision.models.vgg16(weights=None)
         vgg.load_state_dict(load_imagenet_state_dict("vgg16"))
+        features = vgg.features
         fc6, fc7, _ = convolutional_fc_layers(vgg)
     else:
+        # Only the conv layers: building torchvision's whole VGG16 would initialise its unused
+        # 120M-parameter classifier. Same init as torchvision's VGG for the convolutions.
+        features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
         fc6, fc7 = nn.Conv2d(512, fc_channels, 7), nn.Conv2d(fc_channels, fc_channels, 1)
-    features = vgg.features
+        for conv in (*features, fc6, fc7):
+            if isinstance(conv, nn.Conv2d):
+                nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
+                nn.init.zeros_(conv.bias)
     features[0] = adapt_first_conv(features[0], in_channels)
     features[0].padding = (100, 100)
     for layer in features:
