@@ -81,6 +81,16 @@ def test_folder_binary_0_255_masks_are_mapped_with_one_log_line(tmp_path, caplog
     assert len([r for r in caplog.records if "binary masks stored as 0/255" in r.message]) == 1
 
 
+def test_folder_one_bit_png_mask_is_read_as_binary(tmp_path):
+    write_png(tmp_path / "images" / "a.png", rgb(2, 2))
+    (tmp_path / "masks").mkdir()
+    Image.fromarray(np.array([[0, 255], [255, 0]], dtype=np.uint8)).convert("1").save(
+        tmp_path / "masks" / "a.png"
+    )
+    data = FolderDataset(tmp_path / "images", tmp_path / "masks", classes=2)
+    assert data[0][1].tolist() == [[0, 1], [1, 0]]
+
+
 def test_folder_binary_mapping_can_be_turned_off(tmp_path):
     images, masks = make_folder(tmp_path, mask=np.array([[0, 255]], dtype=np.uint8))
     data = FolderDataset(images, masks, classes=2, binary_masks=False)
@@ -304,3 +314,19 @@ def test_real_camvid_loads_both_splits():
     image, mask = train[0]
     assert image.shape == (3, 360, 480) and mask.shape == (360, 480)
     assert set(mask.unique().tolist()) <= set(range(11)) | {255}
+
+
+def test_decompression_bomb_guard_covers_tiff_pages(tmp_path):
+    (tmp_path / "images").mkdir()
+    tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((3, 4), dtype=np.uint16))
+    write_png(tmp_path / "masks" / "a.png", MASK)
+    with pytest.raises(DataError, match=r"a\.tif: images must have at most max_pixels=11"):
+        FolderDataset(tmp_path / "images", tmp_path / "masks", classes=3, max_pixels=11)[0]
+
+
+def test_grey_image_in_an_rgb_dataset_is_repeated_to_three_channels(tmp_path):
+    images, masks = make_folder(tmp_path)  # a.png is RGB and sets in_channels = 3
+    write_png(images / "b.png", np.full((3, 4), 102, dtype=np.uint8))
+    write_png(masks / "b.png", MASK)
+    image = FolderDataset(images, masks, classes=3)[1][0]
+    assert image.shape == (3, 3, 4) and torch.allclose(image, torch.full((3, 3, 4), 0.4))

@@ -76,7 +76,11 @@ def read_mask(
         array = _read_tiff(path, page, max_pixels)
     else:
         with _open_pil(path, max_pixels) as image:
-            array = np.asarray(image.convert("RGB") if image.mode in ("RGBA", "LA") else image)
+            if image.mode in ("RGBA", "LA"):
+                image = image.convert("RGB")
+            elif image.mode == "1":  # 1-bit masks: numpy would give booleans
+                image = image.convert("L")
+            array = np.asarray(image)
     if array.ndim == 3:
         array = _decode_colours(array[..., :3], colour_map, path)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):

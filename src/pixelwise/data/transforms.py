@@ -171,42 +171,15 @@ IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 # statistics (pretrained backbones expect them); ISBI 2012 follows U-Net §3.1 (shifts,
 # rotations, elastic deformation, grey-value variation; flips and any rotation are valid for
 # EM slices). Crops are sized for a single GPU; see docs/datasets.md.
+_PHOTOS = dict(scale=(0.5, 2.0), hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD)
 RECOMMENDED: dict[str, dict[str, Any]] = {
     "synthetic": dict(
-        crop_size=None,
-        scale=None,
-        hflip=0.5,
-        vflip=0.5,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
+        crop_size=None, scale=None, hflip=0.5, vflip=0.5, mean=(0.5,) * 3, std=(0.25,) * 3
     ),
-    "folder": dict(
-        crop_size=256, scale=(0.5, 2.0), hflip=0.5, mean=IMAGENET_MEAN, std=IMAGENET_STD
-    ),
-    "voc": dict(
-        crop_size=320,
-        scale=(0.5, 2.0),
-        hflip=0.5,
-        colour_jitter=0.2,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    "camvid": dict(
-        crop_size=(352, 480),
-        scale=(0.5, 2.0),
-        hflip=0.5,
-        colour_jitter=0.2,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
-    "cityscapes": dict(
-        crop_size=512,
-        scale=(0.5, 2.0),
-        hflip=0.5,
-        colour_jitter=0.2,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-    ),
+    "folder": {**_PHOTOS, "crop_size": 256},
+    "voc": {**_PHOTOS, "crop_size": 320, "colour_jitter": 0.2},
+    "camvid": {**_PHOTOS, "crop_size": (352, 480), "colour_jitter": 0.2},
+    "cityscapes": {**_PHOTOS, "crop_size": 512, "colour_jitter": 0.2},
     "isbi2012": dict(
         crop_size=256,
         scale=None,
