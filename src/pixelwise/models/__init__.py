@@ -11,6 +11,7 @@ from pixelwise.models.convolutionalize import convolutionalize
 from pixelwise.models.fcn import init_from
 from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.registry import available, build, model_options
+from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
 from pixelwise.models.unet import (
     unet_nearest_valid_input_size,
     unet_valid_input_sizes,
@@ -19,10 +20,14 @@ from pixelwise.models.unet import (
 
 __all__ = [
     "BACKBONES",
+    "ModelInfo",
+    "ModelTable",
     "available",
     "bilinear_upsample_weight",
     "build",
     "convolutionalize",
+    "count_parameters",
+    "describe_models",
     "init_from",
     "model_options",
     "unet_nearest_valid_input_size",

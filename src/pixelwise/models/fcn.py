@@ -70,6 +70,7 @@ class FCN(nn.Module):
         self.backbone = backbone
         strides = [32, 16, 8][: skips + 1]
         self.stages: list[Stage] = [backbone.stage(s) for s in strides]
+        self.output_stride = strides[-1]  # finest feature map the scores are fused from
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
         self.score = nn.ModuleDict(
             {str(st.stride): _zero_conv(st.channels, num_classes) for st in self.stages}

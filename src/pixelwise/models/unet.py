@@ -75,6 +75,7 @@ class UNet(nn.Module):
         super().__init__()
         self.depth = depth
         self.padding = padding
+        self.output_stride = 1  # the decoder predicts at full resolution
         pad = 1 if padding == "same" else 0
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
