@@ -116,6 +116,23 @@ def test_pooled_scores_match_numpy_over_random_batches_with_ignore():
     assert scores["num_images"] == 6
 
 
+def test_per_image_scores_match_numpy_means_over_images():
+    rng = np.random.default_rng(1)
+    target = rng.integers(0, 4, (5, 9, 11))
+    target[rng.random(target.shape) < 0.2] = IGNORE
+    target[2] = rng.integers(0, 2, (9, 11))  # an image where classes 2, 3 are absent
+    target[4] = IGNORE  # an image with no labelled pixel: it has no score at all
+    pred = rng.integers(0, 4, target.shape)
+    scores = scores_of(pred, target, num_classes=4, averaging="per_image")
+    per_image = [numpy_scores(pred[i], target[i], 4) for i in range(4)]
+    for key in ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice"):
+        np.testing.assert_allclose(scores[key], np.mean([s[key] for s in per_image]), err_msg=key)
+    for key in ("iou", "dice", "accuracy"):
+        expected = np.nanmean(np.array([s[key] for s in per_image], dtype=float), axis=0)
+        np.testing.assert_allclose(scores[key], expected, rtol=1e-12, err_msg=key)
+    assert scores["num_images"] == 5
+
+
 def test_per_image_averaging_differs_from_pooled_by_hand():
     # Image A: all class 0, right. Image B: truth [0, 0, 1, 1], prediction [0, 1, 1, 1].
     target = torch.tensor([[[0, 0], [0, 0]], [[0, 0], [1, 1]]])

@@ -316,6 +316,15 @@ def test_real_camvid_loads_both_splits():
     assert set(mask.unique().tolist()) <= set(range(11)) | {255}
 
 
+def test_float_tiff_is_taken_as_already_scaled(tmp_path):
+    (tmp_path / "images").mkdir()
+    values = np.linspace(0.1, 0.7, 12, dtype=np.float32).reshape(3, 4)
+    tifffile.imwrite(tmp_path / "images" / "a.tif", values)
+    write_png(tmp_path / "masks" / "a.png", MASK)
+    image = FolderDataset(tmp_path / "images", tmp_path / "masks", classes=3)[0][0]
+    assert torch.equal(image[0], torch.from_numpy(values))
+
+
 def test_decompression_bomb_guard_covers_tiff_pages(tmp_path):
     (tmp_path / "images").mkdir()
     tifffile.imwrite(tmp_path / "images" / "a.tif", np.zeros((3, 4), dtype=np.uint16))

@@ -96,13 +96,16 @@ def image_to_tensor(
 ) -> torch.Tensor:
     """`(H, W, C)` pixels -> `(C, H, W)` float32 scaled to about [0, 1].
 
-    8-bit images are divided by 255. Anything else (16-bit, float) is scaled band by band to
-    `(x - low) / (high - low)` with `band_range[c] = (low, high)`, or by default the band's own
-    1st and 99th percentiles in this image, so that each band fills about [0, 1] whatever its
-    sensor's range (remote sensing, microscopy).
+    8-bit images are divided by 255. Other integer images (16-bit, 32-bit) are scaled band by
+    band to `(x - low) / (high - low)`, with `band_range[c] = (low, high)` or by default the
+    band's own 1st and 99th percentiles in this image, so that each band fills about [0, 1]
+    whatever its sensor's range (remote sensing, microscopy). Float images are taken as
+    already scaled unless `band_range` is given (as `pixelwise.inference` does for arrays).
     """
     if array.dtype == np.uint8:
         scaled = array.astype(np.float32) / 255.0
+    elif np.issubdtype(array.dtype, np.floating) and band_range is None:
+        scaled = array.astype(np.float32)
     else:
         values = array.astype(np.float32)
         if band_range is None:
