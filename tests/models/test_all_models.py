@@ -11,41 +11,47 @@ TINY = {"base_channels": 4, "depth": 2}
 ODD_SIZES = [(5, 7), (13, 21), (31, 33), (97, 131)]
 
 
+def variants(options: dict) -> list[dict]:
+    """One option set per backbone / encoder the model offers (its own layers otherwise)."""
+    if "backbone" in options:
+        return [{"backbone": b, **({"fc_channels": 16} if b == "vgg16" else {})} for b in BACKBONES]
+    if "encoder" in options:  # depth is fixed by an encoder
+        return [{}] + [{"encoder": e, "depth": None} for e in ("resnet18", "resnet34", "resnet50")]
+    return [{}]
+
+
 def cases() -> list[tuple[str, dict]]:
     out = []
     for name in available():
         options = model_options(name)
         tiny = {key: value for key, value in TINY.items() if key in options}
-        for backbone in BACKBONES if "backbone" in options else [None]:
-            extra = {} if backbone is None else {"backbone": backbone}
-            if backbone == "vgg16":
-                extra["fc_channels"] = 16
-            out.append((name, {"in_channels": 2, **tiny, **extra}))
+        out += [(name, {"in_channels": 2, **tiny, **v}) for v in variants(options)]
     return out
 
 
 def case_id(case: tuple[str, dict]) -> str:
     name, options = case
-    return f"{name}-{options.get('backbone', 'own')}"
+    return f"{name}-{options.get('backbone') or options.get('encoder') or 'own'}"
 
 
 CASES = cases()
 
 
 def compute_cases() -> list[tuple[str, dict]]:
-    """Every model name and every backbone at least once, cheaply: each name with its first
-    cheap backbone, then each remaining backbone under FCN-8s (which has every head layer).
+    """Every model, backbone and encoder at least once, cheaply: each name with its own layers
+    or resnet18, every other backbone under FCN-8s (which has every head layer), and U-Net on a
+    resnet18 encoder (the other encoders are the same code, shape-checked above).
 
     Real passes cost seconds each on a shared CPU (VGG16 pads its input by 100 pixels, so a 13x21
     image costs as much as a 213x221 one); the meta-device test covers every case for shapes.
     """
-    cheap = ("resnet18", None)
     chosen = [
-        next(c for c in CASES if c[0] == name and c[1].get("backbone") in cheap)
+        next(c for c in CASES if c[0] == name and c[1].get("backbone") in ("resnet18", None))
         for name in available()
     ]
     covered = {c[1].get("backbone") for c in chosen}
     chosen += [c for c in CASES if c[0] == "fcn8s" and c[1].get("backbone") not in covered]
+    chosen += [c for c in CASES if c[0] == "unet" and c[1].get("encoder") == "resnet18"]
     return chosen
 
 

@@ -107,3 +107,23 @@ def test_same_padding_pooling_and_upsampling_are_pixel_aligned():
         diff = (model(x) - model(y)).abs().amax(dim=(0, 1, 3))
     assert diff[:6].max() == 0
     assert diff[6] > 0
+
+
+def test_pretrained_backbone_without_an_encoder_raises_config_error():
+    with pytest.raises(ConfigError, match="try encoder='resnet34'"):
+        build("unet", 2, pretrained_backbone=True)
+
+
+@pytest.mark.parametrize("options", [{"padding": "valid"}, {"depth": 3}])
+def test_resnet_encoder_rejects_valid_padding_and_other_depths(options):
+    with pytest.raises(ConfigError, match="a ResNet encoder must have padding='same' and depth 5"):
+        build("unet", 2, encoder="resnet18", **options)
+
+
+def test_resnet_encoder_decoder_widths_follow_base_channels():
+    # strides 16, 8, 4, 2 -> base * stride / 2, then base at full resolution (hand-worked for 8)
+    with torch.device("meta"):
+        model = build("unet", 2, encoder="resnet34", base_channels=8)
+    assert [block[0].out_channels for block in model.decode] == [64, 32, 16, 8, 8]
+    # first decoder block sees resnet34 layer3 (256 channels) + the up-sampled 64
+    assert model.decode[0][0].in_channels == 256 + 64

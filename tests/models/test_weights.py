@@ -20,12 +20,22 @@ def offline_hub(tmp_path, monkeypatch):
     return tmp_path / "hub" / "checkpoints"
 
 
-def test_missing_weights_raise_weights_not_found_naming_the_file_and_cache(offline_hub):
+@pytest.mark.parametrize(
+    ("name", "options", "filename"),
+    [
+        ("fcn32s", {"backbone": "resnet18"}, "resnet18-f37072fd.pth"),
+        ("fcn8s", {"backbone": "mobilenet_v3_large"}, "mobilenet_v3_large-5c1a4163.pth"),
+        ("unet", {"encoder": "resnet34"}, "resnet34-b627a593.pth"),
+    ],
+)
+def test_missing_weights_raise_weights_not_found_naming_the_file_and_cache(
+    offline_hub, name, options, filename
+):
     with pytest.raises(WeightsNotFoundError) as info:
-        build("fcn32s", 2, backbone="resnet18", pretrained_backbone=True)
+        build(name, 2, pretrained_backbone=True, **options)
     message = str(info.value)
-    assert str(offline_hub / "resnet18-f37072fd.pth") in message
-    assert "https://download.pytorch.org/models/resnet18-f37072fd.pth" in message
+    assert str(offline_hub / filename) in message
+    assert f"https://download.pytorch.org/models/{filename}" in message
     assert isinstance(info.value, FileNotFoundError)
 
 

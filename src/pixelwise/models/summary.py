@@ -26,6 +26,7 @@ STANDARD_CONFIGURATIONS: list[tuple[str, int, dict[str, Any]]] = [
     ("unet", 2, {"in_channels": 1, "padding": "valid", "batch_norm": False}),
     ("unet", 2, {"in_channels": 1}),
     ("unet", 2, {"in_channels": 1, "base_channels": 16}),
+    ("unet", 2, {"encoder": "resnet34"}),
 ]
 
 
@@ -80,7 +81,9 @@ def describe_model(name: str, num_classes: int, **options: Any) -> ModelInfo:
         name=name,
         num_classes=num_classes,
         options=options,
-        backbone=options.get("backbone", "vgg16" if name.startswith("fcn") else "-"),
+        backbone=options.get("backbone", "vgg16" if name.startswith("fcn") else None)
+        or options.get("encoder")
+        or "-",
         output_stride=model.output_stride,
         parameters=count_parameters(model),
     )

@@ -11,6 +11,12 @@ the input (572 -> 388 at depth 4) and only some input sizes are valid (see
 max-pools with ``ceil_mode=True``, so any H, W works: the up-sampled map (size ``2 * ceil(s / 2)``)
 is cropped at its bottom/right to the skip's size ``s``; pooling cell ``i`` covers pixels ``2i,
 2i + 1`` and up-sampling puts its values back exactly there, so the maps stay pixel-aligned.
+
+``encoder="resnet34"`` (or resnet18/resnet50) swaps the contracting path for a torchvision ResNet,
+optionally ImageNet-pretrained, whose stages at strides 2-32 feed the same expanding path (five
+levels). Its stride-2 convolutions centre cell ``i`` on pixel ``2i`` while a 2x2 up-convolution
+writes it to pixels ``2i, 2i + 1``: a quarter-cell shift per level that the decoder's 3x3
+convolutions learn to absorb (as in other ResNet U-Nets); the plain U-Net has no such shift.
 """
 
 from __future__ import annotations
@@ -21,11 +27,13 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ConfigError
+from pixelwise.models.backbones import Backbone, build_backbone
 from pixelwise.models.layers import centre_crop, crop
 from pixelwise.models.registry import check_choice, check_int, register
 
 UP_MODES = ("transpose", "bilinear")
 PADDINGS = ("same", "valid")
+ENCODERS = (None, "resnet18", "resnet34", "resnet50")
 
 
 def conv_block(
@@ -112,6 +120,53 @@ class UNet(nn.Module):
         return self.head(x)
 
 
+class ResNetUNet(nn.Module):
+    """U-Net expanding path on a ResNet encoder: ``(N, C, H, W)`` -> ``(N, num_classes, H, W)``.
+
+    Decoder width at stride ``s`` is ``base_channels * s / 2`` (64 -> 512, 256, 128, 64 at strides
+    16 ... 2), then ``base_channels`` at full resolution, where no encoder map is concatenated.
+    """
+
+    def __init__(
+        self,
+        encoder: Backbone,
+        num_classes: int,
+        base_channels: int,
+        batch_norm: bool,
+        up_mode: str,
+    ) -> None:
+        super().__init__()
+        self.encoder = encoder
+        self.output_stride = 1
+        *skips, bottom = encoder.stages
+        self.skip_names = [stage.name for stage in reversed(skips)]
+        self.bottom_name = bottom.name
+        widths = [base_channels * stage.stride // 2 for stage in reversed(skips)] + [base_channels]
+        self.up = nn.ModuleList(
+            up_block(cin, cout, up_mode)
+            for cin, cout in zip([bottom.channels, *widths[:-1]], widths, strict=True)
+        )
+        skip_channels = [stage.channels for stage in reversed(skips)] + [0]
+        self.decode = nn.ModuleList(
+            conv_block(width + skip, width, 1, batch_norm)
+            for width, skip in zip(widths, skip_channels, strict=True)
+        )
+        self.head = nn.Conv2d(base_channels, num_classes, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        features = self.encoder(x)
+        skips = [features[name] for name in self.skip_names]
+        sizes = [skip.shape[-2:] for skip in skips] + [(height, width)]
+        x = features[self.bottom_name]
+        for level, (up, decode) in enumerate(zip(self.up, self.decode, strict=True)):
+            x = crop(up(x), 0, 0, *sizes[level])  # ceil-size maps: crop the far end
+            if level < len(skips):
+                x = torch.cat([skips[level], x], dim=1)
+            x = decode(x)
+        return self.head(x)
+
+
 def _output_size_or_none(size: int, depth: int) -> int | None:
     """Output size of the valid U-Net for input ``size``, or None when ``size`` is not valid."""
     for _ in range(depth):
@@ -169,17 +224,39 @@ def unet(
     num_classes: int,
     in_channels: int = 3,
     base_channels: int = 64,
-    depth: int = 4,
+    depth: int | None = None,
     batch_norm: bool = True,
     up_mode: str = "transpose",
     padding: str = "same",
+    encoder: str | None = None,
+    pretrained_backbone: bool = False,
 ) -> nn.Module:
     """U-Net; the paper's exact network is ``padding="valid", batch_norm=False`` (31.0M params
-    for 2 classes at ``base_channels=64, depth=4``). Use ``base_channels`` 8-32 on a CPU."""
+    for 2 classes at ``base_channels=64``, ``depth`` 4). Use ``base_channels`` 8-32 on a CPU.
+
+    ``depth`` is the number of 2x poolings: 4 by default (paper), fixed at 5 with an ``encoder``
+    (resnet18 | resnet34 | resnet50; ``pretrained_backbone=True`` loads its ImageNet weights).
+    """
     check_int("in_channels", in_channels, minimum=1)
     check_int("base_channels", base_channels, minimum=1)
-    check_int("depth", depth, minimum=1)
     check_choice("batch_norm", batch_norm, (True, False))
     check_choice("up_mode", up_mode, UP_MODES)
     check_choice("padding", padding, PADDINGS)
-    return UNet(num_classes, in_channels, base_channels, depth, batch_norm, up_mode, padding)
+    check_choice("encoder", encoder, ENCODERS)
+    check_choice("pretrained_backbone", pretrained_backbone, (True, False))
+    if encoder is None:
+        if pretrained_backbone:
+            raise ConfigError(
+                "pretrained_backbone=True needs a pretrained encoder, got encoder=None; "
+                "try encoder='resnet34'"
+            )
+        depth = 4 if depth is None else depth
+        check_int("depth", depth, minimum=1)
+        return UNet(num_classes, in_channels, base_channels, depth, batch_norm, up_mode, padding)
+    if padding != "same" or depth not in (None, 5):
+        raise ConfigError(
+            f"a ResNet encoder must have padding='same' and depth 5, got padding={padding!r}, "
+            f"depth={depth!r}; try leaving padding and depth unset"
+        )
+    backbone = build_backbone(encoder, in_channels=in_channels, pretrained=pretrained_backbone)
+    return ResNetUNet(backbone, num_classes, base_channels, batch_norm, up_mode)
