@@ -294,6 +294,15 @@ def test_open_dataset_rejects_unknown_kind_and_options():
         open_dataset("coco", "x", "train")
     with pytest.raises(ConfigError, match=r"got \['slice'\]"):
         open_dataset("isbi2012", "x", "train", slice="0-24")
+    with pytest.raises(ConfigError, match="'folder' needs the option.*classes"):
+        open_dataset("folder", "x", "train")
+
+
+def test_two_files_of_one_stem_are_refused(tmp_path):
+    images, masks = make_folder(tmp_path)
+    write_png(masks / "a.bmp", MASK)
+    with pytest.raises(DataError, match=r"masks: file names must differ .*\['a\.bmp', 'a\.png'\]"):
+        FolderDataset(images, masks, classes=3)
 
 
 @pytest.mark.shared_data

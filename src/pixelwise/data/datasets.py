@@ -16,6 +16,7 @@ from __future__ import annotations
 import inspect
 import logging
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -188,7 +189,15 @@ def _files_by_stem(folder: Path, suffixes: Sequence[str]) -> dict[str, Path]:
             "split (see docs/datasets.md for each layout)"
         )
     files = sorted(p for p in Path(folder).iterdir() if p.suffix.lower() in suffixes)
-    return {path.stem: path for path in files}
+    by_stem = {path.stem: path for path in files}
+    if len(by_stem) < len(files):
+        stems = Counter(path.stem for path in files)
+        twins = [path.name for path in files if stems[path.stem] > 1]
+        raise DataError(
+            f"{folder}: file names must differ by more than their suffix, got {twins[:6]}; "
+            "try keeping one file per image"
+        )
+    return by_stem
 
 
 class FolderDataset(FileDataset):
@@ -221,6 +230,11 @@ class FolderDataset(FileDataset):
             [f"class_{i}" for i in range(classes)] if isinstance(classes, int) else list(classes)
         )
         samples, unpaired = pair_by_stem(Path(images), Path(masks))
+        if strict and not samples and not unpaired:
+            raise DataError(
+                f"{images}: the folder must hold images ({', '.join(io.IMAGE_SUFFIXES)}) with "
+                f"masks of the same name in {masks}, got none; check the root folder and split"
+            )
         jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
         if strict and jpeg_masks:
             io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
@@ -656,10 +670,18 @@ def open_dataset(
 
 def _check_options(builder: Callable, options: Mapping, kind: str) -> None:
     fixed = {"self", "root", "split", "transforms", "images", "masks"}
-    valid = [name for name in inspect.signature(builder).parameters if name not in fixed]
+    parameters = inspect.signature(builder).parameters
+    valid = [name for name in parameters if name not in fixed]
     unknown = sorted(set(options) - set(valid))
     if unknown:
         raise ConfigError(
             f"options of dataset {kind!r} must be among {', '.join(valid)}, got {unknown}; "
             "check the spelling"
+        )
+    required = [n for n in valid if parameters[n].default is inspect.Parameter.empty]
+    missing = [name for name in required if name not in options]
+    if missing:
+        raise ConfigError(
+            f"dataset {kind!r} needs the option(s) {', '.join(missing)}, got none; try e.g. "
+            "classes=3 or classes=[background, road, car]"
         )
