@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 import tifffile
-from conftest import rgb, write_png
+from conftest import require_shared, rgb, write_png
 from PIL import Image
 
 from pixelwise.data import FolderDataset, SyntheticShapes
@@ -111,3 +111,14 @@ def test_synthetic_data_is_scanned_through_its_items():
     expected = sum(np.bincount(data[i][1].numpy().ravel(), minlength=5) for i in range(4))
     assert counts == expected.tolist()
     quick_check(data)
+
+
+@pytest.mark.shared_data
+def test_real_camvid_train_counts_match_the_published_pixel_counts():
+    root = require_shared("camvid")
+    report = check_dataset(root, "camvid", "train", progress=False)
+    # Pixel counts per class over trainannot, from ../shared/data/README.md (11 = void).
+    published = [10682767, 14750079, 623349, 20076880, 2845085, 6166762, 743859, 714595,
+                 3719877, 405385, 184967]  # fmt: skip
+    assert report.ok and report.num_samples == 367
+    assert report.class_counts == published and report.ignored_pixels == 2503995
