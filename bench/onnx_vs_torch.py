@@ -12,27 +12,15 @@ with the median of `--repeats` timed runs after one warm-up, and the parity figu
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import torch
+from models import forward_ms  # bench/models.py: this folder is on sys.path when run as a script
 
 from pixelwise.export import export_onnx
 from pixelwise.inference.onnx import OnnxModule
 from pixelwise.models import build
-
-
-def median_ms(model, x: torch.Tensor, repeats: int) -> float:
-    times = []
-    with torch.inference_mode():
-        for i in range(repeats + 1):
-            start = time.perf_counter()
-            model(x)
-            if i:  # the first run warms up
-                times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
 
 
 def main() -> None:
@@ -70,7 +58,8 @@ def main() -> None:
             report = export_onnx(model, path, exporter=args.exporter,
                                  sizes=[(args.size, args.size)])
             exported = OnnxModule(path, threads=args.threads)
-            eager, onnx = median_ms(model, x, args.repeats), median_ms(exported, x, args.repeats)
+            eager = forward_ms(model, x, warmup=1, repeats=args.repeats)
+            onnx = forward_ms(exported, x, warmup=1, repeats=args.repeats)
             print(f"| {name} | {report.exporter} | {eager:.1f} | {onnx:.1f} | "
                   f"{eager / onnx:.2f}x | {report.max_abs_diff:.1e} |", flush=True)
 
