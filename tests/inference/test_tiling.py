@@ -179,3 +179,21 @@ def test_rejects_overlap_not_smaller_than_tile():
 def test_rejects_wrong_number_of_classes():
     with pytest.raises(ConfigError, match="num_classes=5"):
         predict_tiled(Identity(), image_chw(3, 8, 8), 8, 2, num_classes=5)
+
+
+def test_float_buffers_do_not_grow_with_image_height():
+    import tracemalloc
+
+    def peak_bytes(height: int) -> int:
+        image = image_chw(3, height, 64, seed=8)
+        out = np.empty((height, 64), np.uint8)
+        tracemalloc.start()
+        predict_tiled(Identity(), image, 32, 8, 4, out=out)
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        return peak
+
+    short, tall = peak_bytes(128), peak_bytes(2048)
+    # a whole-image float accumulator for the tall image alone would be 3 * 2048 * 64 * 4 bytes
+    assert tall < 1.5 * short
+    assert tall < 3 * 2048 * 64 * 4 / 4
