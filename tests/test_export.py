@@ -34,9 +34,11 @@ UNET = {"in_channels": 1, "base_channels": 4, "depth": 2}
 
 
 def test_same_unet_onnx_round_trip_on_odd_sizes(tmp_path):
-    report = export_onnx(tiny("unet", **UNET, padding="same"), tmp_path / "model.onnx")
+    # "auto" would pick dynamo (test_fcn8s_onnx_round_trip covers it); legacy is 5 s faster
+    report = export_onnx(tiny("unet", **UNET, padding="same"), tmp_path / "model.onnx",
+                         exporter="legacy")
     print(report)
-    assert report.passed and report.exporter == "dynamo"
+    assert report.passed
     assert [(s.height, s.width) for s in report.sizes] == [(64, 64), (37, 91), (50, 33), (97, 130)]
     assert all(s.argmax_agreement == 1.0 for s in report.sizes)
 
