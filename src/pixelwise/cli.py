@@ -108,6 +108,8 @@ def run_train(args: argparse.Namespace) -> int:
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, argv=args.command_line)
+    if result["rank"] != 0:  # under torchrun only rank 0 reports
+        return 0
     if result["scores"]:
         print(format_table(result["scores"], result["classes"]))
     print(f"best {result['metric']} {result['best']:.4f}; checkpoints in {result['run_dir']}")

@@ -30,53 +30,52 @@ def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
     assert record["torch"] == torch.__version__
     assert "train" in record["command"]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
-    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
-    assert read_state(run / "last.state.pt")["epoch"] == 3
+    assert [int(r["epoch"]) for r in rows] == [1, 2]
+    assert read_state(run / "last.state.pt")["epoch"] == 2
     _, meta = read_weights(run / "last.safetensors")
     assert (meta.name, meta.num_classes, meta.options["base_channels"]) == ("unet", 5, 4)
     assert meta.classes[0] == "background" and len(meta.palette) == 5
 
 
-def test_killed_run_resumes_to_the_uninterrupted_weights(tiny_config, tmp_path, monkeypatch, weights_equal):
-    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'whole'}"]) == 0
-
+def test_killed_run_resumes_to_the_uninterrupted_weights(
+        tiny_config, tmp_path, monkeypatch, uninterrupted_run, weights_equal):
     real_epoch = train_module.train_one_epoch
 
-    def killed_in_third_epoch(*args, **kwargs):
-        if args[8] == 2:  # the epoch index argument: killed after two saved epochs
+    def killed_in_second_epoch(*args, **kwargs):
+        if args[8] == 1:  # the epoch index argument: killed after one saved epoch
             raise KeyboardInterrupt
         return real_epoch(*args, **kwargs)
 
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_third_epoch)
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
         main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'killed'}"])
     monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
-    assert read_state(tmp_path / "killed" / "last.state.pt")["epoch"] == 2
+    assert read_state(tmp_path / "killed" / "last.state.pt")["epoch"] == 1
 
     assert main(["train", str(tiny_config), "--resume", str(tmp_path / "killed")]) == 0
-    assert weights_equal(tmp_path / "whole" / "last.safetensors",
+    assert weights_equal(uninterrupted_run / "last.safetensors",
                          tmp_path / "killed" / "last.safetensors")
 
 
 def test_resume_can_extend_the_number_of_epochs(tiny_config, tmp_path, weights_equal):
     constant = ["optim.schedule=constant"]
     assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'a'}", *constant]) == 0
-    short = [f"train.out_dir={tmp_path / 'b'}", "train.epochs=2", *constant]
+    short = [f"train.out_dir={tmp_path / 'b'}", "train.epochs=1", *constant]
     assert main(["train", str(tiny_config), *short]) == 0
-    assert main(["train", str(tiny_config), "train.epochs=3", *constant,
+    assert main(["train", str(tiny_config), "train.epochs=2", *constant,
                  "--resume", str(tmp_path / "b")]) == 0
-    assert read_state(tmp_path / "b" / "last.state.pt")["epoch"] == 3
+    assert read_state(tmp_path / "b" / "last.state.pt")["epoch"] == 2
     assert weights_equal(tmp_path / "a" / "last.safetensors", tmp_path / "b" / "last.safetensors")
 
 
-def test_resume_uses_the_previous_checkpoint_when_the_newest_is_truncated(tiny_config, tmp_path, weights_equal):
-    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'a'}"]) == 0
+def test_resume_uses_the_previous_checkpoint_when_the_newest_is_truncated(
+        tiny_config, tmp_path, uninterrupted_run, weights_equal):
     assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}"]) == 0
     last = tmp_path / "b" / "last.safetensors"
     last.write_bytes(last.read_bytes()[:1000])
-    # Epoch 3 is lost; the run restarts from epoch 2 and repeats epoch 3 exactly.
+    # Epoch 2 is lost; the run restarts from epoch 1 and repeats epoch 2 exactly.
     assert main(["train", str(tiny_config), "--resume", str(tmp_path / "b")]) == 0
-    assert weights_equal(tmp_path / "a" / "last.safetensors", last)
+    assert weights_equal(uninterrupted_run / "last.safetensors", last)
 
 
 def test_deterministic_cpu_runs_repeat_bit_for_bit(tiny_config, tmp_path, weights_equal):
@@ -87,7 +86,7 @@ def test_deterministic_cpu_runs_repeat_bit_for_bit(tiny_config, tmp_path, weight
 
 
 class _NaNFromSecondEpoch(torch.nn.Module):
-    """Cross-entropy that turns NaN once the first epoch (3 batches of 12/4) is over."""
+    """Cross-entropy that turns NaN once the first epoch (2 batches of 4) is over."""
 
     def __init__(self):
         super().__init__()
@@ -96,7 +95,7 @@ class _NaNFromSecondEpoch(torch.nn.Module):
     def forward(self, logits, target):
         self.calls += 1
         loss = torch.nn.functional.cross_entropy(logits, target)
-        return loss * float("nan") if self.calls > 3 else loss
+        return loss * float("nan") if self.calls > 2 else loss
 
 
 def test_nan_loss_stops_with_an_error_and_keeps_the_last_good_checkpoint(
@@ -116,7 +115,7 @@ def test_nan_batches_are_skipped_when_configured(tiny_config, tmp_path, monkeypa
     assert main(["train", str(tiny_config), f"train.out_dir={run}",
                  "train.skip_nonfinite=true"]) == 0
     state = read_state(run / "last.state.pt")
-    assert state["epoch"] == 3 and state["step"] == 3  # only the first epoch's 3 steps were taken
+    assert state["epoch"] == 2 and state["step"] == 2  # only the first epoch's 2 steps were taken
 
 
 def _scores(pred, target) -> dict:
@@ -130,9 +129,9 @@ def test_early_stopping_ends_training_after_patience(tiny_config, tmp_path, monk
     monkeypatch.setattr(train_module, "validate", lambda *args, **kwargs: flat)
     run = tmp_path / "run"
     assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=10",
-                 "train.early_stop_patience=2"]) == 0
-    # Epoch 1 sets the best; epochs 2 and 3 do not beat it: stop after epoch 3.
-    assert read_state(run / "last.state.pt")["epoch"] == 3
+                 "train.early_stop_patience=1"]) == 0
+    # Epoch 1 sets the best; epoch 2 does not beat it: stop after epoch 2.
+    assert read_state(run / "last.state.pt")["epoch"] == 2
 
 
 def test_zero_recall_warning_after_repeated_validations(tiny_config, tmp_path, monkeypatch,
@@ -142,6 +141,6 @@ def test_zero_recall_warning_after_repeated_validations(tiny_config, tmp_path, m
     monkeypatch.setattr(train_module, "validate", lambda *args, **kwargs: collapsed)
     run = tmp_path / "run"
     assert main(["train", str(tiny_config), f"train.out_dir={run}",
-                 "train.zero_recall_warn_after=3"]) == 0
+                 "train.zero_recall_warn_after=2"]) == 0
     warnings = [r.getMessage() for r in caplog.records if "zero recall" in r.getMessage()]
     assert len(warnings) == 1 and "'circle'" in warnings[0]  # class 1 only

@@ -21,6 +21,7 @@ from tqdm import tqdm
 from pixelwise.engine.checkpoint import atomic_write_bytes, load_model
 from pixelwise.engine.data_setup import match_target
 from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo
+from pixelwise.errors import CheckpointError
 
 
 @torch.inference_mode()
@@ -71,6 +72,12 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     model.to(torch_device)
     data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
                         **options)
+    if data.info.num_classes != meta.num_classes:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
+            f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
+            f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
+        )
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
                       progress=progress, tta=tta)

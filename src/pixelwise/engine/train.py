@@ -44,7 +44,7 @@ from pixelwise.engine.data_setup import (
 from pixelwise.engine.distributed import DistInfo, init_from_env, shutdown
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
-from pixelwise.errors import CheckpointError, DivergenceError
+from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
 
 log = logging.getLogger("pixelwise")
 
@@ -65,6 +65,10 @@ class Progress:
 
 def train(config: Config, resume: str | Path | None = None, argv: list[str] | None = None) -> dict:
     """Train as ``config`` says; return the last validation scores and where things were written.
+
+    The result: ``run_dir``, ``epochs`` and ``step`` reached, ``best`` value of ``metric``,
+    ``scores`` (the last validation's ``ConfusionMatrix.compute()``), ``classes``, and this
+    process's torchrun ``rank`` (0 without torchrun).
 
     ``resume`` is a run folder: training continues from its newest whole checkpoint (see
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
@@ -92,6 +96,12 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
     info = train_set.info
     ignore_index = info.ignore_index if config.data.ignore_index is None else config.data.ignore_index
     num_classes = config.model.num_classes or info.num_classes
+    if num_classes != info.num_classes:  # found now, not as an index error in the first loss
+        raise ConfigError(
+            f"model.num_classes must equal the {config.data.dataset} data's class count "
+            f"{info.num_classes} ({', '.join(info.classes)}) at {config.data.root or 'built-in'}, "
+            f"got {num_classes}; try model.num_classes=0 (take it from the data)"
+        )
     mean, std = normalisation(config.data, info)
     if config.data.quick_check and dist_info.is_main:
         from pixelwise.data.checks import quick_check
@@ -110,7 +120,10 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         from pixelwise.models import init_from
 
         source, _ = ckpt.read_weights(config.model.init_from)
-        copied = init_from(model, source)
+        try:
+            copied = init_from(model, source)
+        except CheckpointError as err:
+            raise CheckpointError(f"model.init_from {config.model.init_from}: {err}") from None
         log.info("initialised %d tensors from %s", len(copied), config.model.init_from)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
@@ -131,7 +144,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
     progress = Progress(zero_recall=[0] * num_classes)
     run_dir = Path(tc.out_dir)
     if resume is not None:
-        progress = restore(run_dir, model, optimizer, scheduler, scaler)
+        progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
         log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
@@ -176,7 +189,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         writer.close()
     return {"run_dir": str(run_dir), "epochs": progress.epoch, "step": progress.step,
             "best": progress.best, "metric": tc.metric, "scores": scores,
-            "classes": list(info.classes)}
+            "classes": list(info.classes), "rank": dist_info.rank}
 
 
 def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, config: Config,
@@ -297,9 +310,14 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     }
 
 
-def restore(run_dir: Path, model, optimizer, scheduler, scaler) -> Progress:
-    """Load the newest whole checkpoint of ``run_dir`` into the objects; return the counters."""
+def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.ModelMeta) -> Progress:
+    """Load the newest whole checkpoint of ``run_dir`` into the objects; return the counters.
+
+    ``meta`` describes the model and classes of this configuration; a checkpoint of another
+    model, options or class list raises CheckpointError naming what differs.
+    """
     found = ckpt.newest_whole(run_dir)
+    ckpt.check_same_model(found.meta, meta, found.stem.with_suffix(".safetensors"))
     ckpt.load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
     state = found.state
     try:
