@@ -9,6 +9,7 @@ from pixelwise.outputs import (
     FORMATS,
     color_overlay,
     colorize,
+    compact_label,
     save_geotiff,
     save_label_png,
     write_prediction,
@@ -106,3 +107,17 @@ def test_write_prediction_rejects_unknown_format_and_missing_image(tmp_path):
         write_prediction(small_label(), tmp_path / "x", ("jpeg",), PALETTE)
     with pytest.raises(ConfigError, match="image must be given"):
         write_prediction(small_label(), tmp_path / "x", ("overlay",), PALETTE)
+
+
+def test_int64_labels_are_stored_compactly(tmp_path):
+    written = write_prediction(small_label().astype(np.int64), tmp_path / "p", ("npy",))
+    stored = np.load(written["npy"])
+    assert stored.dtype == np.uint8
+    np.testing.assert_array_equal(stored, small_label())
+    assert compact_label(np.array([[0, 300]])).dtype == np.int16
+
+
+def test_plain_tiff_has_no_georeference(tmp_path):
+    pytest.importorskip("rasterio")
+    path = save_geotiff(small_label(), tmp_path / "plain.tif")
+    assert read_georeference(path) is None

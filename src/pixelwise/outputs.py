@@ -173,6 +173,7 @@ def write_prediction(
     `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
     file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
     `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
+    Integer labels are stored as uint8 (<= 256 classes) or int16 (`compact_label`).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -185,6 +186,7 @@ def write_prediction(
                           "try passing the input image or drop 'overlay'")
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
+    label = compact_label(label)
     written: dict[str, Path] = {}
     if "png" in formats:
         written["png"] = save_label_png(label, stem.with_name(stem.name + ".png"), palette)
@@ -208,6 +210,20 @@ def write_prediction(
                        file_name=source_name or stem.name + ".png")
         written["coco"] = _write_json(stem.with_name(stem.name + ".coco.json"), coco)
     return written
+
+
+def compact_label(label: np.ndarray) -> np.ndarray:
+    """The label map as uint8 (<= 256 classes) or int16, as `predict_tiled` returns it, so that
+    an int64 argmax does not make `.npy` and GeoTIFF files eight times larger."""
+    label = np.asarray(label) if not isinstance(label, np.ndarray) else label
+    if label.dtype in (np.uint8, np.int16) or label.size == 0:
+        return label
+    low, high = int(label.min()), int(label.max())
+    if low >= 0 and high < 256:
+        return label.astype(np.uint8)
+    if low >= np.iinfo(np.int16).min and high <= np.iinfo(np.int16).max:
+        return label.astype(np.int16)
+    return label
 
 
 def _write_json(path: Path, data: dict) -> Path:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,12 +46,17 @@ class GeoReference:
 
 def read_georeference(path: str | Path) -> GeoReference | None:
     """CRS and transform of a GeoTIFF (via rasterio), or None when the file has none."""
+    if not Path(path).is_file():
+        raise DataError(f"georeferenced image must be an existing file, got {path}; "
+                        "check the path")
     rasterio = import_extra("rasterio", "geo")
-    with rasterio.open(path) as dataset:
-        if dataset.crs is None:
-            return None
-        t = dataset.transform
-        return GeoReference(dataset.crs.to_string(), (t.a, t.b, t.c, t.d, t.e, t.f))
+    with warnings.catch_warnings():  # a file without georeferencing is an answer here: None
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path) as dataset:
+            if dataset.crs is None:
+                return None
+            t = dataset.transform
+            return GeoReference(dataset.crs.to_string(), (t.a, t.b, t.c, t.d, t.e, t.f))
 
 
 @dataclass(frozen=True)
