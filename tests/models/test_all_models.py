@@ -84,7 +84,7 @@ def test_eval_forward_is_finite_and_deterministic(case):
 @pytest.mark.parametrize("case", COMPUTE_CASES, ids=case_id)
 def test_gradient_reaches_every_parameter_once_score_layers_are_nonzero(case):
     # FCN score layers start at zero, which blocks gradients to everything before them on the
-    # very first step (by design, FCN §4.1; checked in test_fcn). Any update makes them non-zero;
+    # very first step (by design, FCN §4.3; checked in test_fcn). Any update makes them non-zero;
     # we perturb every all-zero tensor as that update would, then every parameter must receive a
     # non-zero gradient.
     name, options = case

@@ -100,7 +100,7 @@ def test_fcn8s_vgg16_has_134m_parameters_for_21_classes():
 
 
 def test_score_layers_start_at_zero_so_only_they_get_the_first_gradient():
-    # FCN §4.1-4.2: zero-initialised scores. The first backward therefore reaches the score layers
+    # FCN §4.2-4.3: zero-initialised scores. The first backward therefore reaches the score layers
     # only; everything behind them is reached after one optimiser step (see test_all_models).
     torch.manual_seed(0)
     model = tiny_fcn("fcn8s").train()

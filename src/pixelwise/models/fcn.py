@@ -28,7 +28,7 @@ from pixelwise.models.backbones import BACKBONES, Backbone, Stage, build_backbon
 from pixelwise.models.layers import bilinear_upsampler, crop
 from pixelwise.models.registry import check_choice, check_int, register
 
-# "At-once" training (FCN §4.2 footnote / reference voc-fcn8s-atonce): the skip inputs are scaled
+# "At-once" training (FCN journal version; reference net voc-fcn8s-atonce): skip inputs are scaled
 # so their initial contribution is small next to the coarse scores.
 AT_ONCE_SKIP_SCALES = {16: 0.01, 8: 0.0001}
 
@@ -60,7 +60,7 @@ class FCN(nn.Module):
     """FCN head on a backbone: ``(N, C, H, W)`` -> logits ``(N, num_classes, H, W)``.
 
     ``skips`` is 0 (FCN-32s), 1 (FCN-16s: + stride 16) or 2 (FCN-8s: + stride 8). Score layers
-    are zero-initialised (FCN §4.1, §4.2), so at step one only the score layers get gradients.
+    are zero-initialised (FCN §4.2, §4.3), so at step one only the score layers get gradients.
     """
 
     def __init__(
@@ -97,10 +97,10 @@ class FCN(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         features = self.backbone(x)
-        upsamplers = list(self.upsample.values())
+        *skip_upsamplers, final_upsampler = self.upsample.values()
         scores = self.score[str(self.stages[0].stride)](features[self.stages[0].name])
         for stage, scale, upsample, shift in zip(
-            self.stages[1:], self.skip_scales, upsamplers, self.shifts, strict=False
+            self.stages[1:], self.skip_scales, skip_upsamplers, self.shifts[:-1], strict=True
         ):
             up = upsample(scores)
             skip = self.score[str(stage.stride)](features[stage.name] * scale)
@@ -108,12 +108,12 @@ class FCN(nn.Module):
             h = min(up.shape[-2] - up_start, skip.shape[-2] - skip_start)
             w = min(up.shape[-1] - up_start, skip.shape[-1] - skip_start)
             scores = crop(up, up_start, up_start, h, w) + crop(skip, skip_start, skip_start, h, w)
-        out = upsamplers[-1](scores)
+        out = final_upsampler(scores)
         return crop(out, self.shifts[-1], self.shifts[-1], height, width)
 
 
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
-    """1x1 score layer, zero-initialised (FCN §4.1: no better with random init)."""
+    """1x1 score layer, zero-initialised (FCN §4.3: random init is no better)."""
     conv = nn.Conv2d(in_channels, out_channels, 1)
     nn.init.zeros_(conv.weight)
     nn.init.zeros_(conv.bias)
