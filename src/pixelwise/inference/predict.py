@@ -106,6 +106,7 @@ def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
     """
     from pixelwise.data.io import image_to_tensor, read_image
 
+    source = str(image) if isinstance(image, (str, Path)) else "image"  # named in errors
     if isinstance(image, (str, Path)):
         image = read_image(Path(image))
     if isinstance(image, Image.Image):
@@ -127,9 +128,11 @@ def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
         elif tensor.shape[0] == 1 and channels == 3:  # grey into an RGB model
             tensor = tensor.expand(3, -1, -1)
         else:
+            mode = "L" if channels == 1 else "RGB"
             raise DataError(
-                f"image must have {channels} channels for this model, got {tensor.shape[0]} "
-                f"(shape {tuple(tensor.shape)}); try converting it (e.g. PIL .convert('RGB'))"
+                f"{source}: images must have {channels} channels for this model, got "
+                f"{tensor.shape[0]} (shape {tuple(tensor.shape)}); try converting it (e.g. PIL "
+                f".convert('{mode}'))"
             )
     return tensor.contiguous()
 
