@@ -25,9 +25,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str]
     Each row is divided by its total so a cell reads "fraction of class i predicted as j";
     rows of absent classes stay 0.
     """
-    counts = np.asarray(matrix, dtype=np.float64)
-    totals = counts.sum(1, keepdims=True)
-    normalised = np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
+    normalised = row_normalise(matrix)
     size = max(4.0, 0.5 * len(classes) + 2)
     fig, ax = plt.subplots(figsize=(size + 1, size))
     image = ax.imshow(normalised, cmap="Blues", vmin=0, vmax=1)
@@ -43,6 +41,13 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str]
     fig.colorbar(image, ax=ax, label="fraction of ground-truth row")
     ax.set_title("Confusion matrix (row-normalised)")
     return _save(fig, path)
+
+
+def row_normalise(matrix: Sequence[Sequence[int]]) -> np.ndarray:
+    """Each row divided by its sum (rows summing to 0 stay 0): ``(K, K)`` float64."""
+    counts = np.asarray(matrix, dtype=np.float64)
+    totals = counts.sum(1, keepdims=True)
+    return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
 def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | Path) -> Path:

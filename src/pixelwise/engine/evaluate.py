@@ -69,7 +69,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     torch_device = torch.device(
         ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
     )
-    model.to(torch_device)
+    model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
     data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
                         **options)
     if data.info.num_classes != meta.num_classes:
@@ -80,7 +80,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         )
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      progress=progress, tta=tta)
+                      torch.channels_last, progress=progress, tta=tta)
     scores["classes"] = list(meta.classes)
     scores["table"] = format_table(scores, meta.classes)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
