@@ -197,3 +197,8 @@ def test_float_buffers_do_not_grow_with_image_height():
     # a whole-image float accumulator for the tall image alone would be 3 * 2048 * 64 * 4 bytes
     assert tall < 1.5 * short
     assert tall < 3 * 2048 * 64 * 4 / 4
+
+
+def test_rejects_tile_smaller_than_alignment():
+    with pytest.raises(ConfigError, match="at least align=32"):
+        predict_tiled(Identity(), image_chw(1, 40, 40), 16, 4, align=32)

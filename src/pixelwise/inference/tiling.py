@@ -202,6 +202,44 @@ def _model_device(model: Model, device: str | torch.device | None) -> torch.devi
     return torch.device("cpu")
 
 
+@dataclass(frozen=True)
+class TileGrid:
+    """Where the output tiles lie (`rows` x `cols`), the input margin around each (0 for
+    "same" models), and the number of classes the model predicts."""
+
+    rows: list[Span]
+    cols: list[Span]
+    margin: tuple[int, int]
+    classes: int
+
+
+def plan_grid(model: Model, source: _Source, tile: tuple[int, int], overlap: tuple[int, int],
+              align: int, device: torch.device,
+              preprocess: Callable[[Tensor], Tensor] | None) -> TileGrid:
+    """Lay the tiles out after one probe run on the first tile tells the model's kind."""
+    probe_tile = source.read(reflect_indices(0, tile[0], source.height),
+                             reflect_indices(0, tile[1], source.width))
+    classes, *out_tile = _run(model, [probe_tile], device, preprocess).shape[1:]
+    if any(o > t or (t - o) % 2 for o, t in zip(out_tile, tile, strict=True)):
+        raise ConfigError(
+            f"model output must be the input tile or its centre, got {tuple(out_tile)} for a "
+            f"{tile} tile; try a tile size the model accepts"
+        )
+    # step by tile - overlap rounded down to a multiple of align (at least align)
+    stride = [max(align, (o - lap) // align * align) for o, lap in zip(out_tile, overlap,
+                                                                        strict=True)]
+    if any(step > o for step, o in zip(stride, out_tile, strict=True)):
+        raise ConfigError(
+            f"output tile must be at least align={align} pixels, got {tuple(out_tile)}; "
+            "try a larger tile"
+        )
+    margin = ((tile[0] - out_tile[0]) // 2, (tile[1] - out_tile[1]) // 2)
+    fixed = margin != (0, 0)
+    return TileGrid(tile_spans(source.height, out_tile[0], stride[0], align, fixed),
+                    tile_spans(source.width, out_tile[1], stride[1], align, fixed),
+                    margin, classes)
+
+
 @overload
 def predict_tiled(model: Model, image: np.ndarray | Tensor, tile: int | Sequence[int],
                   overlap: int | Sequence[int], batch_size: int = ..., *,
@@ -270,27 +308,13 @@ def predict_tiled(
     source = _Source(image, channels_last)
     device = _model_device(model, device)
     height, width = source.height, source.width
-
-    probe_rows = reflect_indices(0, tile[0], height)
-    probe_cols = reflect_indices(0, tile[1], width)
-    probe = _run(model, [source.read(probe_rows, probe_cols)], device, preprocess)
-    classes, out_h, out_w = probe.shape[1:]
+    grid = plan_grid(model, source, tile, overlap, align, device, preprocess)
+    classes, row_spans, col_spans, margin = grid.classes, grid.rows, grid.cols, grid.margin
     if num_classes is not None and classes != num_classes:
         raise ConfigError(
             f"model must output num_classes={num_classes} channels, got {classes}; "
             "check the checkpoint's class list"
         )
-    margin = ((tile[0] - out_h) // 2, (tile[1] - out_w) // 2)
-    if out_h > tile[0] or out_w > tile[1] or (tile[0] - out_h) % 2 or (tile[1] - out_w) % 2:
-        raise ConfigError(
-            f"model output must be the input tile or its centre, got {out_h}x{out_w} for a "
-            f"{tile[0]}x{tile[1]} tile; try a tile size the model accepts"
-        )
-    fixed = margin != (0, 0)
-    out_tile = (out_h, out_w)
-    stride = tuple(max(align, (t - o) // align * align) for t, o in zip(out_tile, overlap, strict=True))
-    row_spans = tile_spans(height, out_tile[0], stride[0], align, fixed)
-    col_spans = tile_spans(width, out_tile[1], stride[1], align, fixed)
 
     dtype = np.uint8 if classes <= 256 else np.int16
     label = np.empty((height, width), dtype) if out is None else out
@@ -299,13 +323,14 @@ def predict_tiled(
                           "try allocating it with the image's height and width")
     proba = np.empty((classes, height, width), np.float32) if return_proba else None
     bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile")
-    band = _Band(classes, max(s.size for s in row_spans), col_spans[-1].start + col_spans[-1].size)
-    for index, rows in enumerate(row_spans):
+    band = _Band(classes, rows=max(s.size for s in row_spans),
+                 cols=col_spans[-1].start + col_spans[-1].size)
+    ends = [s.start for s in row_spans[1:]] + [row_spans[-1].start + row_spans[-1].size]
+    for rows, end in zip(row_spans, ends, strict=True):
         band.add_row(_predict_row(model, source, rows, col_spans, margin, batch_size, device,
-                                  preprocess, window), rows, col_spans)
+                                  preprocess, window), rows)
         bar.update(len(col_spans))
-        next_start = row_spans[index + 1].start if index + 1 < len(row_spans) else rows.start + rows.size
-        band.finalise(next_start, label, proba)
+        band.finalise(end, label, proba)  # no later tile touches the rows above `end`
     bar.close()
     return (label, proba) if return_proba else label
 
@@ -344,8 +369,7 @@ class _Band:
         self.weight = np.zeros((rows, cols), np.float32)
         self.top = 0  # image row of the band's first row
 
-    def add_row(self, tiles: Iterator[tuple[Span, np.ndarray, np.ndarray]], rows: Span,
-                col_spans: list[Span]) -> None:
+    def add_row(self, tiles: Iterator[tuple[Span, np.ndarray, np.ndarray]], rows: Span) -> None:
         y = rows.start - self.top
         for cols, probabilities, weights in tiles:
             region = (slice(y, y + rows.size), slice(cols.start, cols.start + cols.size))
