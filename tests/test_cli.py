@@ -122,3 +122,20 @@ def test_predict_formats_option_writes_the_chosen_files(trained, tmp_path):
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.npy", "x.png"]
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "x.npy"),
                                   np.asarray(Image.open(tmp_path / "o" / "x.png")))
+
+
+def test_models_prints_the_model_table(monkeypatch, capsys):
+    import pixelwise.models.summary as summary
+    from pixelwise.models import build
+
+    small = ("unet", 3, {"base_channels": 4, "depth": 2})
+    monkeypatch.setattr(summary, "STANDARD_CONFIGURATIONS", [small])
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    parameters = sum(p.numel() for p in build(small[0], small[1], **small[2]).parameters())
+    assert "unet" in out and f"{parameters / 1e6:.2f}M" in out
+
+
+def test_data_check_exit_code(tmp_path, capsys):
+    assert main(["data", "check", str(tmp_path / "nothing"), "--dataset", "camvid"]) == 1
+    assert "nothing" in capsys.readouterr().out

@@ -144,7 +144,7 @@ def run_predict(args: argparse.Namespace) -> int:
 def run_models(args: argparse.Namespace) -> int:
     from pixelwise.models import describe_models
 
-    print(describe_models())
+    print(describe_models())  # the papers' configurations, built once each (a few seconds)
     return 0
 
 

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import platform
+from pathlib import Path
 
 import pytest
 import torch
@@ -14,6 +16,8 @@ from pixelwise.config import load_config
 from pixelwise.engine import train as train_module
 from pixelwise.engine.checkpoint import read_state, read_weights
 from pixelwise.metrics import ConfusionMatrix
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
@@ -144,3 +148,21 @@ def test_zero_recall_warning_after_repeated_validations(tiny_config, tmp_path, m
                  "train.zero_recall_warn_after=2"]) == 0
     warnings = [r.getMessage() for r in caplog.records if "zero recall" in r.getMessage()]
     assert len(warnings) == 1 and "'circle'" in warnings[0]  # class 1 only
+
+
+SHARED_DATA = Path(
+    os.environ.get("PIXELWISE_SHARED_DATA",
+                   Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not (SHARED_DATA / "isbi2012").is_dir(),
+                    reason="needs ../shared/data/isbi2012 (or PIXELWISE_SHARED_DATA)")
+def test_one_epoch_on_isbi2012_slices(tmp_path):
+    run = tmp_path / "run"
+    assert main(["train", str(CONFIGS / "unet_isbi2012.yaml"), f"data.root={SHARED_DATA / 'isbi2012'}",
+                 f"train.out_dir={run}", "train.epochs=1", "train.progress=false",
+                 "model.options.base_channels=4", "model.options.depth=2", "data.crop_size=92",
+                 "data.options.slices=[0]", "data.workers=0"]) == 0
+    _, meta = read_weights(run / "last.safetensors")
+    assert meta.in_channels == 1 and meta.num_classes == 2
