@@ -1,14 +1,21 @@
 """Tiled U-Net inference against the network run once on the whole image (issue 6 checks)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from scipy.special import softmax
 
 from pixelwise.inference.tiling import predict_tiled
 from pixelwise.models import build, unet_valid_output_size
 
 DEPTH = 3  # total downsampling 2**3 = 8
+SHARED_DATA = Path(os.environ.get(
+    "PIXELWISE_SHARED_DATA", Path(__file__).resolve().parents[2] / ".." / "shared" / "data"))
+ISBI_SLICE = SHARED_DATA / "isbi2012" / "train" / "image" / "0.png"
 
 
 def unet(padding: str) -> torch.nn.Module:
@@ -52,3 +59,14 @@ def test_valid_unet_overlap_tile_equals_network_on_mirror_padded_whole_image():
     expected = whole(model, padded)[:, :height, :width]
     np.testing.assert_allclose(proba, expected, atol=1e-5)
     np.testing.assert_array_equal(label, expected.argmax(0))
+
+
+@pytest.mark.shared_data
+@pytest.mark.skipif(not ISBI_SLICE.is_file(), reason="needs ../shared/data/isbi2012 "
+                    "(or PIXELWISE_SHARED_DATA)")
+def test_same_unet_tiled_equals_whole_on_a_real_em_slice():
+    with Image.open(ISBI_SLICE) as png:
+        image = np.asarray(png, np.float32)[None, :301, :277] / 255  # odd crop of 512x512
+    model = unet("same")
+    label = predict_tiled(model, image, 128, 48, 4, align=2**DEPTH)
+    assert (label == whole(model, image).argmax(0)).mean() >= 0.999
