@@ -166,3 +166,13 @@ def test_one_epoch_on_isbi2012_slices(tmp_path):
                  "data.options.slices=[0]", "data.workers=0"]) == 0
     _, meta = read_weights(run / "last.safetensors")
     assert meta.in_channels == 1 and meta.num_classes == 2
+
+
+def test_init_from_copies_the_weights_of_another_run(tiny_config, tmp_path, monkeypatch,
+                                                     uninterrupted_run, weights_equal):
+    # With the epoch itself skipped, the saved weights are exactly the initial ones.
+    monkeypatch.setattr(train_module, "train_one_epoch", lambda *args, **kwargs: (0.0, 1))
+    source = uninterrupted_run / "last.safetensors"
+    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}", "train.epochs=1",
+                 f"model.init_from={source}"]) == 0
+    assert weights_equal(source, tmp_path / "b" / "last.safetensors")

@@ -173,6 +173,9 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
             improved = track_validation(scores, tc.metric, progress, info.classes,
                                         tc.zero_recall_warn_after)
         if dist_info.is_main:
+            summary = f", {tc.metric} {scores[tc.metric]:.4f}" if validated else ""
+            log.info("epoch %d/%d: loss %.4f%s (%.1f s, %.1f images/s)", epoch + 1, tc.epochs,
+                     train_loss, summary, seconds, row["images_per_s"])
             append_csv(run_dir / "metrics.csv", row)
             log_tensorboard(writer, row)
             meta.epoch, meta.step = progress.epoch, progress.step
