@@ -176,3 +176,16 @@ def test_init_from_copies_the_weights_of_another_run(tiny_config, tmp_path, monk
     assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}", "train.epochs=1",
                  f"model.init_from={source}"]) == 0
     assert weights_equal(source, tmp_path / "b" / "last.safetensors")
+
+
+def test_gradient_accumulation_matches_the_larger_batch(tiny_config, tmp_path):
+    # Without batch norm, two accumulated batches of 2 give the gradient of one batch of 4.
+    plain = ["model.options.batch_norm=false", "train.epochs=1"]
+    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'a'}", *plain]) == 0
+    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}", *plain,
+                 "data.batch_size=2", "train.accumulate=2"]) == 0
+    a = read_weights(tmp_path / "a" / "last.safetensors")[0]
+    b = read_weights(tmp_path / "b" / "last.safetensors")[0]
+    assert read_state(tmp_path / "b" / "last.state.pt")["step"] == 2
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
