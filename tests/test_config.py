@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import pytest
@@ -81,3 +82,16 @@ def test_shipped_configs_load(path):
 def test_fcn_voc_stages_initialise_from_the_previous_stage():
     assert load_config(CONFIGS / "fcn16s_voc.yaml").model.init_from.endswith(".safetensors")
     assert "fcn16s" in load_config(CONFIGS / "fcn8s_voc.yaml").model.init_from
+
+
+@pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_configs_name_real_models_datasets_and_losses(path):
+    from pixelwise.data import KINDS
+    from pixelwise.data.transforms import train_preset
+    from pixelwise.losses import LOSSES
+    from pixelwise.models import model_options
+
+    config = load_config(path)
+    assert set(config.model.options) <= set(model_options(config.model.name))
+    assert config.data.dataset in KINDS and config.optim.loss in LOSSES
+    assert set(config.data.augment) <= set(inspect.signature(train_preset).parameters)
