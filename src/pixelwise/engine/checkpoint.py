@@ -161,6 +161,19 @@ def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> N
         )
 
 
+def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> None:
+    """CheckpointError naming ``path`` and each field where the checkpoint's model (name,
+    num_classes, options, classes) differs from the configuration's."""
+    fields = ("name", "num_classes", "options", "classes")
+    differ = [f"{key} {getattr(saved, key)!r} (config: {getattr(wanted, key)!r})"
+              for key in fields if getattr(saved, key) != getattr(wanted, key)]
+    if differ:
+        raise CheckpointError(
+            f"checkpoint {path} must hold the configured model and classes, got "
+            f"{'; '.join(differ)}; try the run's own config.yaml, or a new train.out_dir"
+        )
+
+
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     """``model.load_state_dict(state)`` with a CheckpointError naming the file on mismatch."""
     try:
@@ -230,13 +243,27 @@ def save_last(run_dir: Path, model: nn.Module, meta: ModelMeta, state: dict[str,
     (a hard link where possible, so no data is copied), then the new weights and state replace
     ``last.*`` one after the other. Every pair carries its step, and :func:`newest_whole` only
     accepts a pair whose two files load and agree, so a crash at any point leaves one good pair.
+    A ``last.*`` pair that does not agree (a run killed between its two writes, then resumed
+    from ``previous.*``) is not rotated: it would overwrite the only good pair.
     """
-    for suffix in (".safetensors", ".state.pt"):
-        current = run_dir / f"last{suffix}"
-        if current.exists():
-            _atomic_link_or_copy(current, run_dir / f"previous{suffix}")
+    if _pair_steps_agree(run_dir, "last"):
+        for suffix in (".safetensors", ".state.pt"):
+            _atomic_link_or_copy(run_dir / f"last{suffix}", run_dir / f"previous{suffix}")
     save_weights(run_dir / "last.safetensors", model, meta)
     save_state(run_dir / "last.state.pt", state)
+
+
+def _pair_steps_agree(run_dir: Path, stem: str) -> bool:
+    """Whether ``stem.safetensors`` and ``stem.state.pt`` exist and carry the same step, read
+    cheaply: the safetensors header and a memory-mapped, weights-only state."""
+    try:
+        with safe_open(str(run_dir / f"{stem}.safetensors"), framework="pt") as handle:
+            step = json.loads((handle.metadata() or {})[META_KEY])["step"]
+        state = torch.load(run_dir / f"{stem}.state.pt", map_location="cpu", weights_only=True,
+                           mmap=True)
+    except Exception:  # missing, truncated or foreign files all mean "not a whole pair"
+        return False
+    return isinstance(state, dict) and state.get("step") == step
 
 
 def _atomic_link_or_copy(source: Path, target: Path) -> None:
