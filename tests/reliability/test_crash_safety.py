@@ -1,0 +1,91 @@
+"""SIGKILL a training run at random moments and during checkpoint writes, resume until done:
+no checkpoint is ever corrupt, and the final weights equal an uninterrupted run's (issue 7).
+
+Every run is a subprocess of `crash_driver.py` (one CPU thread, deterministic kernels, same
+seed). Checkpoint writes per run: config.yaml, run.json, then per epoch last.safetensors,
+last.state.pt and, when validation improved, best.safetensors.
+"""
+
+from __future__ import annotations
+
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+from conftest import SYNTHETIC_CONFIG
+
+from pixelwise.engine.checkpoint import newest_whole, read_state, read_weights
+from pixelwise.errors import CheckpointError
+
+DRIVER = Path(__file__).with_name("crash_driver.py")
+EPOCHS = 6
+
+
+def start(config: Path, run: Path, kill_at: str = "") -> subprocess.Popen:
+    resume = ["--resume", str(run)] if _whole_epoch(run) else []
+    argv = [sys.executable, str(DRIVER), "--kill-at", kill_at, "--",
+            str(config), f"train.out_dir={run}", *resume]
+    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+
+
+def _whole_epoch(run: Path) -> int:
+    """The epoch of the newest whole checkpoint pair in `run`, 0 when there is none."""
+    try:
+        return newest_whole(run).meta.epoch
+    except CheckpointError:  # no folder or no whole pair yet
+        return 0
+
+
+def assert_no_corrupt_checkpoint(run: Path) -> None:
+    """Every checkpoint file present loads whole (temporary `.tmp` files are not checkpoints)."""
+    for path in run.glob("*.safetensors"):
+        read_weights(path)
+    for path in run.glob("*.state.pt"):
+        read_state(path)
+
+
+def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path):
+    config = tmp_path / "c.yaml"
+    config.write_text(SYNTHETIC_CONFIG.format(out=tmp_path / "unused")
+                      .replace("epochs: 1", f"epochs: {EPOCHS}\n  deterministic: true"))
+    started = time.perf_counter()
+    whole = start(config, tmp_path / "whole")
+    assert whole.wait(timeout=120) == 0, whole.stderr.read().decode()
+    duration = time.perf_counter() - started
+
+    run, rng = tmp_path / "killed", random.Random(7)
+    # From outside at a random moment (import, epoch, validation or save); from inside in the
+    # middle of writing: the first weights file of a run, the second state file (leaving new
+    # weights beside the old state), then the first state file of the run that resumed from the
+    # fallback `previous` pair; again from outside.
+    kills = [rng.uniform(0.4, 0.8) * duration, "last.safetensors:1", "last.state.pt:2",
+             "last.state.pt:1", rng.uniform(0.3, 0.6) * duration]
+    landed = []
+    for kill in kills:
+        before = _whole_epoch(run)
+        if isinstance(kill, float):
+            process = start(config, run)
+            time.sleep(kill)
+            process.send_signal(signal.SIGKILL)
+            landed.append(process.wait() == -signal.SIGKILL)
+        else:
+            process = start(config, run, kill_at=kill)
+            assert process.wait(timeout=120) == -signal.SIGKILL, process.stderr.read().decode()
+        assert_no_corrupt_checkpoint(run)
+        assert _whole_epoch(run) >= before, f"kill {kill} lost saved epochs"
+    assert any(landed), "no random kill landed before its run finished"
+
+    for _ in range(3):  # resume until done
+        process = start(config, run)
+        assert process.wait(timeout=120) == 0, process.stderr.read().decode()
+        if read_state(run / "last.state.pt")["epoch"] == EPOCHS:
+            break
+    assert_no_corrupt_checkpoint(run)
+    resumed, meta = read_weights(run / "last.safetensors")
+    expected, _ = read_weights(tmp_path / "whole" / "last.safetensors")
+    assert meta.epoch == EPOCHS and resumed.keys() == expected.keys()
+    assert all(torch.equal(resumed[key], expected[key]) for key in expected)
