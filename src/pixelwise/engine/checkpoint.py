@@ -161,19 +161,6 @@ def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> N
         )
 
 
-def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> None:
-    """CheckpointError naming ``path`` and each field where the checkpoint's model (name,
-    num_classes, options, classes) differs from the configuration's."""
-    fields = ("name", "num_classes", "options", "classes")
-    differ = [f"{key} {getattr(saved, key)!r} (config: {getattr(wanted, key)!r})"
-              for key in fields if getattr(saved, key) != getattr(wanted, key)]
-    if differ:
-        raise CheckpointError(
-            f"checkpoint {path} must hold the configured model and classes, got "
-            f"{'; '.join(differ)}; try the run's own config.yaml, or a new train.out_dir"
-        )
-
-
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
     """``model.load_state_dict(state)`` with a CheckpointError naming the file on mismatch."""
     try:
