@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from pixelwise.errors import CheckpointError
+from pixelwise.errors import CheckpointError, ConfigError
 from pixelwise.models import build, init_from
 from pixelwise.models.backbones import Backbone, Stage
 from pixelwise.models.fcn import FCN
@@ -127,6 +127,11 @@ def test_at_once_scales_the_pool4_and_pool3_skips_by_1e_2_and_1e_4():
                 contributions[at_once, stride] = base - model(x)
     torch.testing.assert_close(contributions[True, 16], 0.01 * contributions[False, 16])
     torch.testing.assert_close(contributions[True, 8], 1e-4 * contributions[False, 8])
+
+
+def test_at_once_without_skips_raises_config_error():
+    with pytest.raises(ConfigError, match="at_once must be False for fcn32s"):
+        tiny_fcn("fcn32s", at_once=True)
 
 
 def test_staged_init_copies_the_coarser_net_and_keeps_new_scores_at_zero():

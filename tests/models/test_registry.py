@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 from torch import nn
 
@@ -41,3 +42,8 @@ def test_duplicate_registration_raises():
 @pytest.mark.parametrize("name", available())
 def test_every_model_accepts_in_channels(name):
     assert "in_channels" in model_options(name)
+
+
+def test_numpy_integer_num_classes_is_accepted():
+    model = build("unet", num_classes=np.int64(4), base_channels=4, depth=1)
+    assert model.head.out_channels == 4 and type(model.head.out_channels) is int

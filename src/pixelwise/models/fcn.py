@@ -168,6 +168,8 @@ def _fcn_builder(skips: int):
         check_choice("backbone", backbone, BACKBONES)
         check_choice("pretrained_backbone", pretrained_backbone, (True, False))
         check_choice("at_once", at_once, (True, False))
+        if at_once and skips == 0:
+            raise ConfigError("at_once must be False for fcn32s (it has no skips), got True")
         features = build_backbone(
             backbone,
             in_channels=in_channels,

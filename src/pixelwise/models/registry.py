@@ -8,6 +8,7 @@ an error listing the valid ones instead of being silently ignored.
 from __future__ import annotations
 
 import inspect
+import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -69,7 +70,7 @@ def build(name: str, num_classes: int, **options: Any) -> nn.Module:
             "check the spelling"
         )
     check_int("num_classes", num_classes, minimum=1)
-    return _builder(name)(num_classes=num_classes, **options)
+    return _builder(name)(num_classes=int(num_classes), **options)
 
 
 def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
@@ -80,8 +81,9 @@ def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
 
 
 def check_int(option: str, value: Any, minimum: int) -> None:
-    """Raise ConfigError unless ``value`` is an int (not a bool) of at least ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+    """Raise ConfigError unless ``value`` is an integer (Python or NumPy, not a bool) of at least
+    ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
         raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
 
 
