@@ -36,6 +36,9 @@ def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert read_state(run / "last.state.pt")["epoch"] == 2
+    # Training again into the same folder starts a new log rather than appending to the old.
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1"]) == 0
+    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1"]
     _, meta = read_weights(run / "last.safetensors")
     assert (meta.name, meta.num_classes, meta.options["base_channels"]) == ("unet", 5, 4)
     assert meta.classes[0] == "background" and len(meta.palette) == 5

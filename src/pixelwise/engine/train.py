@@ -148,6 +148,8 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
+        if resume is None:  # a fresh run into a used folder starts a fresh log
+            (run_dir / "metrics.csv").unlink(missing_ok=True)
     ddp_model = wrap_ddp(model, device, dist_info)
     writer = open_tensorboard(run_dir) if dist_info.is_main else None
 
