@@ -127,3 +127,14 @@ def test_resnet_encoder_decoder_widths_follow_base_channels():
     assert [block[0].out_channels for block in model.decode] == [64, 32, 16, 8, 8]
     # first decoder block sees resnet34 layer3 (256 channels) + the up-sampled 64
     assert model.decode[0][0].in_channels == 256 + 64
+
+
+def test_convolutions_are_he_initialised_as_in_the_paper():
+    # U-Net §3: std sqrt(2 / N), N = 9 * C_in for a 3x3 convolution (the paper: 9 * 64).
+    torch.manual_seed(0)
+    model = build("unet", 2, in_channels=1, base_channels=64, depth=1, batch_norm=False)
+    conv = model.down[1][2]  # second 3x3 convolution of the bottom level: 128 -> 128
+    assert conv.in_channels == 128
+    expected = (2 / (9 * 128)) ** 0.5
+    assert abs(conv.weight.std().item() - expected) / expected < 0.02
+    assert conv.bias.abs().max() == 0

@@ -63,6 +63,16 @@ def up_block(in_channels: int, out_channels: int, up_mode: str) -> nn.Module:
     )
 
 
+def he_init(modules: list[nn.Module]) -> None:
+    """U-Net §3: weights from a Gaussian with std sqrt(2 / N), N = inputs per unit (k * k * C_in)."""
+    for module in modules:
+        for layer in module.modules():
+            if isinstance(layer, nn.Conv2d):
+                nn.init.kaiming_normal_(layer.weight, mode="fan_in", nonlinearity="relu")
+                if layer.bias is not None:
+                    nn.init.zeros_(layer.bias)
+
+
 class UNet(nn.Module):
     """U-Net mapping ``(N, in_channels, H, W)`` to logits ``(N, num_classes, H', W')``.
 
@@ -99,6 +109,7 @@ class UNet(nn.Module):
             for level in reversed(range(depth))
         )
         self.head = nn.Conv2d(widths[0], num_classes, 1)
+        he_init([self.down, self.up, self.decode, self.head])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.padding == "valid":
@@ -152,6 +163,7 @@ class ResNetUNet(nn.Module):
             for width, skip in zip(widths, skip_channels, strict=True)
         )
         self.head = nn.Conv2d(base_channels, num_classes, 1)
+        he_init([self.up, self.decode, self.head])  # the encoder keeps its own (or ImageNet) init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
