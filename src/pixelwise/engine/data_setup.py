@@ -8,7 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelwise.config import DataConfig
 from pixelwise.data.info import DatasetInfo
@@ -65,8 +65,16 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
 def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, train: bool,
                  seed: int) -> DataLoader:
     """Training loaders shuffle with their own ``torch.Generator`` (reseeded every epoch by the
-    loop) or, under torchrun, a ``DistributedSampler``; evaluation loaders keep file order."""
-    sampler = shard_sampler(dataset, dist_info, shuffle=train, seed=seed) if dist_info.enabled else None
+    loop) or, under torchrun, a ``DistributedSampler``; evaluation loaders keep file order.
+
+    Under torchrun each rank evaluates every ``world_size``-th image (no padding), so the
+    all-reduced confusion matrix counts each validation image exactly once.
+    """
+    sampler = None
+    if dist_info.enabled and train:
+        sampler = shard_sampler(dataset, dist_info, shuffle=True, seed=seed)
+    elif dist_info.enabled:
+        dataset = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
     generator = torch.Generator().manual_seed(seed) if train and sampler is None else None
     return DataLoader(
         dataset,

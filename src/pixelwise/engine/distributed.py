@@ -49,7 +49,10 @@ def init_from_env() -> DistInfo:
 
 
 def shard_sampler(dataset: Dataset, info: DistInfo, shuffle: bool, seed: int) -> DistributedSampler:
-    """Each rank's share of ``dataset``; call ``set_epoch`` every epoch to reshuffle."""
+    """Each rank's share of ``dataset`` for training; call ``set_epoch`` every epoch to reshuffle.
+
+    (DistributedSampler pads the last shard with repeated items: fine for training, not for
+    evaluation, which the loaders shard without padding.)"""
     return DistributedSampler(
         dataset, num_replicas=info.world_size, rank=info.rank, shuffle=shuffle, seed=seed
     )
@@ -60,6 +63,17 @@ def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
     if info.enabled:
         dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
     return tensor
+
+
+def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
+    """Copy rank 0's buffers (batch-norm running statistics) to every rank.
+
+    Each rank updates its running statistics with its own batches, so before validation all
+    ranks take rank 0's, the ones rank 0 saves in the checkpoint.
+    """
+    if info.enabled:
+        for buffer in model.buffers():
+            dist.broadcast(buffer, src=0)
 
 
 def shutdown(info: DistInfo) -> None:

@@ -41,7 +41,7 @@ from pixelwise.engine.data_setup import (
     normalisation,
     open_split,
 )
-from pixelwise.engine.distributed import DistInfo, init_from_env, shutdown
+from pixelwise.engine.distributed import DistInfo, broadcast_buffers, init_from_env, shutdown
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
@@ -169,6 +169,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         validated = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
         improved = False
         if validated:
+            broadcast_buffers(model, dist_info)
             scores = validate(model, val_loader, num_classes, ignore_index, device,
                               memory_format, dist_info, progress=tc.progress)
             row.update({key: scores[key] for key in CSV_FIELDS if key in scores})
