@@ -13,6 +13,7 @@ tile them first) before decoding it.
 from __future__ import annotations
 
 import contextlib
+import struct
 import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -31,6 +32,11 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 Colour = tuple[int, int, int]
+# What Pillow and tifffile raise on damaged bytes (found by tests/reliability fuzzing: a bad TIFF
+# header gives TypeError or ZeroDivisionError from inside tifffile, not only TiffFileError).
+_DECODER_ERRORS = (OSError, ValueError, IndexError, KeyError, TypeError, ArithmeticError,
+                   EOFError, SyntaxError, NotImplementedError, struct.error,
+                   tifffile.TiffFileError)
 
 
 def read_image(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS) -> np.ndarray:
@@ -112,7 +118,8 @@ def image_to_tensor(
             low, high = np.percentile(values.reshape(-1, values.shape[-1]), [1, 99], axis=0)
         else:
             low, high = np.asarray(band_range, dtype=np.float32).T
-        scaled = (values - low) / np.maximum(high - low, 1e-6)
+        # np.percentile answers in float64: cast back so every image is float32.
+        scaled = ((values - low) / np.maximum(high - low, 1e-6)).astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
 
 
@@ -165,7 +172,7 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
                 )
     except DataError:
         raise
-    except (OSError, ValueError, IndexError, tifffile.TiffFileError) as error:
+    except _DECODER_ERRORS as error:
         raise DataError(
             f"{path}: the file must be a readable TIFF, got {type(error).__name__}: {error}; "
             "try opening it with tifffile or re-exporting it"
@@ -173,6 +180,11 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
     # Interleaved bands read as (H, W, S); separate planes or pages of bands as (C, H, W).
     if array.ndim == 3 and not axes.endswith("S"):
         array = np.moveaxis(array, 0, -1)
+    if array.ndim not in (2, 3) or 0 in array.shape:  # e.g. a damaged header
+        raise DataError(
+            f"{path}: a TIFF image must be (H, W) or (H, W, bands) with at least one of each, "
+            f"got shape {array.shape}; try re-exporting it as a plain 2-D image"
+        )
     return array
 
 
