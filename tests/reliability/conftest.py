@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sample_files import write_pair
+from sample_files import SYNTHETIC_CONFIG, write_pair
 
 from pixelwise.cli import main
 
@@ -27,23 +27,6 @@ data:
   options: {{classes: 2}}
 optim:
   lr: 0.01
-train:
-  epochs: 1
-  device: cpu
-  progress: false
-  out_dir: {out}
-"""
-
-
-SYNTHETIC_CONFIG = """\
-model:
-  name: unet
-  options: {{base_channels: 4, depth: 2}}
-data:
-  dataset: synthetic
-  batch_size: 4
-  val_batch_size: 8
-  options: {{n: 8, size: 32}}
 train:
   epochs: 1
   device: cpu

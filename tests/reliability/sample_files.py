@@ -1,5 +1,5 @@
-"""Writers of tiny image/mask files for the reliability tests (named apart from `conftest` so
-that importing it never picks up another folder's conftest)."""
+"""Tiny image/mask files and a tiny training config for the reliability tests (a module named
+apart from `conftest`, so that importing it never picks up another folder's conftest)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,22 @@ import numpy as np
 from PIL import Image
 
 SIZE = 32
+# A one-epoch tiny U-Net on synthetic shapes (5 classes); `out` is the run folder.
+SYNTHETIC_CONFIG = """\
+model:
+  name: unet
+  options: {{base_channels: 4, depth: 2}}
+data:
+  dataset: synthetic
+  batch_size: 4
+  val_batch_size: 8
+  options: {{n: 8, size: 32}}
+train:
+  epochs: 1
+  device: cpu
+  progress: false
+  out_dir: {out}
+"""
 
 
 def write_pair(folder: Path, name: str, seed: int, size: tuple[int, int] = (SIZE, SIZE),

@@ -155,7 +155,7 @@ def test_16_bit_tiff_is_scaled_by_its_1st_and_99th_percentiles(tmp_path):
     (tmp_path / "images" / "a.png").unlink()
     image, _ = FolderDataset(tmp_path / "images", tmp_path / "masks", 2)[0]
     low, high = np.percentile(values.astype(np.float64), [1, 99])
-    assert image.shape == (1, 32, 32)
+    assert image.shape == (1, 32, 32) and image.dtype == torch.float32  # contract: float32
     np.testing.assert_allclose(image[0].numpy(), (values - low) / (high - low), rtol=1e-4,
                                atol=1e-5)
 

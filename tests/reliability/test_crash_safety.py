@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 
 import torch
-from conftest import SYNTHETIC_CONFIG
+from sample_files import SYNTHETIC_CONFIG
 
 from pixelwise.engine.checkpoint import newest_whole, read_state, read_weights
 from pixelwise.errors import CheckpointError

@@ -12,7 +12,7 @@ import math
 
 import pytest
 import torch
-from conftest import SYNTHETIC_CONFIG
+from sample_files import SYNTHETIC_CONFIG
 
 from pixelwise.cli import main
 from pixelwise.engine.checkpoint import read_state, read_weights
