@@ -24,8 +24,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except PixelwiseError as err:
-        print(f"error: {err}", file=sys.stderr)
+        print(f"error: {one_line(err)}", file=sys.stderr)
         return 2
+
+
+def one_line(err: PixelwiseError) -> str:
+    """The error's own message. A DataLoader worker re-raises our error with the worker's
+    traceback in its message; the last line of that is ``module.Type: our message``."""
+    lines = str(err).strip().splitlines() or [""]
+    return lines[-1].removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
 
 
 def build_parser() -> argparse.ArgumentParser:
