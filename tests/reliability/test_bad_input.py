@@ -167,3 +167,14 @@ def test_float_tiff_is_read_as_already_scaled(tmp_path):
     (tmp_path / "images" / "a.png").unlink()
     image, _ = FolderDataset(tmp_path / "images", tmp_path / "masks", 2)[0]
     assert torch.equal(image, torch.from_numpy(values.transpose(2, 0, 1).copy()))
+
+
+def test_damaged_file_read_in_a_loader_worker_still_gives_one_line(folder_run, run_cli):
+    """Past the quick check's first samples a file is read by a DataLoader worker process,
+    which re-raises our error with its own traceback inside the message."""
+    for i in range(4, 8):
+        write_pair(folder_run.train, f"img{i}", seed=i)
+    image = folder_run.train / "images" / "img7.png"
+    image.write_bytes(image.read_bytes()[:200])
+    result = run_cli("train", folder_run.config, "data.workers=1")
+    assert_one_line_error(result, str(image), "truncated")
