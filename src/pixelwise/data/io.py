@@ -185,6 +185,12 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
             f"{path}: a TIFF image must be (H, W) or (H, W, bands) with at least one of each, "
             f"got shape {array.shape}; try re-exporting it as a plain 2-D image"
         )
+    if array.dtype.kind == "f" and not np.isfinite(array).all():  # else a NaN loss, hours later
+        raise DataError(
+            f"{path}: image values must be finite, got {int(np.isnan(array).sum())} NaN and "
+            f"{int(np.isinf(array).sum())} infinite; try filling no-data pixels (e.g. with 0) "
+            "and giving them the ignore index in the mask"
+        )
     return array
 
 
