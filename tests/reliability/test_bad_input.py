@@ -178,3 +178,13 @@ def test_damaged_file_read_in_a_loader_worker_still_gives_one_line(folder_run, r
     image.write_bytes(image.read_bytes()[:200])
     result = run_cli("train", folder_run.config, "data.workers=1")
     assert_one_line_error(result, str(image), "truncated")
+
+
+def test_float_tiff_with_nan_is_refused_before_training(folder_run, run_cli, no_training_step):
+    values = np.random.default_rng(3).random((32, 32, 3)).astype(np.float32)
+    values[5, 7, 1], values[0, 0, 0] = np.nan, np.inf  # e.g. no-data pixels of a scene
+    image = folder_run.train / "images" / "img0.tif"
+    tifffile.imwrite(image, values, photometric="rgb")
+    (folder_run.train / "images" / "img0.png").unlink()
+    assert_one_line_error(run_cli("train", folder_run.config), str(image),
+                          "must be finite, got 1 NaN and 1 infinite")
