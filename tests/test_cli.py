@@ -16,7 +16,7 @@ from pixelwise.inference.predict import Segmenter
 
 TINY = ["model.options.base_channels=4", "model.options.depth=2", "data.options.n=8",
         "data.options.size=32", "data.batch_size=4", "data.val_batch_size=8", "train.epochs=1",
-        "train.progress=false"]
+        "train.progress=false", "train.device=cpu"]
 
 
 @pytest.fixture(scope="module")
@@ -38,12 +38,12 @@ def test_demo_writes_plots_predictions_and_metrics(trained, capsys):
 
 def test_evaluate_matches_an_independent_confusion_matrix(trained, tmp_path, capsys):
     best = trained / "run" / "best.safetensors"
-    assert main(["evaluate", str(best), "--data", "synthetic", "--split", "val",
+    assert main(["evaluate", str(best), "--data", "synthetic", "--split", "val", "--device", "cpu",
                  "--option", "n=4", "--option", "size=32", "--out", str(tmp_path)]) == 0
     assert "mean IoU" in capsys.readouterr().out
     written = json.loads((tmp_path / "metrics.json").read_text())
     # The same images through Segmenter, counted with numpy.
-    segmenter = Segmenter.from_checkpoint(best)
+    segmenter = Segmenter.from_checkpoint(best, device="cpu")
     data = SyntheticShapes(n=4, size=32, seed=_val_seed())
     matrix = np.zeros((5, 5), np.int64)
     for image, mask in data:

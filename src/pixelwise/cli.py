@@ -64,6 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
     evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
                           help="extra dataset option, e.g. n=32 (repeatable)")
@@ -73,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("checkpoint", help="a .safetensors file written by train")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--format", nargs="+", default=["png", "overlay"], dest="formats",
                          choices=["png", "overlay", "npy", "geojson", "coco"],
                          help="what to write per input (default: png overlay)")
@@ -128,7 +130,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.engine.evaluate import evaluate
 
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
-                      tta=args.tta, batch_size=args.batch_size, **parse_options(args.option))
+                      tta=args.tta, batch_size=args.batch_size, device=args.device,
+                      **parse_options(args.option))
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
     return 0
@@ -139,7 +142,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from pixelwise.inference.predict import Segmenter, expand_inputs, predict_to_files
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint)
+    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
     files = expand_inputs(args.inputs)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),

@@ -27,6 +27,7 @@ optim:
 train:
   epochs: 2
   progress: false
+  device: cpu  # exact-equality tests are specified on CPU (CUDA kernels may differ run to run)
 """
 
 

@@ -14,6 +14,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from pixelwise.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DistInfo:
@@ -34,17 +36,23 @@ class DistInfo:
 SINGLE_PROCESS = DistInfo()
 
 
-def init_from_env() -> DistInfo:
-    """Join the process group torchrun describes (NCCL on CUDA, gloo on CPU), if any."""
+def init_from_env(cuda: bool) -> DistInfo:
+    """Join the process group torchrun describes, if any: NCCL with one GPU per process when
+    ``cuda``, else gloo on CPU."""
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     if world_size <= 1:
         return SINGLE_PROCESS
     info = DistInfo(int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0")), world_size)
+    if cuda and info.local_rank >= torch.cuda.device_count():
+        raise ConfigError(
+            f"torchrun processes per node must not outnumber the GPUs "
+            f"({torch.cuda.device_count()}), got local rank {info.local_rank}; try "
+            "--nproc-per-node with the GPU count, or train.device=cpu"
+        )
     if not dist.is_initialized():
-        backend = "nccl" if torch.cuda.is_available() else "gloo"
-        if backend == "nccl":
+        if cuda:
             torch.cuda.set_device(info.local_rank)
-        dist.init_process_group(backend=backend)
+        dist.init_process_group(backend="nccl" if cuda else "gloo")
     return info
 
 

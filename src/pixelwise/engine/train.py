@@ -74,7 +74,8 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
     ``config.train.epochs``. ``argv`` is recorded in ``run.json``.
     """
-    dist_info = init_from_env()
+    cuda = config.train.device != "cpu" and torch.cuda.is_available()
+    dist_info = init_from_env(cuda)
     try:
         return _train(config, resume, argv, dist_info)
     finally:

@@ -34,7 +34,8 @@ class Segmenter:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
-        self.model = model.to(self.device).eval()
+        # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
+        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.meta = meta
         self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
         shape = (-1, 1, 1)
