@@ -113,14 +113,13 @@ def run_demo(args: argparse.Namespace) -> int:
 def run_train(args: argparse.Namespace) -> int:
     from pixelwise.config import load_config
     from pixelwise.engine.train import train
-    from pixelwise.metrics import format_table
 
     config = load_config(args.config, args.overrides)
     result = train(config, resume=args.resume, argv=args.command_line)
     if result["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
-    if result["scores"]:
-        print(format_table(result["scores"], result["classes"]))
+    if result["table"]:
+        print(result["table"])
     print(f"best {result['metric']} {result['best']:.4f}; checkpoints in {result['run_dir']}")
     return 0
 

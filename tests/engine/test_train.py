@@ -192,3 +192,13 @@ def test_gradient_accumulation_matches_the_larger_batch(tiny_config, tmp_path):
     assert read_state(tmp_path / "b" / "last.state.pt")["step"] == 2
     for key in a:
         torch.testing.assert_close(a[key], b[key], atol=1e-6, rtol=1e-5)
+
+
+def test_python_api_returns_the_scores_and_table_the_cli_prints(tiny_config, tmp_path, capsys):
+    import pixelwise
+
+    result = pixelwise.train(load_config(tiny_config, [f"train.out_dir={tmp_path / 'a'}"]))
+    assert result["epochs"] == 2 and result["best"] == max(
+        float(r["mean_iou"]) for r in csv.DictReader((tmp_path / "a" / "metrics.csv").open()))
+    assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}"]) == 0
+    assert result["table"] in capsys.readouterr().out  # same seed: the same table

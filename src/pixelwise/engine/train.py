@@ -67,8 +67,9 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
     """Train as ``config`` says; return the last validation scores and where things were written.
 
     The result: ``run_dir``, ``epochs`` and ``step`` reached, ``best`` value of ``metric``,
-    ``scores`` (the last validation's ``ConfusionMatrix.compute()``), ``classes``, and this
-    process's torchrun ``rank`` (0 without torchrun).
+    ``scores`` (the last validation's ``ConfusionMatrix.compute()``) and ``table`` (those scores
+    as the printed FCN metrics table; empty when a resumed run had no epoch left), ``classes``,
+    and this process's torchrun ``rank`` (0 without torchrun).
 
     ``resume`` is a run folder: training continues from its newest whole checkpoint (see
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
@@ -194,8 +195,11 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
             break
     if writer is not None:
         writer.close()
+    from pixelwise.metrics import format_table
+
+    table = format_table(scores, info.classes) if scores else ""
     return {"run_dir": str(run_dir), "epochs": progress.epoch, "step": progress.step,
-            "best": progress.best, "metric": tc.metric, "scores": scores,
+            "best": progress.best, "metric": tc.metric, "scores": scores, "table": table,
             "classes": list(info.classes), "rank": dist_info.rank}
 
 
