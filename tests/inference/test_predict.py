@@ -66,3 +66,11 @@ def test_large_images_are_tiled_with_the_same_result(image):
 def test_wrong_channel_count_is_a_data_error():
     with pytest.raises(DataError, match="3 channels"):
         _pointwise_segmenter().predict(np.zeros((8, 8, 2), np.uint8))
+
+
+def test_tiled_labels_equal_whole_image_labels(image):
+    whole = _pointwise_segmenter().predict_proba(image)
+    tiled = _pointwise_segmenter(tile_above=16, tile=16, overlap=4).predict(image)
+    clear = np.abs(whole[1] - whole[0]) > 1e-4
+    assert tiled.dtype == np.uint8
+    np.testing.assert_array_equal(tiled[clear], whole.argmax(0)[clear])

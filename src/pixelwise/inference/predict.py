@@ -1,7 +1,7 @@
 """`Segmenter`: a trained model as a function from an image to a label map.
 
 >>> seg = Segmenter.from_checkpoint("runs/exp/best.safetensors")
->>> label = seg.predict("photo.png")          # (H, W) class ids
+>>> label = seg.predict("photo.png")          # (H, W) class ids (uint8)
 >>> proba = seg.predict_proba(array_hwc_uint8)  # (K, H, W) probabilities
 
 Images are scaled to [0, 1] exactly as the datasets do and normalised with the mean/std stored
@@ -57,25 +57,40 @@ class Segmenter:
     def palette(self) -> list[tuple[int, int, int]]:
         return self.meta.palette
 
+    @torch.inference_mode()
     def predict(self, image: ImageLike) -> np.ndarray:
-        """Label map ``(H, W)`` int64 of class ids for one image."""
-        return self.predict_proba(image).argmax(0)
+        """Label map ``(H, W)`` of class ids (uint8 for up to 256 classes, else int16).
+
+        Tiled images never hold all class probabilities at once, so memory stays flat in the
+        image size (see :func:`pixelwise.inference.tiling.predict_tiled`).
+        """
+        chw = to_float_chw(image, self.meta.in_channels)
+        if self._needs_tiling(chw):
+            return self._tiled(chw, return_proba=False)
+        dtype = np.uint8 if self.meta.num_classes <= 256 else np.int16
+        return self._whole(chw).argmax(0).cpu().numpy().astype(dtype)
 
     @torch.inference_mode()
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities ``(K, H, W)`` float32 (softmax over classes) for one image."""
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
-            from pixelwise.inference.tiling import predict_tiled
+            return self._tiled(chw, return_proba=True)[1]
+        return self._whole(chw).float().cpu().numpy()
 
-            tile, align = self._tile_geometry()
-            _, proba = predict_tiled(
-                self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
-                return_proba=True, align=align, device=self.device, preprocess=self._normalise,
-            )
-            return proba
-        batch = self._normalise(chw.to(self.device)[None])
-        return self.model(batch).softmax(1)[0].float().cpu().numpy()
+    def _whole(self, chw: torch.Tensor) -> torch.Tensor:
+        """Softmax ``(K, H, W)`` of the whole image in one forward pass."""
+        return self.model(self._normalise(chw.to(self.device)[None])).softmax(1)[0]
+
+    def _tiled(self, chw: torch.Tensor, return_proba: bool):
+        from pixelwise.inference.tiling import predict_tiled
+
+        tile, align = self._tile_geometry()
+        return predict_tiled(
+            self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
+            return_proba=return_proba, align=align, device=self.device,
+            preprocess=self._normalise,
+        )
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         return (batch - self._mean) / self._std
@@ -89,9 +104,9 @@ class Segmenter:
     def _tile_geometry(self) -> tuple[int, int]:
         """Tile size and alignment: the model's total downsampling, so tiles share its grid."""
         if self.meta.name == "unet":
-            from pixelwise.models import unet_nearest_valid_input_size
+            from pixelwise.models import model_options, unet_nearest_valid_input_size
 
-            depth = self.meta.options.get("depth", 4)
+            depth = self.meta.options.get("depth", model_options("unet")["depth"])
             tile = (unet_nearest_valid_input_size(self.tile, depth) if self._is_valid_unet()
                     else self.tile)
             return tile, 2**depth
