@@ -139,3 +139,24 @@ def test_models_prints_the_model_table(monkeypatch, capsys):
 def test_data_check_exit_code(tmp_path, capsys):
     assert main(["data", "check", str(tmp_path / "nothing"), "--dataset", "camvid"]) == 1
     assert "nothing" in capsys.readouterr().out
+
+
+def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
+    import torch
+
+    from pixelwise.engine.checkpoint import load_model
+
+    best = trained / "run" / "best.safetensors"
+    assert main(["evaluate", str(best), "--data", "synthetic", "--tta", "--device", "cpu",
+                 "--option", "n=3", "--option", "size=32", "--out", str(tmp_path)]) == 0
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    model, meta = load_model(best)
+    mean, std = torch.tensor(meta.mean).view(3, 1, 1), torch.tensor(meta.std).view(3, 1, 1)
+    matrix = np.zeros((5, 5), np.int64)
+    with torch.no_grad():
+        for image, mask in SyntheticShapes(n=3, size=32, seed=_val_seed()):
+            x = ((image - mean) / std)[None]
+            proba = model(x).softmax(1) + model(x.flip(-1)).softmax(1).flip(-1)
+            pred = proba[0].argmax(0).numpy()
+            matrix += np.bincount(mask.numpy().ravel() * 5 + pred.ravel(), minlength=25).reshape(5, 5)
+    assert written["matrix"] == matrix.tolist()
