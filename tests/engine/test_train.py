@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import platform
@@ -36,6 +37,8 @@ def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [int(r["epoch"]) for r in rows] == [1, 2]
     assert read_state(run / "last.state.pt")["epoch"] == 2
+    if importlib.util.find_spec("tensorboard"):
+        assert list((run / "tensorboard").glob("events.out.tfevents.*"))
     # Training again into the same folder starts a new log rather than appending to the old.
     assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1"]) == 0
     assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1"]
