@@ -101,6 +101,7 @@ def run_demo(args: argparse.Namespace) -> int:
     base.parent.mkdir(parents=True, exist_ok=True)
     base.write_text(to_yaml(demo_config(args.out)))
     config = load_config(base, args.overrides)
+    base.write_text(to_yaml(config))  # what this demo run used, overrides included
     print(f"pixelwise demo: training a small U-Net on synthetic shapes for {config.train.epochs} "
           f"epochs, writing to {args.out}/")
     scores = run_demo(config, args.out, argv=args.command_line)
