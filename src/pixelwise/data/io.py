@@ -97,6 +97,24 @@ def read_mask(
     return array
 
 
+def read_size(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS) -> tuple[int, int]:
+    """`(H, W)` of an image or mask file (one page of a TIFF stack) from its header alone.
+
+    Nothing is decoded, so checking thousands of files takes seconds (training's quick check
+    does it for every pair). Raises `DataError` naming the file, as `read_image` does, when the
+    header is unreadable or the image is larger than `max_pixels`.
+    """
+    path = Path(path)
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        with _open_tiff(path) as tiff:
+            header = tiff.pages[page or 0]
+            size = (int(header.imagelength), int(header.imagewidth))
+        _check_pixels(path, size[0] * size[1], max_pixels)
+        return size
+    with _open_pil(path, max_pixels, load=False) as image:
+        return image.height, image.width
+
+
 def image_to_tensor(
     array: np.ndarray, band_range: list[tuple[float, float]] | None = None
 ) -> torch.Tensor:
@@ -124,8 +142,9 @@ def image_to_tensor(
 
 
 @contextlib.contextmanager
-def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
-    """Open with Pillow, refusing more than `max_pixels` pixels before decoding anything."""
+def _open_pil(path: Path, max_pixels: int, load: bool = True) -> Iterator[Image.Image]:
+    """Open with Pillow, refusing more than `max_pixels` pixels before decoding anything;
+    `load=False` leaves the pixels undecoded (the header alone gives size and mode)."""
     try:
         with warnings.catch_warnings():
             # Our own limit replaces Pillow's (which warns above 89 Mpx and refuses twice that).
@@ -143,7 +162,8 @@ def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
     with image:
         _check_pixels(path, image.width * image.height, max_pixels)
         try:
-            image.load()
+            if load:
+                image.load()
         except (OSError, SyntaxError, ValueError) as error:
             raise DataError(
                 f"{path}: the file must be a complete image, got {type(error).__name__}: "
@@ -152,24 +172,12 @@ def _open_pil(path: Path, max_pixels: int) -> Iterator[Image.Image]:
         yield image
 
 
-def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
-    """A TIFF image as `(H, W)` or `(H, W, C)`: the whole first series, or one page of a stack.
-
-    The pixel guard applies to one page (`width * height`), before anything is decoded.
-    """
+@contextlib.contextmanager
+def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+    """`tifffile.TiffFile(path)`; a decoder error while it is open becomes `DataError`."""
     try:
         with tifffile.TiffFile(path) as tiff:
-            first = tiff.pages[0]
-            _check_pixels(path, first.imagewidth * first.imagelength, max_pixels)
-            if page is None:
-                array, axes = tiff.series[0].asarray(), tiff.series[0].axes
-            elif 0 <= page < len(tiff.pages):
-                array, axes = tiff.pages[page].asarray(), tiff.pages[page].axes
-            else:
-                raise DataError(
-                    f"{path}: page must lie in 0..{len(tiff.pages) - 1}, got {page}; "
-                    "try a smaller slice index"
-                )
+            yield tiff
     except DataError:
         raise
     except _DECODER_ERRORS as error:
@@ -177,6 +185,25 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
             f"{path}: the file must be a readable TIFF, got {type(error).__name__}: {error}; "
             "try opening it with tifffile or re-exporting it"
         ) from error
+
+
+def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
+    """A TIFF image as `(H, W)` or `(H, W, C)`: the whole first series, or one page of a stack.
+
+    The pixel guard applies to one page (`width * height`), before anything is decoded.
+    """
+    with _open_tiff(path) as tiff:
+        first = tiff.pages[0]
+        _check_pixels(path, first.imagewidth * first.imagelength, max_pixels)
+        if page is None:
+            array, axes = tiff.series[0].asarray(), tiff.series[0].axes
+        elif 0 <= page < len(tiff.pages):
+            array, axes = tiff.pages[page].asarray(), tiff.pages[page].axes
+        else:
+            raise DataError(
+                f"{path}: page must lie in 0..{len(tiff.pages) - 1}, got {page}; "
+                "try a smaller slice index"
+            )
     # Interleaved bands read as (H, W, S); separate planes or pages of bands as (C, H, W).
     if array.ndim == 3 and not axes.endswith("S"):
         array = np.moveaxis(array, 0, -1)
