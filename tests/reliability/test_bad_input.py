@@ -188,3 +188,24 @@ def test_float_tiff_with_nan_is_refused_before_training(folder_run, run_cli, no_
     (folder_run.train / "images" / "img0.png").unlink()
     assert_one_line_error(run_cli("train", folder_run.config), str(image),
                           "must be finite, got 1 NaN and 1 infinite")
+
+
+@pytest.mark.parametrize(("damage", "fragment"), [
+    ("not an image", "readable image"),
+    ("mask size", "got (30, 32)"),
+    ("bomb", "got 10000000000"),
+])
+def test_header_problems_past_the_first_samples_are_found_at_start(
+        folder_run, run_cli, no_training_step, damage, fragment):
+    """The quick check decodes three pairs but reads every pair's headers."""
+    for i in range(4, 8):
+        write_pair(folder_run.train, f"img{i}", seed=i)
+    image, mask = (folder_run.train / kind / "img7.png" for kind in ("images", "masks"))
+    if damage == "not an image":
+        image.write_bytes(b"\x89PNG but not really")
+    elif damage == "mask size":
+        Image.fromarray(np.zeros((30, 32), np.uint8)).save(mask)
+    else:
+        image.write_bytes(png_bomb(100_000, 100_000))
+    named = mask if damage == "mask size" else image
+    assert_one_line_error(run_cli("train", folder_run.config), str(named), fragment)

@@ -2,7 +2,8 @@
 the library's own error type (`PixelwiseError`), never a stray exception from a decoder.
 
 Each example writes one image/mask pair into a fresh folder, damages one of the two files
-(random bytes, a truncated valid file, or flipped bytes), then opens and reads it.
+(random bytes, a truncated valid file, or flipped bytes), then opens it, runs training's quick
+check and reads the sample.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from pixelwise.data import FolderDataset
+from pixelwise.data.checks import quick_check
 from pixelwise.errors import PixelwiseError
 
 CLASSES = 3
@@ -68,6 +70,7 @@ def read_pair(image: bytes, image_kind: str, mask: bytes, mask_kind: str) -> Non
         (root / "masks" / f"a{SUFFIXES[mask_kind]}").write_bytes(mask)
         try:
             data = FolderDataset(root / "images", root / "masks", CLASSES)
+            quick_check(data)  # headers of every pair, then the first pairs whole
             image_t, mask_t = data[0]
         except PixelwiseError:
             return
