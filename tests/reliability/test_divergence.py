@@ -1,8 +1,8 @@
 """A NaN or infinite loss stops the run with a clear message and keeps the last good checkpoint,
 or skips the batch when `train.skip_nonfinite=true` (issue 7).
 
-Synthetic data with n=8 and batch_size=4 gives two batches per epoch; the loss of the fifth
-batch (epoch 3, batch 1) is poisoned.
+Synthetic data with n=8 and batch_size=4 gives two batches per epoch over two epochs; the loss
+of the third batch (epoch 2, batch 1) is poisoned.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from sample_files import SYNTHETIC_CONFIG
 from pixelwise.cli import main
 from pixelwise.engine.checkpoint import read_state, read_weights
 
-POISONED_CALL = 5
+POISONED_CALL = 3
 
 
 @pytest.fixture
@@ -50,16 +50,16 @@ def poisoned_loss(monkeypatch):
 def config(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text(SYNTHETIC_CONFIG.format(out=tmp_path / "run").replace("epochs: 1",
-                                                                          "epochs: 3"))
+                                                                          "epochs: 2"))
     return path
 
 
 @pytest.fixture(scope="module")
 def whole(tmp_path_factory):
-    """The same three epochs undisturbed; its `previous` pair holds epoch 2."""
+    """The same two epochs undisturbed; its `previous` pair holds epoch 1."""
     out = tmp_path_factory.mktemp("whole")
     path = out / "c.yaml"
-    path.write_text(SYNTHETIC_CONFIG.format(out=out / "run").replace("epochs: 1", "epochs: 3"))
+    path.write_text(SYNTHETIC_CONFIG.format(out=out / "run").replace("epochs: 1", "epochs: 2"))
     assert main(["train", str(path)]) == 0
     return out / "run"
 
@@ -70,11 +70,11 @@ def test_nonfinite_loss_stops_and_keeps_the_last_good_checkpoint(config, tmp_pat
     poisoned_loss(value)
     result = run_cli("train", config)
     assert result.code == 2 and "\n" not in result.err
-    assert f"training loss must be finite, got {value} at epoch 3, batch 1" in result.err
+    assert f"training loss must be finite, got {value} at epoch 2, batch 1" in result.err
     assert str(tmp_path / "run" / "last.safetensors") in result.err
     kept, meta = read_weights(tmp_path / "run" / "last.safetensors")
-    assert meta.epoch == 2 and read_state(tmp_path / "run" / "last.state.pt")["epoch"] == 2
-    # The kept weights are epoch 2 of an undisturbed run (its `previous` pair).
+    assert meta.epoch == 1 and read_state(tmp_path / "run" / "last.state.pt")["epoch"] == 1
+    # The kept weights are epoch 1 of an undisturbed run (its `previous` pair).
     clean, _ = read_weights(whole / "previous.safetensors")
     assert all(torch.equal(kept[key], clean[key]) for key in clean)
 
@@ -85,8 +85,8 @@ def test_skip_nonfinite_skips_only_the_bad_batch(config, tmp_path, run_cli, pois
     with caplog.at_level(logging.WARNING, logger="pixelwise"):
         result = run_cli("train", config, "train.skip_nonfinite=true")
     assert result.code == 0, result.err
-    assert "skipping batch 1 of epoch 3: loss is nan" in caplog.text
+    assert "skipping batch 1 of epoch 2: loss is nan" in caplog.text
     state = read_state(tmp_path / "run" / "last.state.pt")
-    assert (state["epoch"], state["step"]) == (3, 3 * 2 - 1)  # six batches, one skipped
+    assert (state["epoch"], state["step"]) == (2, 2 * 2 - 1)  # four batches, one skipped
     weights, _ = read_weights(tmp_path / "run" / "last.safetensors")
     assert all(torch.isfinite(tensor).all() for tensor in weights.values())
