@@ -58,12 +58,12 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
     duration = time.perf_counter() - started
 
     run, rng = tmp_path / "killed", random.Random(7)
-    # From outside at a random moment (import, epoch, validation or save); from inside in the
-    # middle of writing: the first weights file of a run, the second state file (leaving new
-    # weights beside the old state), then the first state file of the run that resumed from the
-    # fallback `previous` pair; again from outside.
-    kills = [rng.uniform(0.4, 0.8) * duration, "last.safetensors:1", "last.state.pt:2",
-             "last.state.pt:1", rng.uniform(0.3, 0.6) * duration]
+    # From inside, in the middle of writing: the second state file of a fresh run (leaving new
+    # weights beside the old state: it resumes from `previous`), the first state file of that
+    # resumed run (it must not rotate the mismatched `last` pair over the good `previous`), the
+    # second weights file of the next; then twice from outside at random moments.
+    kills = ["last.state.pt:2", "last.state.pt:1", "last.safetensors:2",
+             rng.uniform(0.4, 0.8) * duration, rng.uniform(0.4, 0.8) * duration]
     landed = []
     for kill in kills:
         before = _whole_epoch(run)
