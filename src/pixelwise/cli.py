@@ -29,10 +29,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def one_line(err: PixelwiseError) -> str:
-    """The error's own message. A DataLoader worker re-raises our error with the worker's
-    traceback in its message; the last line of that is ``module.Type: our message``."""
-    lines = str(err).strip().splitlines() or [""]
-    return lines[-1].removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
+    """The error's message on one line. A DataLoader worker re-raises our error with the
+    worker's traceback in its message, whose last line is ``module.Type: our message``; other
+    messages may quote a multi-line reason (a YAML parser's), joined here."""
+    text = str(err).strip()
+    if "Original Traceback" in text:
+        text = text.splitlines()[-1].removeprefix(f"{type(err).__module__}.{type(err).__name__}: ")
+    return " ".join(line.strip() for line in text.splitlines())
 
 
 def build_parser() -> argparse.ArgumentParser:
