@@ -209,3 +209,9 @@ def test_header_problems_past_the_first_samples_are_found_at_start(
         image.write_bytes(png_bomb(100_000, 100_000))
     named = mask if damage == "mask size" else image
     assert_one_line_error(run_cli("train", folder_run.config), str(named), fragment)
+
+
+def test_yaml_syntax_error_is_one_line_naming_the_file(folder_run, run_cli, no_training_step):
+    folder_run.config.write_text("train:\n  epochs: [1\n")
+    assert_one_line_error(run_cli("train", folder_run.config), str(folder_run.config),
+                          "must be valid YAML", "line 3, column 1")
