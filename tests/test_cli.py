@@ -160,3 +160,68 @@ def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
             pred = proba[0].argmax(0).numpy()
             matrix += np.bincount(mask.numpy().ravel() * 5 + pred.ravel(), minlength=25).reshape(5, 5)
     assert written["matrix"] == matrix.tolist()
+
+
+def test_export_onnx_then_predict_with_the_onnx_file_matches_pytorch(trained, tmp_path, capsys):
+    best = trained / "run" / "best.safetensors"
+    onnx_file = tmp_path / "model.onnx"
+    assert main(["export", str(best), "--format", "onnx", "--out", str(onnx_file)]) == 0
+    assert "passed: max |diff|" in capsys.readouterr().out.lower()
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(1).integers(0, 256, (37, 45, 3), np.uint8)).save(image)
+    assert main(["predict", str(onnx_file), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "png"]) == 0
+    from_onnx = np.asarray(Image.open(tmp_path / "o" / "x.png"))
+    from_torch = Segmenter.from_checkpoint(best, device="cpu").predict(image)
+    assert from_onnx.shape == (37, 45)
+    assert (from_onnx == from_torch).mean() > 0.999
+
+
+def test_predict_tta_averages_the_mirrored_probabilities(trained, tmp_path):
+    best = trained / "run" / "best.safetensors"
+    image = tmp_path / "x.png"
+    Image.fromarray(np.random.default_rng(2).integers(0, 256, (32, 40, 3), np.uint8)).save(image)
+    assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"), "--tta",
+                 "--format", "npy"]) == 0
+    plain = Segmenter.from_checkpoint(best, device="cpu")
+    pixels = np.asarray(Image.open(image))
+    mirrored = plain.predict_proba(pixels[:, ::-1].copy())[:, :, ::-1]
+    expected = (plain.predict_proba(pixels) + mirrored).argmax(0)
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "x.npy"), expected)
+
+
+def test_predict_geotiff_input_keeps_its_crs_in_geotiff_and_geojson(trained, tmp_path):
+    rasterio = pytest.importorskip("rasterio")
+    from rasterio.transform import from_origin
+
+    image = tmp_path / "scene.tif"
+    pixels = np.random.default_rng(3).integers(0, 256, (3, 32, 32), np.uint8)
+    transform = from_origin(500000.0, 4600000.0, 10.0, 10.0)
+    with rasterio.open(image, "w", driver="GTiff", height=32, width=32, count=3, dtype="uint8",
+                       crs="EPSG:32633", transform=transform) as dst:
+        dst.write(pixels)
+    best = trained / "run" / "best.safetensors"
+    assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "geotiff", "geojson", "coco"]) == 0
+    with rasterio.open(tmp_path / "o" / "scene.tif") as written:
+        assert written.crs.to_epsg() == 32633 and written.transform == transform
+        label = written.read(1)
+    geojson = json.loads((tmp_path / "o" / "scene.geojson").read_text())
+    assert "32633" in json.dumps(geojson.get("crs", {}))
+    for feature in geojson["features"]:  # every vertex lies inside the scene's map extent
+        ring = np.asarray(feature["geometry"]["coordinates"][0])
+        assert (500000.0 <= ring[:, 0]).all() and (ring[:, 0] <= 500320.0).all()
+        assert (4599680.0 <= ring[:, 1]).all() and (ring[:, 1] <= 4600000.0).all()
+    coco = json.loads((tmp_path / "o" / "scene.coco.json").read_text())
+    assert sum(a["area"] for a in coco["annotations"]) == int((label != 0).sum())
+
+
+def test_data_check_passes_dataset_options(tmp_path, capsys):
+    for sub in ("images", "masks"):
+        (tmp_path / "train" / sub).mkdir(parents=True)
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / "train" / "images" / "a.png")
+    Image.fromarray(np.full((8, 8), 7, np.uint8)).save(tmp_path / "train" / "masks" / "a.png")
+    argv = ["data", "check", str(tmp_path), "--dataset", "folder", "--option", "classes=3"]
+    assert main(argv) == 1
+    out = capsys.readouterr().out
+    assert "a.png" in out and "7" in out

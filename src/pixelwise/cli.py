@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from pixelwise.errors import PixelwiseError
+from pixelwise.outputs import FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -66,6 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--root", default="", help="dataset folder")
     evaluate.add_argument("--split", default="val")
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    evaluate.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
+                          help="also average over these input scales, e.g. 0.75 1 1.25")
     evaluate.add_argument("--batch-size", type=int, default=1)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
@@ -74,14 +77,28 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="label maps and overlays for images")
-    predict.add_argument("checkpoint", help="a .safetensors file written by train")
+    predict.add_argument("checkpoint",
+                         help="a .safetensors file written by train, or an .onnx file from export")
     predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
     predict.add_argument("--out", required=True, help="output folder")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--format", nargs="+", default=["png", "overlay"], dest="formats",
-                         choices=["png", "overlay", "npy", "geojson", "coco"],
-                         help="what to write per input (default: png overlay)")
+                         choices=list(FORMATS), help="what to write per input (default: png "
+                         "overlay); GeoTIFF inputs keep their CRS in geotiff and geojson")
+    predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    predict.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
+                         help="also average over these input scales, e.g. 0.75 1 1.25")
+    predict.add_argument("--min-area", type=int, default=0,
+                         help="geojson/coco: drop objects smaller than this many pixels")
+    predict.add_argument("--simplify", type=float, default=0.0,
+                         help="geojson/coco: polygon simplification tolerance in pixels")
     predict.set_defaults(run=run_predict)
+
+    export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
+    export.add_argument("checkpoint", help="a .safetensors file written by train")
+    export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
+    export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    export.set_defaults(run=run_export)
 
     models = commands.add_parser("models", help="list the models with parameter counts")
     models.set_defaults(run=run_models)
@@ -92,6 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("root", help="dataset folder")
     check.add_argument("--dataset", required=True, metavar="KIND", help="dataset kind")
     check.add_argument("--split", default="train")
+    check.add_argument("--option", action="append", default=[], metavar="key=value",
+                       help="extra dataset option, e.g. classes=3 for a folder (repeatable)")
     check.set_defaults(run=run_data_check)
     return parser
 
@@ -133,7 +152,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.engine.evaluate import evaluate
 
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
-                      tta=args.tta, batch_size=args.batch_size, device=args.device,
+                      tta=args.tta, tta_scales=tuple(args.tta_scales),
+                      batch_size=args.batch_size, device=args.device,
                       **parse_options(args.option))
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
@@ -145,13 +165,23 @@ def run_predict(args: argparse.Namespace) -> int:
 
     from pixelwise.inference.predict import Segmenter, expand_inputs, predict_to_files
 
-    segmenter = Segmenter.from_checkpoint(args.checkpoint, device=args.device)
+    segmenter = Segmenter.from_checkpoint(
+        args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
+        tta_scales=tuple(args.tta_scales))
     files = expand_inputs(args.inputs)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
-                         source_name=path.name)
+                         source_name=path.name, min_area=args.min_area, simplify=args.simplify)
     print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
     return 0
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from pixelwise.export import export_checkpoint
+
+    report = export_checkpoint(args.checkpoint, args.out, args.format)
+    print(report)
+    return 0 if report.passed else 1
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -162,6 +192,7 @@ def run_models(args: argparse.Namespace) -> int:
 
 
 def run_data_check(args: argparse.Namespace) -> int:
+    from pixelwise.config import parse_options
     from pixelwise.data.checks import run_data_check
 
-    return run_data_check(args.root, args.dataset, args.split)
+    return run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))

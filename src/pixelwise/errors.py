@@ -28,3 +28,7 @@ class WeightsNotFoundError(PixelwiseError, FileNotFoundError):
 
 class DivergenceError(PixelwiseError, FloatingPointError):
     """Training produced a NaN or infinite loss."""
+
+
+class MissingExtraError(PixelwiseError, ImportError):
+    """An optional extra (export, geo, vector, ...) is needed but not installed."""

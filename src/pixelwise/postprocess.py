@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
-from pixelwise.errors import ConfigError, DataError
+from pixelwise.errors import ConfigError, DataError, MissingExtraError
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def import_extra(name: str, extra: str) -> Any:
     try:
         return importlib.import_module(name)
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtraError(
             f"{name} must be installed for this output, got ImportError; "
             f"try pip install 'pixelwise[{extra}]'"
         ) from error

@@ -27,14 +27,8 @@ from pixelwise.errors import CheckpointError
 @torch.inference_mode()
 def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
-             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True,
-             tta: bool = False) -> dict[str, Any]:
-    """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
-
-    ``tta`` averages the softmax of the image and its horizontal flip
-    (:func:`pixelwise.inference.tta.tta_logits`).
-    """
-    from pixelwise.inference.tta import tta_logits
+             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True) -> dict[str, Any]:
+    """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks)."""
     from pixelwise.metrics import ConfusionMatrix
 
     was_training = model.training
@@ -44,7 +38,7 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
                disable=not (progress and dist_info.is_main), dynamic_ncols=True)
     for image, target in bar:
         image = image.to(device, memory_format=memory_format)
-        logits = tta_logits(model, image, flips=("h",)) if tta else model(image)
+        logits = model(image)
         matrix.update(logits.argmax(1), match_target(target.to(device), logits))
     matrix.all_reduce()
     model.train(was_training)
@@ -53,8 +47,12 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
              out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
-             device: str = "auto", progress: bool = True, **options: Any) -> dict[str, Any]:
+             device: str = "auto", progress: bool = True, tta_scales: tuple[float, ...] = (1.0,),
+             **options: Any) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
+
+    ``tta`` averages the softmax of the image and its horizontal flip, ``tta_scales`` over
+    rescaled copies (:func:`pixelwise.inference.tta.tta_logits`).
 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
     FCN metrics table) and ``files`` (what was written under ``out_dir``, default: a folder named
@@ -78,9 +76,13 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
             f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
             f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
         )
+    if tta or tuple(tta_scales) != (1.0,):
+        from pixelwise.inference.tta import TestTimeAugmented
+
+        model = TestTimeAugmented(model, flips=("h",) if tta else (), scales=tta_scales)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress, tta=tta)
+                      torch.channels_last, progress=progress)
     scores["classes"] = list(meta.classes)
     scores["table"] = format_table(scores, meta.classes)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"

@@ -13,6 +13,7 @@ whole.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ from PIL import Image
 from torch import nn
 
 from pixelwise.engine.checkpoint import ModelMeta, load_model
-from pixelwise.errors import DataError
+from pixelwise.errors import CheckpointError, DataError
 
 ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 
@@ -30,12 +31,18 @@ class Segmenter:
     """Runs a segmentation model on single images of any size (see the module docs)."""
 
     def __init__(self, model: nn.Module, meta: ModelMeta, device: str | torch.device = "auto",
-                 tile_above: int = 1024, tile: int = 512, overlap: int = 64) -> None:
+                 tile_above: int = 1024, tile: int = 512, overlap: int = 64,
+                 tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,)) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
-        self.model = model.to(self.device, memory_format=torch.channels_last).eval()
+        model = model.to(self.device, memory_format=torch.channels_last).eval()
+        if tta_flips or tuple(tta_scales) != (1.0,):
+            from pixelwise.inference.tta import TestTimeAugmented
+
+            model = TestTimeAugmented(model, flips=tta_flips, scales=tta_scales)
+        self.model = model
         self.meta = meta
         self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
         shape = (-1, 1, 1)
@@ -45,7 +52,10 @@ class Segmenter:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str | torch.device = "auto",
                         **options) -> Segmenter:
-        """Rebuild the model from one ``.safetensors`` file written by ``pixelwise train``."""
+        """Rebuild the model from one ``.safetensors`` file written by ``pixelwise train``, or
+        run an ``.onnx`` file written by ``pixelwise export`` through onnxruntime (CPU)."""
+        if Path(path).suffix.lower() == ".onnx":
+            return cls(*load_onnx(path), device="cpu", **options)
         model, meta = load_model(path)
         return cls(model, meta, device=device, **options)
 
@@ -104,9 +114,10 @@ class Segmenter:
     def _tile_geometry(self) -> tuple[int, int]:
         """Tile size and alignment: the model's total downsampling, so tiles share its grid."""
         if self.meta.name == "unet":
-            from pixelwise.models import model_options, unet_nearest_valid_input_size
+            from pixelwise.models import unet_nearest_valid_input_size
 
-            depth = self.meta.options.get("depth", model_options("unet")["depth"])
+            # depth None means the builder's default: 5 levels with a ResNet encoder, else 4.
+            depth = self.meta.options.get("depth") or (5 if self.meta.options.get("encoder") else 4)
             tile = (unet_nearest_valid_input_size(self.tile, depth) if self._is_valid_unet()
                     else self.tile)
             return tile, 2**depth
@@ -153,6 +164,19 @@ def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
     return tensor.contiguous()
 
 
+def load_onnx(path: str | Path) -> tuple[nn.Module, ModelMeta]:
+    """An exported ONNX file as a module plus the checkpoint metadata stored inside it."""
+    from pixelwise.inference.onnx import OnnxModule
+
+    module = OnnxModule(path)
+    if module.metadata is None:
+        raise CheckpointError(
+            f"ONNX model {path} must carry pixelwise metadata (classes, mean/std), got none; "
+            "try exporting it with pixelwise export CKPT --format onnx --out FILE"
+        )
+    return module, ModelMeta.from_json(json.dumps(module.metadata), Path(path))
+
+
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
     """Files as given, and the image files of each folder (sorted); DataError when none exist."""
     from pixelwise.data.io import IMAGE_SUFFIXES
@@ -173,10 +197,20 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
 
 def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
                      formats: tuple[str, ...] = ("png", "overlay"),
-                     source_name: str | None = None) -> dict[str, Path]:
+                     source_name: str | None = None, min_area: int = 0,
+                     simplify: float = 0.0) -> dict[str, Path]:
     """Predict ``image`` and write it in ``formats`` via :func:`pixelwise.outputs.write_prediction`
-    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...)."""
+    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
+
+    A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
+    """
     from pixelwise.outputs import write_prediction
+    from pixelwise.postprocess import read_georeference
+
+    georef = None
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
+            {"geotiff", "geojson"} & set(formats)):
+        georef = read_georeference(image)
 
     chw = to_float_chw(image, segmenter.meta.in_channels)
     label = segmenter.predict(chw)
@@ -184,4 +218,5 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
     shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
     shown = shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
     return write_prediction(label, out_stem, formats, palette=segmenter.palette,
-                            class_names=segmenter.classes, image=shown, source_name=source_name)
+                            class_names=segmenter.classes, image=shown, georef=georef,
+                            min_area=min_area, simplify=simplify, source_name=source_name)
