@@ -12,13 +12,16 @@ from pixelwise.engine.data_setup import class_weights_for, match_target, normali
 from pixelwise.errors import ConfigError
 
 
-def test_auto_class_weights_are_median_frequency_of_the_training_masks():
+def test_auto_class_weights_are_segnet_median_frequency_of_the_training_masks():
+    # SegNet: freq(c) = pixels of c / pixels of the images that contain c; w = median(freq) / freq.
     config = DataConfig(dataset="synthetic", class_weights="auto", options={"n": 6, "size": 32})
     train = open_dataset("synthetic", "", "train", n=6, size=32)
-    counts = np.zeros(5)
+    counts, image_pixels = np.zeros(5), np.zeros(5)
     for _, mask in train:
-        counts += np.bincount(mask.numpy().ravel(), minlength=5)
-    frequency = counts / counts.sum()
+        per_class = np.bincount(mask.numpy().ravel(), minlength=5)
+        counts += per_class
+        image_pixels += (per_class > 0) * mask.numel()
+    frequency = counts / image_pixels
     np.testing.assert_allclose(class_weights_for(config, 5), np.median(frequency) / frequency)
 
 

@@ -91,17 +91,17 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
 
 def class_weights_for(config: DataConfig, num_classes: int) -> list[float] | None:
     """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
-    balancing, Eigen & Fergus 2015, counted over the un-augmented training masks)."""
+    balancing, Eigen & Fergus 2015, with SegNet's per-image denominator, counted over the
+    un-augmented training masks: the same weights ``pixelwise data check`` prints)."""
     weights: Any = config.class_weights
     if weights is None:
         return None
     if weights == "auto":
         from pixelwise.data import open_dataset
-        from pixelwise.data.checks import class_pixel_counts
-        from pixelwise.losses import median_frequency_weights
+        from pixelwise.data.checks import check_dataset
 
         plain = open_dataset(config.dataset, config.root, config.train_split, **config.options)
-        return median_frequency_weights(class_pixel_counts(plain)[:num_classes])
+        return check_dataset(plain, progress=False).class_weights[:num_classes]
     if len(weights) != num_classes:
         raise ConfigError(
             f"data.class_weights must have one weight per class ({num_classes}), got "
