@@ -238,6 +238,7 @@ def test_isbi_slices_option_and_string_range(tmp_path):
         "0",
         "11",
     ]
+    assert [s.image.stem for s in ISBI2012(tmp_path, "train", slices=7).samples] == ["7"]
 
 
 def test_isbi_test_split_has_all_ignore_masks(tmp_path):

@@ -440,7 +440,7 @@ class ISBI2012(FileDataset):
         root: str | Path,
         split: str = "train",
         *,
-        slices: Sequence[int] | str | None = None,
+        slices: Sequence[int] | int | str | None = None,
         transforms: Transforms | None = None,
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
@@ -494,7 +494,9 @@ def _slice_order(stem: str) -> tuple[int, str]:
     return (int(digits[-1]) if digits else -1, stem)
 
 
-def _parse_slices(slices: Sequence[int] | str) -> list[int]:
+def _parse_slices(slices: Sequence[int] | int | str) -> list[int]:
+    if isinstance(slices, int):  # a single slice, e.g. `slices=0` from a key=value override
+        return [slices]
     if isinstance(slices, str):
         match = re.fullmatch(r"\s*(\d+)\s*-\s*(\d+)\s*", slices)
         if not match:
