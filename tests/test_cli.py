@@ -28,7 +28,7 @@ def trained(tmp_path_factory) -> Path:
 
 
 def test_demo_writes_plots_predictions_and_metrics(trained, capsys):
-    for name in ("training_curves.png", "eval/metrics.json", "eval/confusion_matrix.png",
+    for name in ("training_curves.png", "predictions.png", "eval/metrics.json", "eval/confusion_matrix.png",
                  "eval/per_class_iou.png", "predictions/sample_00.png",
                  "predictions/sample_00_overlay.png", "run/best.safetensors"):
         assert (trained / name).is_file(), name

@@ -128,8 +128,9 @@ def run_demo(args: argparse.Namespace) -> int:
           f"epochs, writing to {args.out}/")
     scores = run_demo(config, args.out, argv=args.command_line)
     print(scores["table"])
-    print(f"\nwrote {args.out}/: training_curves.png, eval/ (metrics.json, confusion_matrix.png, "
-          "per_class_iou.png), predictions/ (label PNGs and overlays), run/ (checkpoints)")
+    print(f"\nwrote {args.out}/: training_curves.png, predictions.png, "
+          "eval/ (metrics.json, confusion_matrix.png, per_class_iou.png), "
+          "predictions/ (label PNGs and overlays), run/ (checkpoints)")
     return 0
 
 

@@ -1,4 +1,5 @@
-"""Figures written by ``evaluate`` and the demo: confusion matrix, per-class IoU, training curves.
+"""Figures written by ``evaluate`` and the demo: confusion matrix, per-class IoU, training curves,
+and a grid of image / ground truth / prediction.
 
 matplotlib's Agg backend draws to files only, so these work on machines without a display.
 Each function writes one PNG and returns its path.
@@ -87,10 +88,51 @@ def training_curves_png(metrics_csv: str | Path, path: str | Path) -> Path:
     return _save(fig, path)
 
 
-def _save(fig, path: str | Path) -> Path:
+def prediction_grid_png(images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
+                        predictions: Sequence[np.ndarray], palette: Sequence[Sequence[int]],
+                        classes: Sequence[str], path: str | Path,
+                        ignore_index: int | None = None) -> Path:
+    """One row per sample: the image, its ground truth and the prediction, in class colours.
+
+    ``images`` are ``(H, W, 3)`` or ``(H, W)`` uint8; ``targets`` and ``predictions`` ``(H, W)``
+    class ids (``ignore_index`` pixels of the ground truth drawn black). A legend names the
+    classes by colour.
+    """
+    from matplotlib.patches import Patch
+
+    from pixelwise.outputs import colorize
+
+    def coloured(label: np.ndarray) -> np.ndarray:
+        label = np.asarray(label).astype(np.int64)
+        ignored = (label == ignore_index) if ignore_index is not None else label < 0
+        rgb = colorize(np.where(ignored, 0, label), palette)
+        rgb[ignored] = 0
+        return rgb
+
+    rows = len(images)
+    fig, axes = plt.subplots(rows, 3, figsize=(7.5, 2.4 * rows + 0.6), squeeze=False)
+    for row, (image, target, prediction) in enumerate(zip(images, targets, predictions,
+                                                          strict=True)):
+        panels = (image, coloured(target), coloured(prediction))
+        for column, (panel, title) in enumerate(zip(panels, ("image", "ground truth",
+                                                             "prediction"), strict=True)):
+            axis = axes[row, column]
+            axis.imshow(panel, cmap="gray" if np.ndim(panel) == 2 else None,
+                        interpolation="nearest")
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if row == 0:
+                axis.set_title(title)
+    handles = [Patch(color=np.asarray(palette[i]) / 255, label=name)
+               for i, name in enumerate(classes)]
+    fig.legend(handles=handles, loc="lower center", ncol=min(len(classes), 6), frameon=False)
+    return _save(fig, path, rect=(0, 0.6 / (2.4 * rows + 0.6), 1, 1))  # room for the legend
+
+
+def _save(fig, path: str | Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
+    fig.tight_layout(rect=rect)
     fig.savefig(path, dpi=100)
     plt.close(fig)
     return path

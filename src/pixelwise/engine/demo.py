@@ -1,7 +1,7 @@
 """``pixelwise demo``: train, evaluate and predict on built-in synthetic data, no download.
 
 A small U-Net learns SyntheticShapes (background + circle, rectangle, triangle, line) for a fixed
-number of epochs sized for about a minute on an idle 2-core CPU (fixed epochs rather than a time
+number of epochs sized for about a minute and a half on an idle 2-core CPU (fixed epochs rather than a time
 budget, so the result does not depend on how busy the machine is). The loss is cross-entropy plus
 Dice: with plain cross-entropy the thin, rare "line" class is learnt late or not at all. Everything lands in one
 folder::
@@ -10,6 +10,7 @@ folder::
       run/                 checkpoints, config.yaml, run.json, metrics.csv (from train)
       eval/                metrics.json, confusion_matrix.png, per_class_iou.png
       training_curves.png  loss and validation mean IoU per epoch
+      predictions.png      image / ground truth / prediction for a few validation images
       predictions/         sample_NN.png (palette label map), sample_NN_overlay.png
 """
 
@@ -17,6 +18,9 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+from PIL import Image
 
 from pixelwise.config import Config, DataConfig, ModelConfig, OptimConfig, TrainConfig, validate
 
@@ -30,7 +34,7 @@ def demo_config(out_dir: str | Path = "pixelwise-demo") -> Config:
         data=DataConfig(dataset="synthetic", batch_size=16, val_batch_size=32),
         optim=OptimConfig(name="adamw", lr=0.003, weight_decay=0.0001, schedule="cosine",
                           warmup_steps=20, loss="ce_dice"),
-        train=TrainConfig(epochs=16, seed=0, out_dir=str(Path(out_dir) / "run")),
+        train=TrainConfig(epochs=30, seed=0, out_dir=str(Path(out_dir) / "run")),
     )
     validate(config)
     return config
@@ -44,7 +48,7 @@ def run_demo(config: Config, out_dir: str | Path,
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.engine.train import train
     from pixelwise.inference.predict import Segmenter, predict_to_files
-    from pixelwise.plots import training_curves_png
+    from pixelwise.plots import prediction_grid_png, training_curves_png
 
     out_dir = Path(out_dir)
     result = train(config, argv=argv)
@@ -58,9 +62,17 @@ def run_demo(config: Config, out_dir: str | Path,
     segmenter = Segmenter.from_checkpoint(best)
     samples = open_dataset(config.data.dataset, config.data.root, config.data.val_split,
                            **config.data.options)
+    shown, targets, predicted = [], [], []
     for index in range(min(DEMO_SAMPLES, len(samples))):
-        image, _ = samples[index]
-        predict_to_files(segmenter, image, out_dir / "predictions" / f"sample_{index:02d}")
+        image, target = samples[index]
+        written = predict_to_files(segmenter, image,
+                                   out_dir / "predictions" / f"sample_{index:02d}")
+        shown.append((image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+        targets.append(target.numpy())
+        predicted.append(np.asarray(Image.open(written["png"])))
     scores["files"]["predictions"] = str(out_dir / "predictions")
+    scores["files"]["prediction_grid"] = str(prediction_grid_png(
+        shown, targets, predicted, segmenter.palette, segmenter.classes,
+        out_dir / "predictions.png", ignore_index=segmenter.meta.ignore_index))
     scores["out_dir"] = str(out_dir)
     return scores
