@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from scipy import ndimage
 
-from pixelwise.errors import DataError
+from pixelwise.errors import DataError, MissingExtraError
 
 Averaging = Literal["pooled", "per_image"]
 _SCALARS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
@@ -258,7 +258,7 @@ def adapted_rand_error(
     try:
         from skimage.metrics import adapted_rand_error as skimage_are
     except ImportError as error:
-        raise ImportError(
+        raise MissingExtraError(
             "adapted_rand_error needs scikit-image; try pip install 'pixelwise[vector]'"
         ) from error
     target_segments, _ = ndimage.label(_numpy(target) == foreground)

@@ -205,3 +205,21 @@ def test_python_api_returns_the_scores_and_table_the_cli_prints(tiny_config, tmp
         float(r["mean_iou"]) for r in csv.DictReader((tmp_path / "a" / "metrics.csv").open()))
     assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'b'}"]) == 0
     assert result["table"] in capsys.readouterr().out  # same seed: the same table
+
+
+def test_valid_unet_trains_on_valid_crops_and_validates_whole_images_of_any_size(tiny_config,
+                                                                                  tmp_path):
+    # depth 2: 60 is a valid input (-> 20 px centre); the 64 px validation images are not, so
+    # validation must mirror-extend them (U-Net §2) and score all 64 x 64 pixels.
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1",
+                 "model.options.padding=valid", "model.options.batch_norm=false",
+                 "data.options.size=64", "data.crop_size=60"]) == 0
+    assert read_state(run / "last.state.pt")["epoch"] == 1
+    rows = list(csv.DictReader((run / "metrics.csv").open()))
+    assert 0.0 <= float(rows[-1]["mean_iou"]) <= 1.0  # validation ran on the 64 px images
+    from pixelwise.engine.evaluate import evaluate
+
+    result = evaluate(run / "best.safetensors", "synthetic", split="val", out_dir=tmp_path / "e",
+                      progress=False, device="cpu", n=2, size=64)
+    assert sum(map(sum, result["matrix"])) == 2 * 64 * 64

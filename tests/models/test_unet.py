@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -138,3 +139,30 @@ def test_convolutions_are_he_initialised_as_in_the_paper():
     expected = (2 / (9 * 128)) ** 0.5
     assert abs(conv.weight.std().item() - expected) / expected < 0.02
     assert conv.bias.abs().max() == 0
+
+
+@pytest.mark.parametrize(("depth", "size"), [(2, (37, 50)), (2, (9, 14)), (3, (61, 45))])
+def test_mirror_extended_valid_unet_equals_the_net_on_numpy_reflect_padded_input(depth, size):
+    from pixelwise.models import MirrorExtended, unet_valid_border
+
+    torch.manual_seed(0)
+    net = build("unet", 3, in_channels=2, base_channels=4, depth=depth, padding="valid",
+                batch_norm=False).eval()
+    x = torch.randn(1, 2, *size)
+    border = unet_valid_border(depth)
+    # Independently: numpy reflect padding to a valid size, the raw net, then the top-left crop.
+    valid = [next(s for s in range(n + 2 * border, n + 2 * border + 2**depth + 1)
+                  if s in unet_valid_input_sizes(depth, 4096)) for n in size]
+    padded = np.pad(x.numpy(), ((0, 0), (0, 0), (border, valid[0] - size[0] - border),
+                                (border, valid[1] - size[1] - border)), mode="reflect")
+    with torch.no_grad():
+        expected = net(torch.from_numpy(padded))[..., : size[0], : size[1]]
+        got = MirrorExtended(net)(x)
+    assert got.shape == (1, 3, *size)
+    torch.testing.assert_close(got, expected)
+
+
+def test_valid_unet_border_is_92_pixels_at_depth_4():
+    from pixelwise.models import unet_valid_border
+
+    assert unet_valid_border(4) == (572 - 388) // 2 == 92

@@ -28,17 +28,23 @@ from pixelwise.errors import CheckpointError
 def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
              dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True) -> dict[str, Any]:
-    """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks)."""
+    """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
+
+    Whole validation images of any size are scored at their full size: a ``padding="valid"``
+    U-Net runs on the mirror-extended image (:class:`pixelwise.models.MirrorExtended`).
+    """
     from pixelwise.metrics import ConfusionMatrix
+    from pixelwise.models import same_size_output
 
     was_training = model.training
     model.eval()
+    net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
     bar = tqdm(loader, desc="validate", unit="batch", leave=False,
                disable=not (progress and dist_info.is_main), dynamic_ncols=True)
     for image, target in bar:
         image = image.to(device, memory_format=memory_format)
-        logits = model(image)
+        logits = net(image)
         matrix.update(logits.argmax(1), match_target(target.to(device), logits))
     matrix.all_reduce()
     model.train(was_training)
@@ -78,8 +84,10 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         )
     if tta or tuple(tta_scales) != (1.0,):
         from pixelwise.inference.tta import TestTimeAugmented
+        from pixelwise.models import same_size_output
 
-        model = TestTimeAugmented(model, flips=("h",) if tta else (), scales=tta_scales)
+        model = TestTimeAugmented(same_size_output(model), flips=("h",) if tta else (),
+                                  scales=tta_scales)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
                       torch.channels_last, progress=progress)

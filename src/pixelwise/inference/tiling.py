@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from pixelwise.errors import ConfigError, DataError
+from pixelwise.models.layers import reflect_indices
 
 Model = nn.Module | Callable[[Tensor], Tensor]
 
@@ -111,16 +112,6 @@ def tile_spans(length: int, tile: int, stride: int, align: int, fixed_size: bool
         return [Span(k * stride, tile) for k in range(count)]
     last = (length - tile) // align * align
     return [Span(s, tile) for s in range(0, last, stride)] + [Span(last, length - last)]
-
-
-def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
-    """Indices `start..stop-1` mirrored into `[0, length)` (numpy "reflect": edge not repeated)."""
-    index = np.arange(start, stop)
-    if length == 1:
-        return np.zeros_like(index)
-    period = 2 * (length - 1)
-    index = np.mod(index, period)
-    return np.where(index < length, index, period - index)
 
 
 class _Source:

@@ -13,13 +13,17 @@ from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.registry import available, build, model_options
 from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
 from pixelwise.models.unet import (
+    MirrorExtended,
+    same_size_output,
     unet_nearest_valid_input_size,
+    unet_valid_border,
     unet_valid_input_sizes,
     unet_valid_output_size,
 )
 
 __all__ = [
     "BACKBONES",
+    "MirrorExtended",
     "ModelInfo",
     "ModelTable",
     "available",
@@ -30,7 +34,9 @@ __all__ = [
     "describe_models",
     "init_from",
     "model_options",
+    "same_size_output",
     "unet_nearest_valid_input_size",
+    "unet_valid_border",
     "unet_valid_input_sizes",
     "unet_valid_output_size",
 ]

@@ -1,7 +1,9 @@
-"""Small building blocks shared by the models: bilinear-initialised upsampling and cropping."""
+"""Small building blocks shared by the models: bilinear-initialised upsampling, cropping and
+mirror indexing."""
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -51,3 +53,17 @@ def centre_crop(x: torch.Tensor, height: int, width: int) -> torch.Tensor:
     top = (x.shape[-2] - height) // 2
     left = (x.shape[-1] - width) // 2
     return crop(x, top, left, height, width)
+
+
+def reflect_indices(start: int, stop: int, length: int) -> np.ndarray:
+    """Indices `start..stop-1` mirrored into `[0, length)` (numpy "reflect": edge not repeated).
+
+    Unlike `F.pad(mode="reflect")` this works for pads larger than the image (it reflects again),
+    which mirror extension of small images for a valid U-Net needs.
+    """
+    index = np.arange(start, stop)
+    if length == 1:
+        return np.zeros_like(index)
+    period = 2 * (length - 1)
+    index = np.mod(index, period)
+    return np.where(index < length, index, period - index)

@@ -28,7 +28,7 @@ from torch import nn
 
 from pixelwise.errors import ConfigError
 from pixelwise.models.backbones import Backbone, build_backbone
-from pixelwise.models.layers import centre_crop, crop
+from pixelwise.models.layers import centre_crop, crop, reflect_indices
 from pixelwise.models.registry import check_choice, check_int, register
 
 UP_MODES = ("transpose", "bilinear")
@@ -212,6 +212,51 @@ def unet_nearest_valid_input_size(size: int, depth: int = 4) -> int:
     smallest = next(s for s in itertools.count(1) if _output_size_or_none(s, depth) is not None)
     below = smallest + max(0, size - smallest) // step * step
     return below if size - below < below + step - size else below + step
+
+
+def unet_valid_border(depth: int = 4) -> int:
+    """Pixels the ``padding="valid"`` U-Net loses on each side of its input (92 at depth 4:
+    572 -> 388); the same for every valid input size."""
+    smallest = unet_nearest_valid_input_size(1, depth)
+    return (smallest - unet_valid_output_size(smallest, depth)) // 2
+
+
+class MirrorExtended(nn.Module):
+    """A ``padding="valid"`` U-Net that returns logits of its input's size, for any input size.
+
+    The input is extended by mirroring (U-Net §2, Fig. 2: "the missing context is extrapolated
+    by mirroring the input image") by the network's border on the top/left and up to the next
+    valid size on the bottom/right; the output is cropped back to the input's size. This is the
+    whole-image reference that overlap-tile inference reproduces tile by tile, and what
+    validation of a valid U-Net on whole images uses.
+    """
+
+    def __init__(self, unet: UNet) -> None:
+        super().__init__()
+        if getattr(unet, "padding", None) != "valid":
+            raise ConfigError("MirrorExtended needs a U-Net with padding='valid', got "
+                              f"{type(unet).__name__}; a 'same' model already keeps the size")
+        self.unet = unet
+        self.border = unet_valid_border(unet.depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits ``(N, K, H, W)`` of a float batch ``(N, C, H, W)`` of any H, W."""
+        height, width = x.shape[-2:]
+        index = [torch.from_numpy(reflect_indices(
+            -self.border, self._valid_at_least(size + 2 * self.border) - self.border, size,
+        )).to(x.device) for size in (height, width)]
+        extended = x.index_select(-2, index[0]).index_select(-1, index[1])
+        return self.unet(extended)[..., :height, :width]
+
+    def _valid_at_least(self, size: int) -> int:
+        valid = unet_nearest_valid_input_size(size, self.unet.depth)
+        return valid if valid >= size else valid + 2**self.unet.depth
+
+
+def same_size_output(model: nn.Module) -> nn.Module:
+    """``model`` itself, or wrapped in :class:`MirrorExtended` when it is a valid U-Net, so the
+    result maps any input to logits of the input's size."""
+    return MirrorExtended(model) if getattr(model, "padding", None) == "valid" else model
 
 
 def unet_valid_output_size(size: int, depth: int = 4) -> int:
