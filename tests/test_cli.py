@@ -225,3 +225,15 @@ def test_data_check_passes_dataset_options(tmp_path, capsys):
     assert main(argv) == 1
     out = capsys.readouterr().out
     assert "a.png" in out and "7" in out
+
+
+def test_predict_shows_a_progress_bar_over_the_tiles_of_a_large_image(trained, tmp_path,
+                                                                      capsys):
+    image = tmp_path / "big.png"
+    Image.fromarray(np.random.default_rng(4).integers(0, 256, (1100, 40, 3), np.uint8)).save(image)
+    best = trained / "run" / "best.safetensors"
+    assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "npy"]) == 0
+    assert "tile" in capsys.readouterr().err  # tqdm writes to stderr
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "big.npy"),
+                                  Segmenter.from_checkpoint(best, device="cpu").predict(image))

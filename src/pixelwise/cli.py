@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pixelwise.errors import PixelwiseError
+from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.outputs import FORMATS
 
 
@@ -54,7 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.set_defaults(run=run_demo)
 
     train = commands.add_parser("train", help="train a model from a YAML config")
-    train.add_argument("config", help="YAML file, e.g. configs/unet_isbi2012.yaml")
+    train.add_argument("config", nargs="?",
+                       help="YAML file, e.g. configs/unet_isbi2012.yaml (with --resume: default "
+                            "the run's own config.yaml)")
     train.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. optim.lr=0.01")
     train.add_argument("--resume", metavar="DIR",
                        help="continue the run in DIR from its newest whole checkpoint")
@@ -138,7 +140,15 @@ def run_train(args: argparse.Namespace) -> int:
     from pixelwise.config import load_config
     from pixelwise.engine.train import train
 
-    config = load_config(args.config, args.overrides)
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
+        config_path, overrides = None, [config_path, *overrides]  # `train --resume DIR k=v`
+    if config_path is None:
+        if args.resume is None:
+            raise ConfigError("train needs a CONFIG file, got none; try pixelwise train "
+                              "configs/synthetic_demo.yaml, or --resume RUN_DIR to continue a run")
+        config_path = Path(args.resume) / "config.yaml"
+    config = load_config(config_path, overrides)
     result = train(config, resume=args.resume, argv=args.command_line)
     if result["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
@@ -168,7 +178,7 @@ def run_predict(args: argparse.Namespace) -> int:
 
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
-        tta_scales=tuple(args.tta_scales))
+        tta_scales=tuple(args.tta_scales), progress=True)
     files = expand_inputs(args.inputs)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),

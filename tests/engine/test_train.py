@@ -223,3 +223,19 @@ def test_valid_unet_trains_on_valid_crops_and_validates_whole_images_of_any_size
     result = evaluate(run / "best.safetensors", "synthetic", split="val", out_dir=tmp_path / "e",
                       progress=False, device="cpu", n=2, size=64)
     assert sum(map(sum, result["matrix"])) == 2 * 64 * 64
+
+
+def test_resume_without_a_config_uses_the_runs_own_and_takes_overrides(uninterrupted_run,
+                                                                       tmp_path):
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    assert main(["train", "--resume", str(run), "train.epochs=3"]) == 0
+    assert read_state(run / "last.state.pt")["epoch"] == 3
+    assert load_config(run / "config.yaml").train.epochs == 3
+
+
+def test_train_without_config_or_resume_is_a_one_line_error(capsys):
+    assert main(["train"]) == 2
+    assert "CONFIG" in capsys.readouterr().err

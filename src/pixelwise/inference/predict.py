@@ -28,11 +28,21 @@ ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 
 
 class Segmenter:
-    """Runs a segmentation model on single images of any size (see the module docs)."""
+    """Runs a segmentation model on single images of any size (see the module docs).
+
+    Args:
+        model, meta: the network and its checkpoint metadata (classes, palette, mean/std).
+        device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
+        tile_above, tile, overlap: images larger than ``tile_above`` pixels on a side are
+            predicted in ``tile``-pixel tiles overlapping by ``overlap`` pixels.
+        tta_flips, tta_scales: test-time augmentation (:mod:`pixelwise.inference.tta`).
+        progress: show a progress bar over the tiles of tiled images.
+    """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, device: str | torch.device = "auto",
                  tile_above: int = 1024, tile: int = 512, overlap: int = 64,
-                 tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,)) -> None:
+                 tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,),
+                 progress: bool = False) -> None:
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
@@ -45,6 +55,7 @@ class Segmenter:
         self.model = model
         self.meta = meta
         self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
+        self.progress = progress  # a progress bar over the tiles of large images
         shape = (-1, 1, 1)
         self._mean = torch.tensor(meta.mean, dtype=torch.float32, device=self.device).view(shape)
         self._std = torch.tensor(meta.std, dtype=torch.float32, device=self.device).view(shape)
@@ -99,7 +110,7 @@ class Segmenter:
         return predict_tiled(
             self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
             return_proba=return_proba, align=align, device=self.device,
-            preprocess=self._normalise,
+            preprocess=self._normalise, progress=self.progress,
         )
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
