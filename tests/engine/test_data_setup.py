@@ -25,6 +25,14 @@ def test_auto_class_weights_are_segnet_median_frequency_of_the_training_masks():
     np.testing.assert_allclose(class_weights_for(config, 5), np.median(frequency) / frequency)
 
 
+def test_auto_class_weights_of_an_opened_training_set_ignore_its_augmentation():
+    config = DataConfig(dataset="synthetic", class_weights="auto", crop_size=16,
+                        options={"n": 6, "size": 32})
+    train_set = open_split(config, "train", train=True)
+    assert class_weights_for(config, 5, train_set) == class_weights_for(config, 5)
+    assert train_set.transforms is not None and train_set[0][1].shape == (16, 16)
+
+
 def test_explicit_class_weights_must_have_one_per_class():
     assert class_weights_for(DataConfig(class_weights=[1, 2, 3]), 3) == [1.0, 2.0, 3.0]
     with pytest.raises(ConfigError, match="one weight per class"):

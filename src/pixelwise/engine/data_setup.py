@@ -5,6 +5,7 @@ Kept apart from the loop so ``train.py`` reads as the loop and ``evaluate`` can 
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import torch
@@ -43,15 +44,15 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
 
-    plain = open_dataset(config.dataset, config.root, split, **config.options)
-    mean, std = normalisation(config, plain.info)
+    dataset = open_dataset(config.dataset, config.root, split, **config.options)
+    mean, std = normalisation(config, dataset.info)
     if train:
         options = {**RECOMMENDED[config.dataset], **config.augment, "mean": mean, "std": std}
         if config.crop_size is not None:
             crop = config.crop_size
             options["crop_size"] = crop if isinstance(crop, int) else tuple(crop)
         try:
-            transforms = train_preset(ignore_index=plain.info.ignore_index, **options)
+            transforms = train_preset(ignore_index=dataset.info.ignore_index, **options)
         except TypeError as err:
             raise ConfigError(
                 f"data.augment must hold train_preset options, got {sorted(config.augment)}: "
@@ -59,7 +60,8 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
             ) from None
     else:
         transforms = eval_preset(mean=mean, std=std)
-    return open_dataset(config.dataset, config.root, split, transforms=transforms, **config.options)
+    dataset.transforms = transforms  # every dataset applies ``.transforms`` last, per item
+    return dataset
 
 
 def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, train: bool,
@@ -89,18 +91,28 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
     )
 
 
-def class_weights_for(config: DataConfig, num_classes: int) -> list[float] | None:
+def class_weights_for(config: DataConfig, num_classes: int,
+                      train_set: Dataset | None = None) -> list[float] | None:
     """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
     balancing, Eigen & Fergus 2015, with SegNet's per-image denominator, counted over the
-    un-augmented training masks: the same weights ``pixelwise data check`` prints)."""
+    un-augmented training masks: the same weights ``pixelwise data check`` prints).
+
+    ``train_set`` is the training split already opened (its transforms are not applied here);
+    without it the split is opened.
+    """
     weights: Any = config.class_weights
     if weights is None:
         return None
     if weights == "auto":
-        from pixelwise.data import open_dataset
         from pixelwise.data.checks import check_dataset
 
-        plain = open_dataset(config.dataset, config.root, config.train_split, **config.options)
+        if train_set is None:
+            from pixelwise.data import open_dataset
+
+            train_set = open_dataset(config.dataset, config.root, config.train_split,
+                                     **config.options)
+        plain = copy.copy(train_set)  # the same samples, without the augmentation
+        plain.transforms = None
         return check_dataset(plain, progress=False).class_weights[:num_classes]
     if len(weights) != num_classes:
         raise ConfigError(

@@ -129,7 +129,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         log.info("initialised %d tensors from %s", len(copied), config.model.init_from)
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
-    weights = class_weights_for(config.data, num_classes)
+    weights = class_weights_for(config.data, num_classes, train_set)
     loss_fn = build_loss(config.optim.loss, num_classes, ignore_index, weights).to(device)
     optimizer = build_optimizer(model, config.optim)
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
