@@ -221,16 +221,16 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, config
                             enabled=amp_dtype is not None):
             logits = model(image)
             loss = loss_fn(logits.float(), match_target(target, logits))
-        if not torch.isfinite(loss):
+        value = loss.item()  # the one host-device sync of the step
+        if not math.isfinite(value):
             if not tc.skip_nonfinite:
                 raise DivergenceError(
-                    f"training loss must be finite, got {loss.item()} at epoch {epoch + 1}, "
+                    f"training loss must be finite, got {value} at epoch {epoch + 1}, "
                     f"batch {index + 1}; the last good checkpoint is kept in "
                     f"{Path(tc.out_dir) / 'last.safetensors'}; try a lower optim.lr, "
                     "train.amp=false, or train.skip_nonfinite=true"
                 )
-            log.warning("skipping batch %d of epoch %d: loss is %s", index + 1, epoch + 1,
-                        loss.item())
+            log.warning("skipping batch %d of epoch %d: loss is %s", index + 1, epoch + 1, value)
             optimizer.zero_grad(set_to_none=True)
             continue
         scaler.scale(loss / tc.accumulate).backward()
@@ -240,10 +240,10 @@ def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, config
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
             progress.step += 1
-        total_loss, counted = total_loss + loss.item(), counted + 1
+        total_loss, counted = total_loss + value, counted + 1
         images += image.shape[0]
         rate = images / max(time.perf_counter() - started, 1e-9)
-        bar.set_postfix(loss=f"{loss.item():.4f}", img_s=f"{rate:.1f}")
+        bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}")
     bar.close()
     return total_loss / max(counted, 1), images
 
