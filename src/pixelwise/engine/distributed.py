@@ -66,13 +66,6 @@ def shard_sampler(dataset: Dataset, info: DistInfo, shuffle: bool, seed: int) ->
     )
 
 
-def all_reduce_sum(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
-    """Sum ``tensor`` over all ranks in place (a no-op for one process)."""
-    if info.enabled:
-        dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
-    return tensor
-
-
 def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
     """Copy rank 0's buffers (batch-norm running statistics) to every rank.
 
