@@ -56,6 +56,16 @@ def init_from_env(cuda: bool) -> DistInfo:
     return info
 
 
+def pick_device(name: str | torch.device, dist_info: DistInfo = SINGLE_PROCESS) -> torch.device:
+    """The device ``name`` names: "auto" is CUDA when available, else the CPU; under torchrun
+    "cuda" is this process's own GPU (``cuda:LOCAL_RANK``)."""
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda" and dist_info.enabled:
+        name = f"cuda:{dist_info.local_rank}"
+    return torch.device(name)
+
+
 def shard_sampler(dataset: Dataset, info: DistInfo, shuffle: bool, seed: int) -> DistributedSampler:
     """Each rank's share of ``dataset`` for training; call ``set_epoch`` every epoch to reshuffle.
 

@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from pixelwise.engine.checkpoint import atomic_write_bytes, load_model
 from pixelwise.engine.data_setup import match_target
-from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo
+from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.errors import CheckpointError
 
 
@@ -70,9 +70,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     from pixelwise.plots import confusion_matrix_png, per_class_iou_png
 
     model, meta = load_model(checkpoint)
-    torch_device = torch.device(
-        ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-    )
+    torch_device = pick_device(device)
     model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
     data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
                         **options)

@@ -41,7 +41,13 @@ from pixelwise.engine.data_setup import (
     normalisation,
     open_split,
 )
-from pixelwise.engine.distributed import DistInfo, broadcast_buffers, init_from_env, shutdown
+from pixelwise.engine.distributed import (
+    DistInfo,
+    broadcast_buffers,
+    init_from_env,
+    pick_device,
+    shutdown,
+)
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
@@ -266,14 +272,6 @@ def track_validation(scores: dict, metric: str, progress: Progress, classes: lis
 
 
 # ---- setup helpers ---------------------------------------------------------------------------
-
-
-def pick_device(name: str, dist_info: DistInfo) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist_info.enabled:
-        name = f"cuda:{dist_info.local_rank}"
-    return torch.device(name)
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:

@@ -22,6 +22,7 @@ from PIL import Image
 from torch import nn
 
 from pixelwise.engine.checkpoint import ModelMeta, load_model
+from pixelwise.engine.distributed import pick_device
 from pixelwise.errors import CheckpointError, DataError
 
 ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
@@ -43,9 +44,7 @@ class Segmenter:
                  tile_above: int = 1024, tile: int = 512, overlap: int = 64,
                  tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,),
                  progress: bool = False) -> None:
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.device = torch.device(device)
+        self.device = pick_device(device)
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         if tta_flips or tuple(tta_scales) != (1.0,):
