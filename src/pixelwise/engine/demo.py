@@ -47,7 +47,7 @@ def run_demo(config: Config, out_dir: str | Path,
     from pixelwise.data import open_dataset
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.engine.train import train
-    from pixelwise.inference.predict import Segmenter, predict_to_files
+    from pixelwise.inference.predict import Segmenter, display_image, predict_to_files
     from pixelwise.plots import prediction_grid_png, training_curves_png
 
     out_dir = Path(out_dir)
@@ -67,7 +67,7 @@ def run_demo(config: Config, out_dir: str | Path,
         image, target = samples[index]
         written = predict_to_files(segmenter, image,
                                    out_dir / "predictions" / f"sample_{index:02d}")
-        shown.append((image.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+        shown.append(display_image(image))
         targets.append(target.numpy())
         predicted.append(np.asarray(Image.open(written["png"])))
     scores["files"]["predictions"] = str(out_dir / "predictions")

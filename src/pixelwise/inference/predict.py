@@ -224,9 +224,14 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
 
     chw = to_float_chw(image, segmenter.meta.in_channels)
     label = segmenter.predict(chw)
-    # A display version of the input for the overlay: the [0, 1] image as 8-bit RGB or grey.
-    shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    shown = shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
     return write_prediction(label, out_stem, formats, palette=segmenter.palette,
-                            class_names=segmenter.classes, image=shown, georef=georef,
-                            min_area=min_area, simplify=simplify, source_name=source_name)
+                            class_names=segmenter.classes, image=display_image(chw),
+                            georef=georef, min_area=min_area, simplify=simplify,
+                            source_name=source_name)
+
+
+def display_image(chw: torch.Tensor) -> np.ndarray:
+    """A float ``(C, H, W)`` image in [0, 1] as 8-bit for display (overlays, figures):
+    ``(H, W)`` grey for one band, else ``(H, W, 3)`` RGB from the first three bands."""
+    shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
+    return shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
