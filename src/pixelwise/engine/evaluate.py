@@ -80,12 +80,10 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
             f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
             f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
         )
-    if tta or tuple(tta_scales) != (1.0,):
-        from pixelwise.inference.tta import TestTimeAugmented
-        from pixelwise.models import same_size_output
+    from pixelwise.inference.tta import with_tta
+    from pixelwise.models import same_size_output
 
-        model = TestTimeAugmented(same_size_output(model), flips=("h",) if tta else (),
-                                  scales=tta_scales)
+    model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
                       torch.channels_last, progress=progress)

@@ -24,6 +24,7 @@ from torch import nn
 from pixelwise.engine.checkpoint import ModelMeta, load_model
 from pixelwise.engine.distributed import pick_device
 from pixelwise.errors import CheckpointError, DataError
+from pixelwise.inference.tta import with_tta
 
 ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 
@@ -47,11 +48,7 @@ class Segmenter:
         self.device = pick_device(device)
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
         model = model.to(self.device, memory_format=torch.channels_last).eval()
-        if tta_flips or tuple(tta_scales) != (1.0,):
-            from pixelwise.inference.tta import TestTimeAugmented
-
-            model = TestTimeAugmented(model, flips=tta_flips, scales=tta_scales)
-        self.model = model
+        self.model = with_tta(model, tta_flips, tta_scales)
         self.meta = meta
         self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
         self.progress = progress  # a progress bar over the tiles of large images

@@ -93,3 +93,12 @@ class TestTimeAugmented(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return tta_logits(self.model, x, self.flips, self.scales)
+
+
+def with_tta(model: nn.Module, flips: Sequence[str] = (),
+             scales: Sequence[float] = (1.0,)) -> nn.Module:
+    """`model` wrapped in `TestTimeAugmented`, or `model` itself when there is nothing to
+    augment (no flips, scale 1.0 only)."""
+    if not flips and tuple(scales) == (1.0,):
+        return model
+    return TestTimeAugmented(model, flips=flips, scales=scales)
