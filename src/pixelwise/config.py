@@ -77,6 +77,7 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip a batch with NaN/inf loss instead of stopping
     zero_recall_warn_after: int = 3  # warn when a class's recall is 0 this many validations
     out_dir: str = "runs/exp"  # checkpoints, config.yaml, run.json, metrics.csv
+    overwrite: bool = False  # a new run may delete an earlier run's checkpoints in out_dir
     progress: bool = True  # tqdm progress bars
 
 

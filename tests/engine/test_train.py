@@ -39,9 +39,6 @@ def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
     assert read_state(run / "last.state.pt")["epoch"] == 2
     if importlib.util.find_spec("tensorboard"):
         assert list((run / "tensorboard").glob("events.out.tfevents.*"))
-    # Training again into the same folder starts a new log rather than appending to the old.
-    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1"]) == 0
-    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1"]
     _, meta = read_weights(run / "last.safetensors")
     assert (meta.name, meta.num_classes, meta.options["base_channels"]) == ("unet", 5, 4)
     assert meta.classes[0] == "background" and len(meta.palette) == 5
@@ -239,3 +236,22 @@ def test_resume_without_a_config_uses_the_runs_own_and_takes_overrides(uninterru
 def test_train_without_config_or_resume_is_a_one_line_error(capsys):
     assert main(["train"]) == 2
     assert "CONFIG" in capsys.readouterr().err
+
+
+def test_a_new_run_into_a_used_folder_is_refused_unless_overwrite(tiny_config, tmp_path, capsys):
+    from pixelwise.engine.checkpoint import newest_whole
+
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=3"]) == 0
+    before = (run / "last.safetensors").read_bytes()
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1"]) == 2
+    err = capsys.readouterr().err
+    assert str(run) in err and "--resume" in err and "train.overwrite=true" in err
+    assert (run / "last.safetensors").read_bytes() == before  # nothing of the old run lost
+    # With overwrite the new run replaces the old one: a new log, and resume continues the new
+    # run (before the fix the old run's higher-step `last` became `previous` and won).
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=1",
+                 "train.overwrite=true"]) == 0
+    assert [r["epoch"] for r in csv.DictReader((run / "metrics.csv").open())] == ["1"]
+    assert newest_whole(run).state["epoch"] == 1
+    assert not (run / "previous.safetensors").exists()

@@ -223,6 +223,26 @@ def read_state(path: str | Path) -> dict[str, Any]:
         ) from None
 
 
+CHECKPOINT_FILES = ("last.safetensors", "last.state.pt", "previous.safetensors",
+                    "previous.state.pt", "best.safetensors")
+
+
+def start_fresh(run_dir: Path, overwrite: bool) -> None:
+    """Prepare ``run_dir`` for a run that does not resume: refuse (CheckpointError) when it holds
+    an earlier run's checkpoints, unless ``overwrite``, which deletes them. Without this, the
+    earlier run's ``last`` would be rotated into ``previous`` and, having the higher step, be
+    what a later ``--resume`` continues."""
+    found = [name for name in CHECKPOINT_FILES if (run_dir / name).exists()]
+    if found and not overwrite:
+        raise CheckpointError(
+            f"train.out_dir {run_dir} must be empty for a new run, got an earlier run's "
+            f"{', '.join(found)}; try --resume {run_dir} to continue it, train.overwrite=true to "
+            "replace it, or another train.out_dir"
+        )
+    for name in (*found, "metrics.csv"):  # a new run also starts a new log
+        (run_dir / name).unlink(missing_ok=True)
+
+
 def save_last(run_dir: Path, model: nn.Module, meta: ModelMeta, state: dict[str, Any]) -> None:
     """Save the newest epoch as ``last.*``, keeping the one before as ``previous.*``.
 

@@ -34,7 +34,8 @@ def demo_config(out_dir: str | Path = "pixelwise-demo") -> Config:
         data=DataConfig(dataset="synthetic", batch_size=16, val_batch_size=32),
         optim=OptimConfig(name="adamw", lr=0.003, weight_decay=0.0001, schedule="cosine",
                           warmup_steps=20, loss="ce_dice"),
-        train=TrainConfig(epochs=30, seed=0, out_dir=str(Path(out_dir) / "run")),
+        train=TrainConfig(epochs=30, seed=0, out_dir=str(Path(out_dir) / "run"),
+                          overwrite=True),  # `make demo` twice replaces the first demo
     )
     validate(config)
     return config

@@ -93,6 +93,8 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
     if resume is not None:
         config.train.out_dir = str(resume)  # a resumed run keeps writing into its own folder
     tc = config.train
+    if resume is None and dist_info.is_main:  # before any data is read: fail early
+        ckpt.start_fresh(Path(tc.out_dir), tc.overwrite)
     device = pick_device(tc.device, dist_info)
     seed_everything(tc.seed, tc.deterministic)
     if device.type == "cuda":
@@ -156,8 +158,6 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
         log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
-        if resume is None:  # a fresh run into a used folder starts a fresh log
-            (run_dir / "metrics.csv").unlink(missing_ok=True)
     ddp_model = wrap_ddp(model, device, dist_info)
     writer = open_tensorboard(run_dir) if dist_info.is_main else None
 
