@@ -84,8 +84,9 @@ class Segmenter:
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
             return self._tiled(chw, return_proba=False)
-        dtype = np.uint8 if self.meta.num_classes <= 256 else np.int16
-        return self._whole(chw).argmax(0).cpu().numpy().astype(dtype)
+        from pixelwise.inference.tiling import label_dtype
+
+        return self._whole(chw).argmax(0).cpu().numpy().astype(label_dtype(self.meta.num_classes))
 
     @torch.inference_mode()
     def predict_proba(self, image: ImageLike) -> np.ndarray:

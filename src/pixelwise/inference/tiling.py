@@ -114,6 +114,11 @@ def tile_spans(length: int, tile: int, stride: int, align: int, fixed_size: bool
     return [Span(s, tile) for s in range(0, last, stride)] + [Span(last, length - last)]
 
 
+def label_dtype(num_classes: int) -> type[np.integer]:
+    """The label map's dtype: uint8 for up to 256 classes, else int16 (smaller files than int64)."""
+    return np.uint8 if num_classes <= 256 else np.int16
+
+
 class _Source:
     """Uniform `(C, h, w)` float32 tile reads from a tensor `(C, H, W)` or an array (HWC/CHW)."""
 
@@ -307,8 +312,7 @@ def predict_tiled(
             "check the checkpoint's class list"
         )
 
-    dtype = np.uint8 if classes <= 256 else np.int16
-    label = np.empty((height, width), dtype) if out is None else out
+    label = np.empty((height, width), label_dtype(classes)) if out is None else out
     if label.shape != (height, width):
         raise ConfigError(f"out must have shape {(height, width)}, got {label.shape}; "
                           "try allocating it with the image's height and width")
