@@ -22,7 +22,7 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -79,8 +79,11 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
 
     ``resume`` is a run folder: training continues from its newest whole checkpoint (see
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
-    ``config.train.epochs``. ``argv`` is recorded in ``run.json``.
+    ``config.train.epochs``. ``argv`` is recorded in ``run.json``. ``config`` itself is left
+    unchanged.
     """
+    if resume is not None:  # a resumed run keeps writing into its own folder
+        config = replace(config, train=replace(config.train, out_dir=str(resume)))
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
     dist_info = init_from_env(cuda)
     try:
@@ -90,8 +93,6 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
 
 
 def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
-    if resume is not None:
-        config.train.out_dir = str(resume)  # a resumed run keeps writing into its own folder
     tc = config.train
     if resume is None and dist_info.is_main:  # before any data is read: fail early
         ckpt.start_fresh(Path(tc.out_dir), tc.overwrite)
