@@ -49,10 +49,10 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         tiny_config, tmp_path, monkeypatch, uninterrupted_run, weights_equal):
     real_epoch = train_module.train_one_epoch
 
-    def killed_in_second_epoch(*args, **kwargs):
-        if args[8] == 1:  # the epoch index argument: killed after one saved epoch
+    def killed_in_second_epoch(run: train_module.TrainingRun):
+        if run.progress.epoch == 1:  # one epoch done and saved: killed in the second
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(run)
 
     monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
