@@ -40,7 +40,7 @@ def one_line(err: PixelwiseError) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pixelwise import __version__
+    from pixelwise.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pixelwise", description="Semantic segmentation: FCN and U-Net, train to predict.")

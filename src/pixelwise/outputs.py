@@ -17,14 +17,8 @@ import numpy as np
 import tifffile
 from PIL import Image
 
-from pixelwise.errors import ConfigError
-from pixelwise.postprocess import (
-    GeoReference,
-    find_instances,
-    import_extra,
-    to_coco,
-    to_geojson,
-)
+from pixelwise.errors import ConfigError, import_extra
+from pixelwise.postprocess import GeoReference, find_instances, to_coco, to_geojson
 
 Palette = Sequence[tuple[int, int, int]]
 

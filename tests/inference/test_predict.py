@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta
+from pixelwise.checkpoint import ModelMeta
 from pixelwise.errors import DataError
 from pixelwise.inference.predict import Segmenter
 

@@ -32,7 +32,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pixelwise.checkpoint import (
+    ModelMeta,
+    atomic_write_bytes,
+    load_state_into,
+    read_weights,
+    save_weights,
+)
 from pixelwise.config import Config, to_dict, to_yaml
+from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine.data_setup import (
     build_loader,
@@ -41,13 +49,7 @@ from pixelwise.engine.data_setup import (
     normalisation,
     open_split,
 )
-from pixelwise.engine.distributed import (
-    DistInfo,
-    broadcast_buffers,
-    init_from_env,
-    pick_device,
-    shutdown,
-)
+from pixelwise.engine.distributed import broadcast_buffers, init_from_env, shutdown
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
@@ -129,7 +131,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
     if config.model.init_from:
         from pixelwise.models import init_from
 
-        source, _ = ckpt.read_weights(config.model.init_from)
+        source, _ = read_weights(config.model.init_from)
         try:
             copied = init_from(model, source)
         except CheckpointError as err:
@@ -145,7 +147,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
     amp_dtype = autocast_dtype(device, tc.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
-    meta = ckpt.ModelMeta(
+    meta = ModelMeta(
         name=config.model.name, num_classes=num_classes, options=options,
         classes=list(info.classes), palette=[tuple(c) for c in info.palette],
         ignore_index=ignore_index, in_channels=info.in_channels, mean=mean, std=std,
@@ -194,7 +196,7 @@ def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
             ckpt.save_last(run_dir, model, meta, training_state(
                 optimizer, scheduler, scaler, progress))
             if improved:
-                ckpt.save_weights(run_dir / "best.safetensors", model, meta)
+                save_weights(run_dir / "best.safetensors", model, meta)
         if validated and tc.early_stop_patience and progress.stale >= tc.early_stop_patience:
             log.warning("early stop: %s has not improved for %d validations",
                         tc.metric, progress.stale)
@@ -319,7 +321,7 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     }
 
 
-def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.ModelMeta) -> Progress:
+def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta) -> Progress:
     """Load the newest whole checkpoint of ``run_dir`` into the objects; return the counters.
 
     ``meta`` describes the model and classes of this configuration; a checkpoint of another
@@ -327,7 +329,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.Model
     """
     found = ckpt.newest_whole(run_dir)
     ckpt.check_same_model(found.meta, meta, found.stem.with_suffix(".safetensors"))
-    ckpt.load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
+    load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
     state = found.state
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -344,7 +346,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.Model
 
 
 def _version() -> str:
-    from pixelwise import __version__
+    from pixelwise.version import __version__
 
     return __version__
 
@@ -352,7 +354,7 @@ def _version() -> str:
 def write_run_files(run_dir: Path, config: Config, argv: list[str] | None) -> None:
     """``config.yaml`` (the resolved config) and ``run.json`` (seed, versions, command line)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(run_dir / "config.yaml", to_yaml(config).encode())
+    atomic_write_bytes(run_dir / "config.yaml", to_yaml(config).encode())
     record = {
         "command": argv if argv is not None else sys.argv,
         "seed": config.train.seed,
@@ -363,7 +365,7 @@ def write_run_files(run_dir: Path, config: Config, argv: list[str] | None) -> No
         "platform": platform.platform(),
         "config": to_dict(config),
     }
-    ckpt.atomic_write_bytes(run_dir / "run.json", json.dumps(record, indent=2).encode())
+    atomic_write_bytes(run_dir / "run.json", json.dumps(record, indent=2).encode())
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:

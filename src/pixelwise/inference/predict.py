@@ -21,8 +21,8 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta, load_model
-from pixelwise.engine.distributed import pick_device
+from pixelwise.checkpoint import ModelMeta, load_model
+from pixelwise.device import pick_device
 from pixelwise.errors import CheckpointError, DataError
 from pixelwise.inference.tta import with_tta
 
