@@ -97,7 +97,8 @@ def imports_of(module: str) -> list[Import]:
                        for alias in node.names]
         else:
             continue
-        found += [Import(module, node.lineno, target) for target in dict.fromkeys(targets) if target]
+        found += [Import(module, node.lineno, target)
+                  for target in dict.fromkeys(targets) if target]
     return found
 
 
@@ -131,7 +132,8 @@ def test_no_module_imports_a_higher_layer():
                 for item in upward_imports() if (item.importer, item.target) not in allowed]
     assert climbing == [], (
         "these imports climb the layers of docs/architecture.md; move the shared piece down, "
-        "or (for a stop-gap) list the pair in its ```layer-exceptions block:\n" + "\n".join(climbing))
+        "or (for a stop-gap) list the pair in its ```layer-exceptions block:\n"
+        + "\n".join(climbing))
 
 
 def test_every_allowed_exception_still_occurs():
