@@ -144,7 +144,7 @@ def test_data_check_exit_code(tmp_path, capsys):
 def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
     import torch
 
-    from pixelwise.engine.checkpoint import load_model
+    from pixelwise.checkpoint import load_model
 
     best = trained / "run" / "best.safetensors"
     assert main(["evaluate", str(best), "--data", "synthetic", "--tta", "--device", "cpu",

@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-from pixelwise.errors import ConfigError, PixelwiseError
+from pixelwise.errors import ConfigError, DataError, PixelwiseError
 from pixelwise.outputs import FORMATS
 
 
@@ -40,7 +40,7 @@ def one_line(err: PixelwiseError) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from pixelwise import __version__
+    from pixelwise.version import __version__
 
     parser = argparse.ArgumentParser(
         prog="pixelwise", description="Semantic segmentation: FCN and U-Net, train to predict.")
@@ -174,7 +174,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pixelwise.inference.predict import Segmenter, expand_inputs, predict_to_files
+    from pixelwise.inference.predict import Segmenter
+    from pixelwise.outputs import predict_to_files
 
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
@@ -185,6 +186,24 @@ def run_predict(args: argparse.Namespace) -> int:
                          source_name=path.name, min_area=args.min_area, simplify=args.simplify)
     print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
     return 0
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
+    from pixelwise.data.io import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
+    if not files:
+        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
+                        f"{[str(i) for i in inputs]}")
+    return files
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -5,6 +5,11 @@ message of the form "X must be Y, got Z; try W", naming the file involved. The C
 a one-line error and a non-zero exit instead of a traceback.
 """
 
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
 
 class PixelwiseError(Exception):
     """Base class of every error pixelwise raises on purpose."""
@@ -32,3 +37,15 @@ class DivergenceError(PixelwiseError, FloatingPointError):
 
 class MissingExtraError(PixelwiseError, ImportError):
     """An optional extra (export, geo, vector, ...) is needed but not installed."""
+
+
+def import_extra(name: str, extra: str) -> ModuleType:
+    """Import module ``name`` of the optional extra ``extra`` (an optional dependency group such
+    as ``geo`` or ``export``), or raise MissingExtraError saying which extra to install."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise MissingExtraError(
+            f"{name} must be installed for this feature, got ImportError; "
+            f"try pip install 'pixelwise[{extra}]'"
+        ) from error

@@ -37,9 +37,9 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pixelwise.errors import ConfigError
-from pixelwise.inference.onnx import METADATA_KEY, OnnxModule
-from pixelwise.postprocess import import_extra
+from pixelwise.checkpoint import METADATA_KEY, load_model
+from pixelwise.errors import ConfigError, import_extra
+from pixelwise.inference.onnx import OnnxModule
 
 TOLERANCE = 1e-3
 # odd, not multiples of 32, tall and wide: the sizes most likely to expose a fixed shape
@@ -261,8 +261,6 @@ def export_checkpoint(
     file, so `OnnxModule(out).metadata` rebuilds a `Segmenter` without the checkpoint.
     `options` go to `export_onnx` / `export_torchscript`.
     """
-    from pixelwise.engine.checkpoint import load_model
-
     if format not in ("onnx", "torchscript"):
         raise ConfigError(f"format must be 'onnx' or 'torchscript', got {format!r}; try 'onnx'")
     model, meta = load_model(checkpoint)

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from scipy import ndimage
 
-from pixelwise.errors import DataError, MissingExtraError
+from pixelwise.errors import DataError, import_extra
 
 Averaging = Literal["pooled", "per_image"]
 _SCALARS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
@@ -255,12 +255,7 @@ def adapted_rand_error(
     error of Arganda-Carreras et al. 2015), through `skimage.metrics.adapted_rand_error`.
     0 is a perfect segmentation, 1 the worst.
     """
-    try:
-        from skimage.metrics import adapted_rand_error as skimage_are
-    except ImportError as error:
-        raise MissingExtraError(
-            "adapted_rand_error needs scikit-image; try pip install 'pixelwise[vector]'"
-        ) from error
+    skimage_are = import_extra("skimage.metrics", "vector").adapted_rand_error
     target_segments, _ = ndimage.label(_numpy(target) == foreground)
     pred_segments, _ = ndimage.label(_numpy(pred) == foreground)
     error, _, _ = skimage_are(target_segments, pred_segments, ignore_labels=(0,))

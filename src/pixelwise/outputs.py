@@ -1,5 +1,6 @@
 """Prediction files people use downstream: palette PNGs, colour overlays, GeoTIFF/BigTIFF,
-NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`).
+NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`;
+`predict_to_files` predicts one image with a `Segmenter` and writes it).
 
 A label map is an integer array `(H, W)` of class ids. A palette is a sequence of `(r, g, b)`
 tuples, one per class id, as in `DatasetInfo.palette`. The palette PNG stores the class ids
@@ -12,19 +13,26 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-from pixelwise.errors import ConfigError
+from pixelwise.errors import ConfigError, import_extra
 from pixelwise.postprocess import (
     GeoReference,
     find_instances,
-    import_extra,
+    read_georeference,
     to_coco,
     to_geojson,
 )
+
+if TYPE_CHECKING:  # torch only when predicting: `pixelwise --help` imports this module
+    import torch
+
+    from pixelwise.data.io import ImageLike
+    from pixelwise.inference.predict import Segmenter
 
 Palette = Sequence[tuple[int, int, int]]
 
@@ -229,3 +237,34 @@ def compact_label(label: np.ndarray) -> np.ndarray:
 def _write_json(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
+                     formats: tuple[str, ...] = ("png", "overlay"),
+                     source_name: str | None = None, min_area: int = 0,
+                     simplify: float = 0.0) -> dict[str, Path]:
+    """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
+    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
+
+    A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
+    """
+    from pixelwise.data.io import to_float_chw
+
+    georef = None
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
+            {"geotiff", "geojson"} & set(formats)):
+        georef = read_georeference(image)
+
+    chw = to_float_chw(image, segmenter.meta.in_channels)
+    label = segmenter.predict(chw)
+    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
+                            class_names=segmenter.classes, image=display_image(chw),
+                            georef=georef, min_area=min_area, simplify=simplify,
+                            source_name=source_name)
+
+
+def display_image(chw: torch.Tensor) -> np.ndarray:
+    """A float ``(C, H, W)`` image in [0, 1] as 8-bit for display (overlays, figures):
+    ``(H, W)`` grey for one band, else ``(H, W, 3)`` RGB from the first three bands."""
+    shown = (chw.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]

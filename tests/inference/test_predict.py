@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta
+from pixelwise.checkpoint import ModelMeta
 from pixelwise.errors import DataError
 from pixelwise.inference.predict import Segmenter
 
@@ -64,7 +64,7 @@ def test_large_images_are_tiled_with_the_same_result(image):
 
 
 def test_wrong_channel_count_is_a_data_error():
-    with pytest.raises(DataError, match="3 channels"):
+    with pytest.raises(DataError, match=r"must have 3 channel\(s\), got 2"):
         _pointwise_segmenter().predict(np.zeros((8, 8, 2), np.uint8))
 
 

@@ -151,7 +151,7 @@ def _scan_file_sample(dataset: FileDataset, index: int, report: DataReport) -> n
         report.sizes[raw.shape[:2]] += 1
         report.channels[raw.shape[2]] += 1
         try:
-            image = dataset.fit_channels(raw, sample)
+            image = io.fit_channels(raw, dataset.info.in_channels, sample.image)
         except DataError as error:
             report.problems.append(Problem("wrong channel count", sample.image, str(error)))
     try:

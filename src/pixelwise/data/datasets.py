@@ -108,22 +108,10 @@ class FileDataset(Dataset):
         return image_t, mask_t
 
     def read_image(self, index: int) -> np.ndarray:
-        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels`."""
+        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels` (`io.fit_channels`)."""
         sample = self.samples[index]
-        return self.fit_channels(io.read_image(sample.image, sample.page, self.max_pixels), sample)
-
-    def fit_channels(self, image: np.ndarray, sample: Sample) -> np.ndarray:
-        """`image` `(H, W, C)` with the dataset's channel count: a grey image in an RGB dataset
-        is repeated to three channels; any other mismatch raises `DataError`."""
-        wanted, bands = self.info.in_channels, image.shape[2]
-        if bands == wanted:
-            return image
-        if wanted == 3 and bands == 1:
-            return np.repeat(image, 3, axis=2)
-        raise DataError(
-            f"{sample.image}: images of this dataset must have {wanted} channel(s), got "
-            f"{bands}; try converting it to {wanted} channel(s)"
-        )
+        image = io.read_image(sample.image, sample.page, self.max_pixels)
+        return io.fit_channels(image, self.info.in_channels, sample.image)
 
     def read_mask(self, index: int) -> np.ndarray:
         """Class ids `(H, W)` int64 of sample `index` after the layout's value map."""

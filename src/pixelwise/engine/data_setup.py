@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelwise.config import DataConfig
 from pixelwise.data.info import DatasetInfo
-from pixelwise.engine.distributed import DistInfo, shard_sampler
+from pixelwise.device import DistInfo
+from pixelwise.engine.distributed import shard_sampler
 from pixelwise.errors import ConfigError
 
 

@@ -3,8 +3,8 @@
 `OnnxModule(path)(x)` maps float `(N, C, H, W)` to logits `(N, K, H', W')` through onnxruntime on
 the CPU, so `predict_tiled`, `tta_logits` and `Segmenter` run an exported file with the same code
 as a PyTorch model. Files written by `pixelwise.export.export_checkpoint` carry the checkpoint's
-metadata (model spec, classes, palette, mean/std) as JSON under the "pixelwise" key, available as
-`OnnxModule.metadata`.
+metadata (model spec, classes, palette, mean/std) as JSON under the checkpoint format's
+`METADATA_KEY`, available as `OnnxModule.metadata`; `load_onnx` reads both.
 """
 
 from __future__ import annotations
@@ -16,10 +16,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pixelwise.errors import CheckpointError
-from pixelwise.postprocess import import_extra
-
-METADATA_KEY = "pixelwise"
+from pixelwise.checkpoint import METADATA_KEY, ModelMeta
+from pixelwise.errors import CheckpointError, import_extra
 
 
 class OnnxModule(nn.Module):
@@ -58,3 +56,14 @@ class OnnxModule(nn.Module):
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         logits = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(logits).to(x.device)
+
+
+def load_onnx(path: str | Path) -> tuple[OnnxModule, ModelMeta]:
+    """An exported ONNX file as a module plus the checkpoint metadata stored inside it."""
+    module = OnnxModule(path)
+    if module.metadata is None:
+        raise CheckpointError(
+            f"ONNX model {path} must carry pixelwise metadata (classes, mean/std), got none; "
+            "try exporting it with pixelwise export CKPT --format onnx --out FILE"
+        )
+    return module, ModelMeta.from_json(json.dumps(module.metadata), Path(path))

@@ -13,20 +13,17 @@ whole.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta, load_model
-from pixelwise.engine.distributed import pick_device
-from pixelwise.errors import CheckpointError, DataError
+from pixelwise.checkpoint import ModelMeta, load_model
+from pixelwise.data.io import ImageLike, to_float_chw
+from pixelwise.device import pick_device
+from pixelwise.inference.onnx import load_onnx
 from pixelwise.inference.tta import with_tta
-
-ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 
 
 class Segmenter:
@@ -130,106 +127,3 @@ class Segmenter:
                     else self.tile)
             return tile, 2**depth
         return self.tile, 32 if self.meta.name.startswith("fcn") else 1
-
-
-def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
-    """``image`` as float32 ``(C, H, W)`` scaled as the datasets scale it.
-
-    Accepts a file path, a PIL image, a numpy array ``(H, W)`` or ``(H, W, C)``, or a tensor
-    ``(C, H, W)`` / ``(H, W)``. 8-bit values are divided by 255, 16-bit arrays are scaled band by
-    band (:func:`pixelwise.data.io.image_to_tensor`), floats are taken as already in [0, 1].
-    """
-    from pixelwise.data.io import image_to_tensor, read_image
-
-    source = str(image) if isinstance(image, (str, Path)) else "image"  # named in errors
-    if isinstance(image, (str, Path)):
-        image = read_image(Path(image))
-    if isinstance(image, Image.Image):
-        image = np.asarray(image)
-    if isinstance(image, np.ndarray):
-        array = image[..., None] if image.ndim == 2 else image
-        tensor = (torch.from_numpy(np.ascontiguousarray(array, np.float32)).permute(2, 0, 1)
-                  if np.issubdtype(array.dtype, np.floating) else image_to_tensor(array))
-    elif isinstance(image, torch.Tensor):
-        tensor = image.float() if image.is_floating_point() else image.float() / 255
-        tensor = tensor[None] if tensor.dim() == 2 else tensor
-    else:
-        raise DataError(
-            f"image must be a path, PIL image, numpy array or tensor, got {type(image).__name__}"
-        )
-    if tensor.shape[0] != channels:
-        if tensor.shape[0] == 4 and channels == 3:  # RGBA: drop alpha
-            tensor = tensor[:3]
-        elif tensor.shape[0] == 1 and channels == 3:  # grey into an RGB model
-            tensor = tensor.expand(3, -1, -1)
-        else:
-            mode = "L" if channels == 1 else "RGB"
-            raise DataError(
-                f"{source}: images must have {channels} channels for this model, got "
-                f"{tensor.shape[0]} (shape {tuple(tensor.shape)}); try converting it (e.g. PIL "
-                f".convert('{mode}'))"
-            )
-    return tensor.contiguous()
-
-
-def load_onnx(path: str | Path) -> tuple[nn.Module, ModelMeta]:
-    """An exported ONNX file as a module plus the checkpoint metadata stored inside it."""
-    from pixelwise.inference.onnx import OnnxModule
-
-    module = OnnxModule(path)
-    if module.metadata is None:
-        raise CheckpointError(
-            f"ONNX model {path} must carry pixelwise metadata (classes, mean/std), got none; "
-            "try exporting it with pixelwise export CKPT --format onnx --out FILE"
-        )
-    return module, ModelMeta.from_json(json.dumps(module.metadata), Path(path))
-
-
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
-    from pixelwise.data.io import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
-    if not files:
-        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
-                        f"{[str(i) for i in inputs]}")
-    return files
-
-
-def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
-                     formats: tuple[str, ...] = ("png", "overlay"),
-                     source_name: str | None = None, min_area: int = 0,
-                     simplify: float = 0.0) -> dict[str, Path]:
-    """Predict ``image`` and write it in ``formats`` via :func:`pixelwise.outputs.write_prediction`
-    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
-
-    A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
-    """
-    from pixelwise.outputs import write_prediction
-    from pixelwise.postprocess import read_georeference
-
-    georef = None
-    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
-            {"geotiff", "geojson"} & set(formats)):
-        georef = read_georeference(image)
-
-    chw = to_float_chw(image, segmenter.meta.in_channels)
-    label = segmenter.predict(chw)
-    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
-                            class_names=segmenter.classes, image=display_image(chw),
-                            georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name)
-
-
-def display_image(chw: torch.Tensor) -> np.ndarray:
-    """A float ``(C, H, W)`` image in [0, 1] as 8-bit for display (overlays, figures):
-    ``(H, W)`` grey for one band, else ``(H, W, 3)`` RGB from the first three bands."""
-    shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
