@@ -4,7 +4,8 @@
 the CPU, so `predict_tiled`, `tta_logits` and `Segmenter` run an exported file with the same code
 as a PyTorch model. Files written by `pixelwise.export.export_checkpoint` carry the checkpoint's
 metadata (model spec, classes, palette, mean/std) as JSON under the "pixelwise" key, available as
-`OnnxModule.metadata`.
+`OnnxModule.metadata`; the model spec gives `OnnxModule.geometry`, the same
+`pixelwise.models.Geometry` the PyTorch model states, so tiling treats both alike.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from pixelwise.errors import CheckpointError
+from pixelwise.models.geometry import SAME_SIZE, Geometry
+from pixelwise.models.registry import model_geometry
 from pixelwise.postprocess import import_extra
 
 METADATA_KEY = "pixelwise"
@@ -52,9 +55,18 @@ class OnnxModule(nn.Module):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, Any] | None = (
             json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None)
+        self.geometry = _spec_geometry(self.metadata)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of a float batch `(N, C, H, W)`, on `x`'s device."""
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
         logits = self.session.run(None, {self.input_name: array})[0]
         return torch.from_numpy(logits).to(x.device)
+
+
+def _spec_geometry(metadata: dict[str, Any] | None) -> Geometry:
+    """The geometry of the model that metadata's spec (``name``, ``num_classes``, ``options``)
+    describes, or :data:`~pixelwise.models.geometry.SAME_SIZE` for a file without a spec."""
+    if metadata is None or not {"name", "num_classes", "options"} <= set(metadata):
+        return SAME_SIZE
+    return model_geometry(metadata["name"], metadata["num_classes"], **metadata["options"])
