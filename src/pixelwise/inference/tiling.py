@@ -13,8 +13,8 @@ alignment 1, and ``geometry=`` describes any other):
   `align`: pass the model's total downsampling (`model.geometry.align`: `2 ** depth` for U-Net,
   32 for FCN) and each tile sees the same pooling grid as the whole image.
 * **"valid" models** (`unet` with `padding="valid"`, output smaller than input by a margin `m`,
-  the geometry's `border`, on each side): the U-Net paper's overlap-tile strategy (Ronneberger et al. 2015, §2 and
-  Fig. 2). Output tiles of the model's output size are laid on a grid over the image; the input
+  the geometry's `border`, on each side): the U-Net paper's overlap-tile strategy (Ronneberger
+  et al. 2015, §2 and Fig. 2). Output tiles of the model's output size are laid on a grid over the image; the input
   of each is that tile grown by `m` on every side, read from the image mirrored at its borders,
   so the border pixels get their missing context by mirroring. With `overlap=0`, `align=1` the
   output tiles abut without blending, exactly as in the paper; with `align=2 ** depth` the output
