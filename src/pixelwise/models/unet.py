@@ -95,7 +95,7 @@ class UNet(nn.Module):
         self.depth = depth
         self.padding = padding
         self.output_stride = 1  # the decoder predicts at full resolution
-        self.geometry = (valid_unet_geometry(depth) if padding == "valid"
+        self.geometry = (unet_valid_geometry(depth) if padding == "valid"
                          else Geometry(align=2**depth))  # depth 2x2 poolings
         pad = 1 if padding == "same" else 0
         widths = [base_channels * 2**level for level in range(depth + 1)]
@@ -207,7 +207,7 @@ def unet_valid_input_sizes(depth: int = 4, max_size: int = 1024) -> list[int]:
     return [s for s in range(1, max_size + 1) if _output_size_or_none(s, depth) is not None]
 
 
-def valid_unet_geometry(depth: int) -> Geometry:
+def unet_valid_geometry(depth: int) -> Geometry:
     """The :class:`Geometry` of the ``padding="valid"`` U-Net of ``depth``: valid sizes form the
     progression ``smallest + 2**depth * k``, k >= 0, and each loses the same border (92 pixels
     per side at depth 4: 572 -> 388)."""
@@ -218,13 +218,13 @@ def valid_unet_geometry(depth: int) -> Geometry:
 
 def unet_nearest_valid_input_size(size: int, depth: int = 4) -> int:
     """The valid input size closest to ``size`` (the larger one on a tie)."""
-    return valid_unet_geometry(depth).nearest_input_size(size)
+    return unet_valid_geometry(depth).nearest_input_size(size)
 
 
 def unet_valid_border(depth: int = 4) -> int:
     """Pixels the ``padding="valid"`` U-Net loses on each side of its input (92 at depth 4:
     572 -> 388); the same for every valid input size."""
-    return valid_unet_geometry(depth).border
+    return unet_valid_geometry(depth).border
 
 
 class MirrorExtended(nn.Module):
