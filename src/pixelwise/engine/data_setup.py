@@ -126,8 +126,9 @@ def class_weights_for(config: DataConfig, num_classes: int,
 def match_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """The centre of ``target (N, H, W)`` matching ``logits (N, K, H', W')``.
 
-    Only U-Net with ``padding="valid"`` predicts a smaller centre (U-Net §2, Fig. 2); for every
-    other model the shapes already agree and the target is returned unchanged.
+    Only a model whose geometry has a border (the U-Net with ``padding="valid"``, U-Net §2,
+    Fig. 2) predicts a smaller centre; for every other model the shapes already agree and the
+    target is returned unchanged.
     """
     if target.shape[-2:] == logits.shape[-2:]:
         return target

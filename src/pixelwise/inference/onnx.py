@@ -4,7 +4,9 @@
 the CPU, so `predict_tiled`, `tta_logits` and `Segmenter` run an exported file with the same code
 as a PyTorch model. Files written by `pixelwise.export.export_checkpoint` carry the checkpoint's
 metadata (model spec, classes, palette, mean/std) as JSON under the checkpoint format's
-`METADATA_KEY`, available as `OnnxModule.metadata`; `load_onnx` reads both.
+`METADATA_KEY`, available as `OnnxModule.metadata`; `load_onnx` reads both. The model spec gives
+`OnnxModule.geometry`, the same `pixelwise.models.Geometry` the PyTorch model states, so tiling
+treats both alike.
 """
 
 from __future__ import annotations
@@ -18,6 +20,8 @@ from torch import Tensor, nn
 
 from pixelwise.checkpoint import METADATA_KEY, ModelMeta
 from pixelwise.errors import CheckpointError, import_extra
+from pixelwise.models.geometry import SAME_SIZE, Geometry
+from pixelwise.models.registry import model_geometry
 
 
 class OnnxModule(nn.Module):
@@ -50,6 +54,7 @@ class OnnxModule(nn.Module):
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, Any] | None = (
             json.loads(meta[METADATA_KEY]) if METADATA_KEY in meta else None)
+        self.geometry = _spec_geometry(self.metadata)
 
     def forward(self, x: Tensor) -> Tensor:
         """Logits of a float batch `(N, C, H, W)`, on `x`'s device."""
@@ -67,3 +72,11 @@ def load_onnx(path: str | Path) -> tuple[OnnxModule, ModelMeta]:
             "try exporting it with pixelwise export CKPT --format onnx --out FILE"
         )
     return module, ModelMeta.from_json(json.dumps(module.metadata), Path(path))
+
+
+def _spec_geometry(metadata: dict[str, Any] | None) -> Geometry:
+    """The geometry of the model that metadata's spec (``name``, ``num_classes``, ``options``)
+    describes, or :data:`~pixelwise.models.geometry.SAME_SIZE` for a file without a spec."""
+    if metadata is None or not {"name", "num_classes", "options"} <= set(metadata):
+        return SAME_SIZE
+    return model_geometry(metadata["name"], metadata["num_classes"], **metadata["options"])

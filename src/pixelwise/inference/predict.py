@@ -30,7 +30,9 @@ class Segmenter:
     """Runs a segmentation model on single images of any size (see the module docs).
 
     Args:
-        model, meta: the network and its checkpoint metadata (classes, palette, mean/std).
+        model, meta: the network and its checkpoint metadata (classes, palette, mean/std). The
+            model's ``geometry`` (``pixelwise.models.geometry_of``) sets the tiles' alignment
+            and sends every image of a "valid" model (output smaller than input) through tiling.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         tile_above, tile, overlap: images larger than ``tile_above`` pixels on a side are
             predicted in ``tile``-pixel tiles overlapping by ``overlap`` pixels.
@@ -42,7 +44,10 @@ class Segmenter:
                  tile_above: int = 1024, tile: int = 512, overlap: int = 64,
                  tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,),
                  progress: bool = False) -> None:
+        from pixelwise.models.geometry import geometry_of
+
         self.device = pick_device(device)
+        self.geometry = geometry_of(model)  # read before TTA wraps the model
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.model = with_tta(model, tta_flips, tta_scales)
@@ -100,30 +105,16 @@ class Segmenter:
     def _tiled(self, chw: torch.Tensor, return_proba: bool):
         from pixelwise.inference.tiling import predict_tiled
 
-        tile, align = self._tile_geometry()
         return predict_tiled(
-            self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
-            return_proba=return_proba, align=align, device=self.device,
+            self.model, chw, tile=self.geometry.nearest_input_size(self.tile),
+            overlap=self.overlap, num_classes=self.meta.num_classes, return_proba=return_proba,
+            align=self.geometry.align, geometry=self.geometry, device=self.device,
             preprocess=self._normalise, progress=self.progress,
         )
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         return (batch - self._mean) / self._std
 
-    def _is_valid_unet(self) -> bool:
-        return self.meta.name == "unet" and self.meta.options.get("padding") == "valid"
-
     def _needs_tiling(self, chw: torch.Tensor) -> bool:
-        return self._is_valid_unet() or max(chw.shape[-2:]) > self.tile_above
-
-    def _tile_geometry(self) -> tuple[int, int]:
-        """Tile size and alignment: the model's total downsampling, so tiles share its grid."""
-        if self.meta.name == "unet":
-            from pixelwise.models import unet_nearest_valid_input_size
-
-            # depth None means the builder's default: 5 levels with a ResNet encoder, else 4.
-            depth = self.meta.options.get("depth") or (5 if self.meta.options.get("encoder") else 4)
-            tile = (unet_nearest_valid_input_size(self.tile, depth) if self._is_valid_unet()
-                    else self.tile)
-            return tile, 2**depth
-        return self.tile, 32 if self.meta.name.startswith("fcn") else 1
+        """Valid models (output smaller than input) always go tile by tile, with mirroring."""
+        return not self.geometry.same_size or max(chw.shape[-2:]) > self.tile_above

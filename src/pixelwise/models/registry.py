@@ -12,9 +12,11 @@ import numbers
 from collections.abc import Callable, Iterable
 from typing import Any
 
+import torch
 from torch import nn
 
 from pixelwise.errors import ConfigError
+from pixelwise.models.geometry import Geometry
 
 Builder = Callable[..., nn.Module]
 
@@ -56,7 +58,8 @@ def build(name: str, num_classes: int, **options: Any) -> nn.Module:
 
     The model maps a float ``(N, in_channels, H, W)`` batch of any H, W to logits
     ``(N, num_classes, H, W)`` (``unet`` with ``padding="valid"`` returns the centre crop given by
-    :func:`pixelwise.models.unet_valid_output_size`). ``(name, num_classes, options)`` fully
+    :func:`pixelwise.models.unet_valid_output_size`); ``model.geometry`` (a
+    :class:`~pixelwise.models.Geometry`) states which. ``(name, num_classes, options)`` fully
     describes the model, so checkpoints store exactly that.
 
     Raises:
@@ -71,6 +74,19 @@ def build(name: str, num_classes: int, **options: Any) -> nn.Module:
         )
     check_int("num_classes", num_classes, minimum=1)
     return _builder(name)(num_classes=int(num_classes), **options)
+
+
+def model_geometry(name: str, num_classes: int, **options: Any) -> Geometry:
+    """The ``geometry`` of ``build(name, num_classes, **options)``, for a model known only by its
+    spec (an exported ONNX file's metadata).
+
+    The model is built on the meta device (shapes only, no memory, no compute) and without
+    pretrained weights, which change no shape and may not be on this machine.
+    """
+    if options.get("pretrained_backbone"):
+        options = {**options, "pretrained_backbone": False}
+    with torch.device("meta"):
+        return build(name, num_classes, **options).geometry
 
 
 def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
