@@ -21,7 +21,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from pixelwise.errors import ConfigError, DataError
+from pixelwise.errors import ConfigError
+from pixelwise.labels import check_labels
 
 LOSSES = ("ce", "dice", "ce_dice", "focal", "unet_weighted_ce")
 
@@ -77,24 +78,18 @@ class _SegmentationLoss(nn.Module):
     def _valid(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mask `(N, H, W)` of labelled pixels; raises `DataError` on values outside the classes."""
         if logits.dim() != 4 or logits.shape[1] != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"logits must be (N, {self.num_classes}, H, W), got {tuple(logits.shape)}; "
                 f"try a model built with num_classes={self.num_classes}"
             )
         if target.shape != (logits.shape[0], *logits.shape[2:]):
-            raise ValueError(
+            raise ConfigError(
                 f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])} to match the "
                 f"logits, got {tuple(target.shape)}; try cropping the mask like the output "
                 "(U-Net 'valid' padding returns a smaller map)"
             )
-        valid = target != self.ignore_index
-        if ((target[valid] < 0) | (target[valid] >= self.num_classes)).any():
-            bad = target[valid & ((target < 0) | (target >= self.num_classes))].unique()
-            raise DataError(
-                f"target values must be class ids 0..{self.num_classes - 1} or the ignore index "
-                f"{self.ignore_index}, got {bad.tolist()[:10]}; try `pixelwise data check`"
-            )
-        return valid
+        check_labels(target, self.num_classes, self.ignore_index)
+        return target != self.ignore_index
 
     def _weighted_mean(self, per_pixel: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`sum w l / sum w`, 0 when no pixel has weight (every pixel ignored)."""

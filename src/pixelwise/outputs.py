@@ -33,12 +33,12 @@ def _palette_array(palette: Palette) -> np.ndarray:
     """`(K, 3)` uint8 array of a palette, checked."""
     array = np.asarray(palette)
     if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"palette must be a non-empty sequence of (r, g, b) tuples, got shape {array.shape}; "
             "try pixelwise.data.palette.default_palette(num_classes)"
         )
     if array.min() < 0 or array.max() > 255:
-        raise ValueError(
+        raise ConfigError(
             f"palette values must lie in 0..255, got {array.min()}..{array.max()}; "
             "try 8-bit colours"
         )
@@ -48,12 +48,12 @@ def _palette_array(palette: Palette) -> np.ndarray:
 def _check_label(label: np.ndarray, num_colours: int) -> np.ndarray:
     label = np.asarray(label)
     if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
-        raise ValueError(
+        raise ConfigError(
             f"label must be an integer (H, W) array, got {label.dtype} {label.shape}; "
             "try model(x).argmax(1)[0].numpy()"
         )
     if label.size and (label.min() < 0 or label.max() >= num_colours):
-        raise ValueError(
+        raise ConfigError(
             f"label values must lie in 0..{num_colours - 1} (one palette colour each), got "
             f"{label.min()}..{label.max()}; try a palette with {int(label.max()) + 1} colours"
         )
@@ -75,18 +75,18 @@ def color_overlay(
     Returns `(H, W, 3)` uint8.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}; try 0.5")
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}; try 0.5")
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
+        raise ConfigError(
             f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}; "
             "try converting it to 8-bit RGB first"
         )
     colours = colorize(label, palette)
     if colours.shape[:2] != image.shape[:2]:
-        raise ValueError(
+        raise ConfigError(
             f"label must have the image's size {image.shape[:2]}, got {colours.shape[:2]}; "
             "try predicting on the same image"
         )

@@ -13,7 +13,6 @@ instead of raising; `pixelwise.data.checks` uses this to report every problem at
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from collections import Counter
@@ -31,6 +30,8 @@ from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.errors import ConfigError, DataError
+from pixelwise.labels import invalid_labels, label_error
+from pixelwise.options import check_int, check_options, signature_options
 
 logger = logging.getLogger(__name__)
 
@@ -96,11 +97,7 @@ class FileDataset(Dataset):
             )
         bad = self.invalid_values(mask)
         if bad:
-            raise DataError(
-                f"{sample.mask}: mask values must be class ids 0..{self.info.num_classes - 1} "
-                f"or the ignore index {self.info.ignore_index}, got {bad[:10]}; try "
-                "`pixelwise data check` (a colour-coded mask needs a colour_map)"
-            )
+            raise self.label_error(sample, bad)
         image_t = io.image_to_tensor(image, self.band_range)
         mask_t = torch.from_numpy(mask)
         if self.transforms is not None:
@@ -154,12 +151,12 @@ class FileDataset(Dataset):
 
     def invalid_values(self, mask: np.ndarray) -> list[int]:
         """Values of the mask file that are neither a class id nor the ignore index, sorted."""
-        info = self.info
-        bad = ((mask < 0) | (mask >= info.num_classes)) & (mask != info.ignore_index)
-        if not bad.any():
-            return []
-        values = np.unique(mask[bad]).tolist()
+        values = invalid_labels(mask, self.info.num_classes, self.info.ignore_index)
         return sorted(-1 - v if self.value_map and v < 0 else v for v in values)
+
+    def label_error(self, sample: Sample, bad: list[int]) -> DataError:
+        """The error for the `invalid_values` `bad` of `sample`'s mask file."""
+        return label_error(f"{sample.mask}: mask", bad, self.info.num_classes, self.info.ignore_index)
 
 
 def pair_by_stem(
@@ -652,7 +649,8 @@ def open_dataset(
         raise ConfigError(
             f"dataset must be one of {', '.join(KINDS)}, got {kind!r}; try 'synthetic'"
         )
-    _check_options(builders[kind], options, kind)
+    fixed = {"root", "split", "transforms", "images", "masks"}
+    check_options(f"dataset {kind!r}", options, signature_options(builders[kind], exclude=fixed))
     if kind == "synthetic":
         if split not in _SYNTHETIC_SPLITS:
             raise ConfigError(
@@ -660,6 +658,7 @@ def open_dataset(
                 f"{split!r}; try 'train'"
             )
         seed_offset, n = _SYNTHETIC_SPLITS[split]
+        check_int("seed", options.get("seed", 0), minimum=0)  # before the arithmetic below
         options = {"n": n, **options, "seed": options.get("seed", 0) * 1000 + seed_offset}
         return SyntheticShapes(transforms=transforms, **options)
     if root is None:
@@ -669,21 +668,3 @@ def open_dataset(
         return FolderDataset(base / "images", base / "masks", transforms=transforms, **options)
     return builders[kind](root, split, transforms=transforms, **options)
 
-
-def _check_options(builder: Callable, options: Mapping, kind: str) -> None:
-    fixed = {"self", "root", "split", "transforms", "images", "masks"}
-    parameters = inspect.signature(builder).parameters
-    valid = [name for name in parameters if name not in fixed]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"options of dataset {kind!r} must be among {', '.join(valid)}, got {unknown}; "
-            "check the spelling"
-        )
-    required = [n for n in valid if parameters[n].default is inspect.Parameter.empty]
-    missing = [name for name in required if name not in options]
-    if missing:
-        raise ConfigError(
-            f"dataset {kind!r} needs the option(s) {', '.join(missing)}, got none; try e.g. "
-            "classes=3 or classes=[background, road, car]"
-        )
