@@ -1,8 +1,9 @@
 """The ``pixelwise`` command: a thin argparse layer over the Python API.
 
 Each subcommand parses its arguments, calls one API function and prints what it returns.
-Failures the user can fix (:class:`~pixelwise.errors.PixelwiseError`) print one line
-``error: ...`` to stderr and exit with status 2, without a traceback.
+Every failure the user can fix (:class:`~pixelwise.errors.PixelwiseError`, a mistyped command
+line, a data check that finds problems, an export that fails its parity check) prints one line
+``error: ...`` to stderr and exits with status 2, without a traceback.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.outputs import FORMATS
@@ -39,10 +41,18 @@ def one_line(err: PixelwiseError) -> str:
     return " ".join(line.strip() for line in text.splitlines())
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error line of every other failure: a mistyped command line prints
+    ``error: ...`` (no usage block) and exits with status 2, as argparse itself does."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"error: {message}; try {self.prog} --help\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
     from pixelwise import __version__
 
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="pixelwise", description="Semantic segmentation: FCN and U-Net, train to predict.")
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -192,7 +202,13 @@ def run_export(args: argparse.Namespace) -> int:
 
     report = export_checkpoint(args.checkpoint, args.out, args.format)
     print(report)
-    return 0 if report.passed else 1
+    if not report.passed:
+        raise PixelwiseError(
+            f"the {report.format} export {report.path} must match PyTorch within "
+            f"{report.tolerance:g}, got {report.max_abs_diff:.2e}; try the other --format, or "
+            "see docs/export.md"
+        )
+    return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -206,4 +222,5 @@ def run_data_check(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
     from pixelwise.data.checks import run_data_check
 
-    return run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    return 0
