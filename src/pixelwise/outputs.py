@@ -18,6 +18,7 @@ import tifffile
 from PIL import Image
 
 from pixelwise.errors import ConfigError
+from pixelwise.labels import label_dtype
 from pixelwise.postprocess import (
     GeoReference,
     find_instances,
@@ -173,7 +174,7 @@ def write_prediction(
     `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
     file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
     `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
-    Integer labels are stored as uint8 (<= 256 classes) or int16 (`compact_label`).
+    Integer labels are stored as `label_dtype`: uint8 (<= 256 classes) or int16 (`compact_label`).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -213,16 +214,16 @@ def write_prediction(
 
 
 def compact_label(label: np.ndarray) -> np.ndarray:
-    """The label map as uint8 (<= 256 classes) or int16, as `predict_tiled` returns it, so that
-    an int64 argmax does not make `.npy` and GeoTIFF files eight times larger."""
+    """The label map in `label_dtype` of its classes, as `predict_tiled` returns it, so that an
+    int64 argmax does not make `.npy` and GeoTIFF files eight times larger. A map already uint8
+    or int16, or holding values that are not class ids int16 can store (negative, or above
+    32767), is returned as it is."""
     label = np.asarray(label) if not isinstance(label, np.ndarray) else label
     if label.dtype in (np.uint8, np.int16) or label.size == 0:
         return label
     low, high = int(label.min()), int(label.max())
-    if low >= 0 and high < 256:
-        return label.astype(np.uint8)
-    if low >= np.iinfo(np.int16).min and high <= np.iinfo(np.int16).max:
-        return label.astype(np.int16)
+    if low >= 0 and high <= np.iinfo(np.int16).max:
+        return label.astype(label_dtype(high + 1))
     return label
 
 

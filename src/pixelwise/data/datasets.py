@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 from torch.utils.data import Dataset
 
@@ -475,9 +474,7 @@ def _isbi_samples(root: Path, part: str) -> tuple[list[Sample], list[Path]]:
     volume = root / f"{part}-volume.tif"
     if volume.is_file():
         labels = root / "train-labels.tif" if part == "train" else None
-        with tifffile.TiffFile(volume) as tiff:
-            count = len(tiff.pages)
-        return [Sample(volume, labels, page) for page in range(count)], []
+        return [Sample(volume, labels, page) for page in range(io.tiff_pages(volume))], []
     if part == "test":
         images = _files_by_stem(root / "test" / "image", io.IMAGE_SUFFIXES)
         return [Sample(images[s], None) for s in sorted(images, key=_slice_order)], []
