@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from pixelwise.data import io
 from pixelwise.data.datasets import FileDataset, open_dataset
+from pixelwise.data.stats import median_frequency_weights
 from pixelwise.errors import DataError
-from pixelwise.losses import median_frequency_weights
 
 
 @dataclass(frozen=True)
