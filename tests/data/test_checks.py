@@ -7,7 +7,7 @@ from conftest import require_shared, rgb, write_png
 from PIL import Image
 
 from pixelwise.data import FolderDataset, SyntheticShapes
-from pixelwise.data.checks import check_dataset, class_pixel_counts, quick_check, run_data_check
+from pixelwise.data.checks import check_dataset, quick_check, run_data_check
 from pixelwise.errors import DataError
 
 GOOD = np.array([[0, 0, 1, 1], [0, 2, 2, 255]], dtype=np.uint8)
@@ -107,7 +107,7 @@ def test_quick_check_reads_the_first_samples(tmp_path):
 
 def test_synthetic_data_is_scanned_through_its_items():
     data = SyntheticShapes(4, 32)
-    counts = class_pixel_counts(data)
+    counts = check_dataset(data, progress=False).class_counts
     expected = sum(np.bincount(data[i][1].numpy().ravel(), minlength=5) for i in range(4))
     assert counts == expected.tolist()
     quick_check(data)

@@ -198,11 +198,6 @@ def _count_classes(mask: np.ndarray, report: DataReport) -> None:
     report.ignored_pixels += int(mask.size - labelled.size)
 
 
-def class_pixel_counts(dataset: Dataset) -> list[int]:
-    """Pixels of each class over all masks of `dataset` (one full scan, no progress bar)."""
-    return check_dataset(dataset, progress=False).class_counts
-
-
 def quick_check(dataset: Dataset, samples: int = 3) -> None:
     """The cheap check training runs first: every image has its mask, every pair's headers
     are readable with equal sizes (nothing decoded: seconds for thousands of files), and the
