@@ -10,35 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from reliability.sample_files import SYNTHETIC_CONFIG, train_synthetic_run
 
 from pixelwise.cli import main
-
-# A tiny run, so that a mistake the CLI failed to catch costs a second of training, not minutes.
-TINY_CONFIG = """\
-model:
-  name: unet
-  options: {{base_channels: 4, depth: 2}}
-data:
-  dataset: synthetic
-  batch_size: 4
-  val_batch_size: 8
-  options: {{n: 8, size: 32}}
-train:
-  epochs: 1
-  device: cpu
-  progress: false
-  out_dir: {out}
-"""
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory) -> Path:
-    """A finished one-epoch run of `TINY_CONFIG`; its folder holds `best.safetensors`."""
-    out = tmp_path_factory.mktemp("tiny") / "run"
-    config = out.parent / "tiny.yaml"
-    config.write_text(TINY_CONFIG.format(out=out))
-    assert main(["train", str(config)]) == 0
-    return out
+    """A finished one-epoch tiny run; its folder holds `best.safetensors`."""
+    return train_synthetic_run(tmp_path_factory.mktemp("tiny") / "run")
 
 
 def run_cli(argv: list[str], capsys) -> tuple[int, str, str]:
@@ -113,7 +93,7 @@ def test_mistake_prints_one_error_line_and_exits_2(argv, fragment, tmp_path, req
     places = {"tmp": str(tmp_path), "config": str(tmp_path / "tiny.yaml")}
     if any("{run}" in arg for arg in argv):
         places["run"] = str(request.getfixturevalue("run_dir"))
-    (tmp_path / "tiny.yaml").write_text(TINY_CONFIG.format(out=tmp_path / "run"))
+    (tmp_path / "tiny.yaml").write_text(SYNTHETIC_CONFIG.format(out=tmp_path / "run"))
     (tmp_path / "list.yaml").write_text("- train\n- epochs\n")
     (tmp_path / "broken.yaml").write_text("train: {epochs: 1\n")
     for name, value in places.items():
