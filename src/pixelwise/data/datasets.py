@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from pixelwise.data import io
+from pixelwise.data import io, tables
 from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
@@ -50,25 +50,48 @@ class Sample:
 
 
 class FileDataset(Dataset):
-    """Shared loading for datasets of image/mask files (subclasses find the `samples`)."""
+    """Shared loading for datasets of image/mask files, one subclass per layout.
+
+    A published layout (VOC, CamVid, ISBI 2012, Cityscapes) says what its masks mean, in `info`
+    and `value_map` (raw mask value -> class id or ignore index, from `tables`), and where its
+    files are, in `find_samples`; this constructor, the reading and the checks are shared.
+    `FolderDataset` has a constructor of its own (two folders and the classes) around the same
+    `_take_samples`.
+    """
+
+    info: DatasetInfo
+    value_map: Mapping[int, int] = {}
+    colour_map: Mapping[tuple[int, int, int], int] | None = None
+    band_range: list[tuple[float, float]] | None = None
 
     def __init__(
         self,
-        samples: list[Sample],
-        info: DatasetInfo,
+        root: str | Path,
+        split: str = "train",
         *,
-        value_map: Mapping[int, int] | None = None,
-        colour_map: Mapping[tuple[int, int, int], int] | None = None,
-        band_range: list[tuple[float, float]] | None = None,
         transforms: Transforms | None = None,
         max_pixels: int = io.MAX_PIXELS,
-        unpaired: list[Path] | None = None,
         strict: bool = True,
     ) -> None:
-        self.samples, self.info, self.value_map = samples, info, dict(value_map or {})
-        self.colour_map, self.band_range = colour_map, band_range
+        self.root, self.split = Path(root), split
+        self._take_samples(*self.find_samples(), transforms, max_pixels, strict)
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        """The layout's pairs under `self.root` for `self.split`, in order, and the files found
+        without a partner."""
+        raise NotImplementedError
+
+    def _take_samples(
+        self,
+        samples: list[Sample],
+        unpaired: list[Path],
+        transforms: Transforms | None,
+        max_pixels: int,
+        strict: bool,
+    ) -> None:
+        """Keep the samples; with `strict`, refuse files without a partner and an empty set."""
+        self.samples, self.unpaired = samples, sorted(unpaired)
         self.transforms, self.max_pixels = transforms, max_pixels
-        self.unpaired = sorted(unpaired or [])
         if strict and self.unpaired:
             shown = ", ".join(str(path) for path in self.unpaired[:5])
             raise DataError(
@@ -234,23 +257,14 @@ class FolderDataset(FileDataset):
         jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
         if strict and jpeg_masks:
             io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
-        in_channels = _first_band_count(samples, max_pixels) if samples else 3
-        info = DatasetInfo(
+        self.info = DatasetInfo(
             classes=names,
             palette=list(palette) if palette else default_palette(len(names)),
             ignore_index=ignore_index,
-            in_channels=in_channels,
+            in_channels=_first_band_count(samples, max_pixels) if samples else 3,
         )
-        super().__init__(
-            samples,
-            info,
-            colour_map=colour_map,
-            band_range=band_range,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        self.colour_map, self.band_range = colour_map, band_range
+        self._take_samples(samples, unpaired, transforms, max_pixels, strict)
         self.binary_masks = binary_masks and len(names) == 2
         self._told_binary = False
 
@@ -274,31 +288,6 @@ def _first_band_count(samples: list[Sample], max_pixels: int) -> int:
     return 3
 
 
-VOC_CLASSES = [
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
-
-
 class VOCSegmentation(FileDataset):
     """Pascal VOC 2012 (`root` = the `VOC2012` folder or the `VOCdevkit` above it).
 
@@ -307,32 +296,15 @@ class VOCSegmentation(FileDataset):
     21 classes (FCN §4.1's PASCAL VOC setting).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        root = root / "VOC2012" if (root / "VOC2012").is_dir() else root
-        names = _read_split_list(root / "ImageSets" / "Segmentation" / f"{split}.txt")
-        pairs = [
+    info = tables.VOC_INFO
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        root = self.root / "VOC2012" if (self.root / "VOC2012").is_dir() else self.root
+        names = _read_split_list(root / "ImageSets" / "Segmentation" / f"{self.split}.txt")
+        return _existing([
             Sample(root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png")
             for name in names
-        ]
-        samples, unpaired = _existing(pairs)
-        info = DatasetInfo(VOC_CLASSES, default_palette(21), ignore_index=255, in_channels=3)
-        super().__init__(
-            samples,
-            info,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        ])
 
 
 def _read_split_list(path: Path) -> list[str]:
@@ -353,38 +325,6 @@ def _existing(pairs: list[Sample]) -> tuple[list[Sample], list[Path]]:
     return samples, unpaired
 
 
-CAMVID_CLASSES = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
-# SegNet's CamVid colours (the SegNet tutorial's camvid11 palette).
-CAMVID_PALETTE = [
-    (128, 128, 128),
-    (128, 0, 0),
-    (192, 192, 128),
-    (128, 64, 128),
-    (60, 40, 222),
-    (128, 128, 0),
-    (192, 128, 128),
-    (64, 64, 128),
-    (64, 0, 128),
-    (64, 64, 0),
-    (0, 128, 192),
-]
-
-
-CAMVID_VALUES = {**{i: i for i in range(11)}, 11: 255}
-
-
 class CamVid(FileDataset):
     """CamVid in the SegNet layout: `{split}/` RGB PNGs, `{split}annot/` 8-bit masks.
 
@@ -392,30 +332,12 @@ class CamVid(FileDataset):
     Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        samples, unpaired = pair_by_stem(root / split, root / f"{split}annot")
-        info = DatasetInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=255, in_channels=3)
-        super().__init__(
-            samples,
-            info,
-            value_map=CAMVID_VALUES,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+    info, value_map = tables.CAMVID_INFO, tables.CAMVID_VALUES
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        return pair_by_stem(self.root / self.split, self.root / f"{self.split}annot")
 
 
-ISBI_CLASSES = ["membrane", "cell"]
 # Suggested local split of the 30 labelled slices (shared data README): train 0-24, val 25-29.
 ISBI_DEFAULT_SLICES = {"train": range(0, 25), "val": range(25, 30), "trainval": None, "test": None}
 
@@ -431,6 +353,8 @@ class ISBI2012(FileDataset):
     `slices` (indices, a range, or a string "0-24") overrides the split's default selection.
     """
 
+    info, value_map = tables.ISBI_INFO, tables.ISBI_VALUES
+
     def __init__(
         self,
         root: str | Path,
@@ -441,32 +365,27 @@ class ISBI2012(FileDataset):
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
     ) -> None:
-        if split not in ISBI_DEFAULT_SLICES:
+        self.slices = slices
+        super().__init__(root, split, transforms=transforms, max_pixels=max_pixels, strict=strict)
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        if self.split not in ISBI_DEFAULT_SLICES:
             raise DataError(
-                f"split must be one of {', '.join(ISBI_DEFAULT_SLICES)}, got {split!r}; "
+                f"split must be one of {', '.join(ISBI_DEFAULT_SLICES)}, got {self.split!r}; "
                 "try 'train' (slices 0-24) or 'val' (25-29)"
             )
-        root = Path(root)
-        all_samples, unpaired = _isbi_samples(root, "test" if split == "test" else "train")
-        chosen = _parse_slices(slices) if slices is not None else ISBI_DEFAULT_SLICES[split]
-        if chosen is not None:
-            chosen = list(chosen)
-            if any(not 0 <= i < len(all_samples) for i in chosen):
-                raise DataError(
-                    f"{root}: slices must lie in 0..{len(all_samples) - 1}, got {chosen}; "
-                    "try slices='0-24'"
-                )
-            all_samples = [all_samples[i] for i in chosen]
-        info = DatasetInfo(ISBI_CLASSES, [(0, 0, 0), (255, 255, 255)], 255, in_channels=1)
-        super().__init__(
-            all_samples,
-            info,
-            value_map={0: 0, 255: 1},
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        samples, unpaired = _isbi_samples(self.root, "test" if self.split == "test" else "train")
+        slices = self.slices
+        chosen = _parse_slices(slices) if slices is not None else ISBI_DEFAULT_SLICES[self.split]
+        if chosen is None:
+            return samples, unpaired
+        chosen = list(chosen)
+        if any(not 0 <= i < len(samples) for i in chosen):
+            raise DataError(
+                f"{self.root}: slices must lie in 0..{len(samples) - 1}, got {chosen}; "
+                "try slices='0-24'"
+            )
+        return [samples[i] for i in chosen], unpaired
 
 
 def _isbi_samples(root: Path, part: str) -> tuple[list[Sample], list[Path]]:
@@ -499,72 +418,6 @@ def _parse_slices(slices: Sequence[int] | int | str) -> list[int]:
     return [int(i) for i in slices]
 
 
-CITYSCAPES_CLASSES = [
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-]
-CITYSCAPES_PALETTE = [
-    (128, 64, 128),
-    (244, 35, 232),
-    (70, 70, 70),
-    (102, 102, 156),
-    (190, 153, 153),
-    (153, 153, 153),
-    (250, 170, 30),
-    (220, 220, 0),
-    (107, 142, 35),
-    (152, 251, 152),
-    (70, 130, 180),
-    (220, 20, 60),
-    (255, 0, 0),
-    (0, 0, 142),
-    (0, 0, 70),
-    (0, 60, 100),
-    (0, 80, 100),
-    (0, 0, 230),
-    (119, 11, 32),
-]
-# cityscapesScripts labels.py: label id -> train id for the 19 evaluated classes.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0,
-    8: 1,
-    11: 2,
-    12: 3,
-    13: 4,
-    17: 5,
-    19: 6,
-    20: 7,
-    21: 8,
-    22: 9,
-    23: 10,
-    24: 11,
-    25: 12,
-    26: 13,
-    27: 14,
-    28: 15,
-    31: 16,
-    32: 17,
-    33: 18,
-}
-
-
 class Cityscapes(FileDataset):
     """Cityscapes fine annotations: `leftImg8bit/{split}/{city}/*_leftImg8bit.png` with
     `gtFine/{split}/{city}/*_gtFine_labelIds.png`.
@@ -573,17 +426,11 @@ class Cityscapes(FileDataset):
     all others are ignored (255), as in the official cityscapesScripts.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        image_root, mask_root = root / "leftImg8bit" / split, root / "gtFine" / split
+    info, value_map = tables.CITYSCAPES_INFO, tables.CITYSCAPES_VALUES
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        image_root = self.root / "leftImg8bit" / self.split
+        mask_root = self.root / "gtFine" / self.split
         if not image_root.is_dir():
             raise DataError(
                 f"{image_root}: the folder must exist, got nothing there; try a root that "
@@ -599,17 +446,7 @@ class Cityscapes(FileDataset):
             samples += found
             # Only labelIds masks count: the other gtFine files (color, instanceIds) are ignored.
             unpaired += [p for p in missing if "_gtFine_" not in p.name or "_labelIds" in p.name]
-        info = DatasetInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, 255, in_channels=3)
-        value_map = {label_id: CITYSCAPES_TRAIN_IDS.get(label_id, 255) for label_id in range(256)}
-        super().__init__(
-            samples,
-            info,
-            value_map=value_map,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        return samples, unpaired
 
 
 KINDS = ("synthetic", "folder", "voc", "camvid", "isbi2012", "cityscapes")
