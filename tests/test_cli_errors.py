@@ -54,6 +54,10 @@ MISTAKES = [
     (["data", "check", "{tmp}", "--dataset", "nope"], "dataset must be one of"),
     (["data", "check", "{tmp}/nowhere", "--dataset", "camvid"], "the folder must exist"),
     (["data", "check", "{tmp}", "--dataset", "folder"], "'folder' needs the option(s) classes"),
+    (["data", "check", "{tmp}", "--dataset", "folder", "--option", "classes=0"],
+     "classes must be an integer >= 1, got 0"),
+    (["data", "check", "{tmp}", "--dataset", "folder", "--option", "classes=2", "--option",
+      "strict=true"], "must not include strict"),
     # train: config file, overrides, model, dataset (docs/training.md)
     (["train", "{config}", "optim.lrr=0.1"], "got 'optim.lrr' in override 'optim.lrr=0.1'"),
     (["train", "{config}", "train.epochs=many"], "config value for 'train.epochs'"),
@@ -79,7 +83,10 @@ MISTAKES = [
     (["predict", "{run}/best.safetensors", "{tmp}/missing.png", "--out", "{tmp}/o"],
      "missing.png"),
     (["predict", "{run}/best.safetensors", "{tmp}/list.yaml", "--out", "{tmp}/o"], "list.yaml"),
+    (["evaluate", "{run}/best.safetensors", "--data", "synthetic", "--batch-size", "0"],
+     "argument --batch-size: must be at least 1, got 0"),
     (["export", "missing.safetensors", "--out", "{tmp}/m.onnx"], "missing.safetensors"),
+    (["demo", "--out", "{tmp}/list.yaml"], "File exists"),
     # the command line itself (argparse)
     (["nope"], "invalid choice: 'nope'"),
     (["data", "check", "{tmp}"], "the following arguments are required: --dataset"),

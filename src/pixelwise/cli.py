@@ -2,8 +2,9 @@
 
 Each subcommand parses its arguments, calls one API function and prints what it returns.
 Every failure the user can fix (:class:`~pixelwise.errors.PixelwiseError`, a mistyped command
-line, a data check that finds problems, an export that fails its parity check) prints one line
-``error: ...`` to stderr and exits with status 2, without a traceback.
+line, a path the file system refuses, a data check that finds problems, an export that fails its
+parity check) prints one line ``error: ...`` to stderr and exits with status 2 (:func:`fail`),
+without a traceback.
 """
 
 from __future__ import annotations
@@ -27,8 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except PixelwiseError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+        return fail(one_line(err))
+    except OSError as err:  # the file system refused a path: a file where a folder must go, ...
+        return fail(f"{err}; check the path and its permissions")
+
+
+def fail(message: str) -> int:
+    """Print the one line ``error: message`` to stderr; return the exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def one_line(err: PixelwiseError) -> str:
@@ -46,7 +54,15 @@ class _Parser(argparse.ArgumentParser):
     ``error: ...`` (no usage block) and exits with status 2, as argparse itself does."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"error: {message}; try {self.prog} --help\n")
+        raise SystemExit(fail(f"{message}; try {self.prog} --help"))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
     evaluate.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
                           help="also average over these input scales, e.g. 0.75 1 1.25")
-    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--batch-size", type=positive_int, default=1)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",

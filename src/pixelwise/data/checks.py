@@ -21,7 +21,7 @@ from tqdm import tqdm
 from pixelwise.data import io
 from pixelwise.data.datasets import FileDataset, open_dataset
 from pixelwise.data.stats import median_frequency_weights
-from pixelwise.errors import DataError
+from pixelwise.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ def check_dataset(
     else:
         if kind is None:
             raise DataError(f"kind must name the dataset layout of {dataset_or_root}, got None")
+        if "strict" in options:
+            raise ConfigError(
+                f"options of a data check must not include strict (the check reports what "
+                f"strict refuses), got strict={options['strict']!r}; try without it"
+            )
         strict = {} if kind == "synthetic" else {"strict": False}
         dataset = open_dataset(kind, dataset_or_root, split, **strict, **options)
         name = f"{kind} '{split}'" + ("" if kind == "synthetic" else f" at {dataset_or_root}")

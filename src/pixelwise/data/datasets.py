@@ -30,7 +30,7 @@ from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.labels import invalid_labels, label_error
-from pixelwise.options import check_int, check_options, signature_options
+from pixelwise.options import check_int, check_options, is_integer, signature_options
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +90,7 @@ class FileDataset(Dataset):
         strict: bool,
     ) -> None:
         """Keep the samples; with `strict`, refuse files without a partner and an empty set."""
+        check_int("max_pixels", max_pixels, minimum=1)
         self.samples, self.unpaired = samples, sorted(unpaired)
         self.transforms, self.max_pixels = transforms, max_pixels
         if strict and self.unpaired:
@@ -245,9 +246,7 @@ class FolderDataset(FileDataset):
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
     ) -> None:
-        names = (
-            [f"class_{i}" for i in range(classes)] if isinstance(classes, int) else list(classes)
-        )
+        names = _class_names(classes)
         samples, unpaired = pair_by_stem(Path(images), Path(masks))
         if strict and not samples and not unpaired:
             raise DataError(
@@ -257,14 +256,14 @@ class FolderDataset(FileDataset):
         jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
         if strict and jpeg_masks:
             io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
+        self.colour_map, self.band_range = colour_map, band_range
+        self._take_samples(samples, unpaired, transforms, max_pixels, strict)
         self.info = DatasetInfo(
             classes=names,
             palette=list(palette) if palette else default_palette(len(names)),
             ignore_index=ignore_index,
             in_channels=_first_band_count(samples, max_pixels) if samples else 3,
         )
-        self.colour_map, self.band_range = colour_map, band_range
-        self._take_samples(samples, unpaired, transforms, max_pixels, strict)
         self.binary_masks = binary_masks and len(names) == 2
         self._told_binary = False
 
@@ -276,6 +275,19 @@ class FolderDataset(FileDataset):
                 self._told_binary = True
             mask = (mask == 255).astype(np.int64)
         return mask
+
+
+def _class_names(classes: Sequence[str] | int) -> list[str]:
+    """A folder dataset's class names: the names given, or `class_0, class_1, ...` for a count."""
+    if is_integer(classes):
+        check_int("classes", classes, minimum=1)
+        return [f"class_{i}" for i in range(classes)]
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+        raise ConfigError(
+            f"classes must be the number of classes or their names, got {classes!r}; try "
+            "classes=3 or classes=[background, road, car]"
+        )
+    return list(classes)
 
 
 def _first_band_count(samples: list[Sample], max_pixels: int) -> int:
@@ -415,7 +427,12 @@ def _parse_slices(slices: Sequence[int] | int | str) -> list[int]:
         if not match:
             raise DataError(f"slices must look like '0-24', got {slices!r}; try slices='0-24'")
         return list(range(int(match[1]), int(match[2]) + 1))
-    return [int(i) for i in slices]
+    if not isinstance(slices, (list, tuple, range)) or not all(map(is_integer, slices)):
+        raise DataError(
+            f"slices must be slice indices, one index or a range like '0-24', got {slices!r}; "
+            "try slices='0-24'"
+        )
+    return list(slices)
 
 
 class Cityscapes(FileDataset):
