@@ -20,7 +20,8 @@ class DataError(PixelwiseError, ValueError):
 
 
 class ConfigError(PixelwiseError, ValueError):
-    """A configuration key is unknown or a value has the wrong type or range."""
+    """A configuration key or option is unknown, or a value (of a setting, or an argument of a
+    call such as a loss's logits) has the wrong type, shape or range."""
 
 
 class CheckpointError(PixelwiseError, ValueError):

@@ -111,7 +111,7 @@ def read_size(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS)
     """
     path = Path(path)
     if path.suffix.lower() in _TIFF_SUFFIXES:
-        with _open_tiff(path) as tiff:
+        with _tiff_file(path) as tiff:
             header = tiff.pages[page or 0]
             size = (int(header.imagelength), int(header.imagewidth))
         _check_pixels(path, size[0] * size[1], max_pixels)
@@ -226,8 +226,34 @@ def _open_pil(path: Path, max_pixels: int, load: bool = True) -> Iterator[Image.
         yield image
 
 
+def open_tiff(path: str | Path) -> np.ndarray:
+    """A whole TIFF (its first series) for `predict_tiled`, without reading it when possible.
+
+    Uncompressed, contiguous TIFFs (as written by `tifffile.imwrite` without compression) come
+    back as a read-only `numpy.memmap`, so only the tiles being predicted are read from disk;
+    other TIFFs (compressed, tiled) are read whole. Returns `(H, W)` or `(H, W, C)` (or
+    `(C, H, W)` for planar files). No pixel limit: this is the way in for images too large to
+    decode at once. Raises `DataError` naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image must be an existing TIFF file, got {path}; check the path")
+    with _tiff_file(path) as tiff:
+        series = tiff.series[0]
+        if series.dataoffset is None:  # compressed or tiled: not one contiguous block
+            return series.asarray()
+        dtype = np.dtype(tiff.byteorder + series.dtype.char)
+        return np.memmap(path, dtype, "r", series.dataoffset, series.shape, "C")
+
+
+def tiff_pages(path: Path) -> int:
+    """The number of pages of a TIFF (the slices of a stack such as ISBI 2012's volumes)."""
+    with _tiff_file(path) as tiff:
+        return len(tiff.pages)
+
+
 @contextlib.contextmanager
-def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+def _tiff_file(path: Path) -> Iterator[tifffile.TiffFile]:
     """`tifffile.TiffFile(path)`; a decoder error while it is open becomes `DataError`."""
     try:
         with tifffile.TiffFile(path) as tiff:
@@ -246,7 +272,7 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
 
     The pixel guard applies to one page (`width * height`), before anything is decoded.
     """
-    with _open_tiff(path) as tiff:
+    with _tiff_file(path) as tiff:
         first = tiff.pages[0]
         _check_pixels(path, first.imagewidth * first.imagelength, max_pixels)
         if page is None:

@@ -93,13 +93,12 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
 
 
 def class_weights_for(config: DataConfig, num_classes: int,
-                      train_set: Dataset | None = None) -> list[float] | None:
+                      train_set: Dataset) -> list[float] | None:
     """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
     balancing, Eigen & Fergus 2015, with SegNet's per-image denominator, counted over the
     un-augmented training masks: the same weights ``pixelwise data check`` prints).
 
-    ``train_set`` is the training split already opened (its transforms are not applied here);
-    without it the split is opened.
+    ``train_set`` is the training split already opened (its transforms are not applied here).
     """
     weights: Any = config.class_weights
     if weights is None:
@@ -107,11 +106,6 @@ def class_weights_for(config: DataConfig, num_classes: int,
     if weights == "auto":
         from pixelwise.data.checks import check_dataset
 
-        if train_set is None:
-            from pixelwise.data import open_dataset
-
-            train_set = open_dataset(config.dataset, config.root, config.train_split,
-                                     **config.options)
         plain = copy.copy(train_set)  # the same samples, without the augmentation
         plain.transforms = None
         return check_dataset(plain, progress=False).class_weights[:num_classes]

@@ -38,16 +38,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, overload
 
 import numpy as np
-import tifffile
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pixelwise.data.io import open_tiff  # noqa: F401  (re-exported: docs/inference.md's way in)
 from pixelwise.errors import ConfigError, DataError
+from pixelwise.labels import label_dtype
 from pixelwise.models.geometry import Geometry, geometry_of
 from pixelwise.models.layers import reflect_indices
 
@@ -60,23 +60,6 @@ class Span:
 
     start: int
     size: int
-
-
-def open_tiff(path: str | Path) -> np.ndarray:
-    """Open a TIFF for `predict_tiled` without reading it whole when that is possible.
-
-    Uncompressed, contiguous TIFFs (as written by `tifffile.imwrite` without compression) come
-    back as a read-only `numpy.memmap`, so only the tiles being predicted are read from disk;
-    other TIFFs (compressed, tiled) are read whole with `tifffile.imread`. Returns `(H, W)` or
-    `(H, W, C)` (or `(C, H, W)` for planar files).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image must be an existing TIFF file, got {path}; check the path")
-    try:
-        return tifffile.memmap(path, mode="r")
-    except ValueError:
-        return tifffile.imread(path)
 
 
 def window_1d(size: int, flat_start: bool, flat_end: bool, kind: str) -> np.ndarray:
@@ -116,11 +99,6 @@ def tile_spans(length: int, tile: int, stride: int, align: int, fixed_size: bool
         return [Span(k * stride, tile) for k in range(count)]
     last = (length - tile) // align * align
     return [Span(s, tile) for s in range(0, last, stride)] + [Span(last, length - last)]
-
-
-def label_dtype(num_classes: int) -> type[np.integer]:
-    """The label map's dtype: uint8 for up to 256 classes, else int16 (smaller files than int64)."""
-    return np.uint8 if num_classes <= 256 else np.int16
 
 
 class _Source:
