@@ -96,6 +96,24 @@ def build_parser() -> argparse.ArgumentParser:
                          help="geojson/coco: polygon simplification tolerance in pixels")
     predict.set_defaults(run=run_predict)
 
+    serve = commands.add_parser("serve", help="serve a model over HTTP, with a page to look at it")
+    serve.add_argument("model", metavar="CKPT_OR_ONNX",
+                       help="a .safetensors file written by train, or an .onnx file from export")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--max-batch", type=int, default=8,
+                       help="most same-size images per model call (1: no batching)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="longest wait for more images to batch after the first")
+    serve.add_argument("--max-upload-mb", type=float, default=32.0, help="request body limit")
+    serve.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                       help="decoded image limit, checked on the header (default: %(default)s)")
+    serve.add_argument("--tile-threshold", type=int, default=1024,
+                       help="images with a longer side go through tiled inference")
+    serve.set_defaults(run=run_serve)
+
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     export.add_argument("checkpoint", help="a .safetensors file written by train")
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
@@ -184,6 +202,16 @@ def run_predict(args: argparse.Namespace) -> int:
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
                          source_name=path.name, min_area=args.min_area, simplify=args.simplify)
     print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
+    return 0
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pixelwise.serve import ServeSettings, serve
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
+    serve(args.model, args.host, args.port, settings, tile_above=args.tile_threshold,
+          device=args.device)
     return 0
 
 
