@@ -76,6 +76,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
                           help="extra dataset option, e.g. n=32 (repeatable)")
+    evaluate.add_argument("--report", nargs="?", const=True, default=False, metavar="PATH",
+                          help="also write a self-contained HTML report (default PATH: "
+                               "report.html in the output folder)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="label maps and overlays for images")
@@ -182,7 +185,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
-                      batch_size=args.batch_size, device=args.device,
+                      batch_size=args.batch_size, device=args.device, report=args.report,
                       **parse_options(args.option))
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
