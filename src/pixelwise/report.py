@@ -303,8 +303,10 @@ td.num {{ text-align: right; font-variant-numeric: tabular-nums; }}
           vertical-align: middle; }}
 .absent {{ color: #999; }} td.cm {{ text-align: center; min-width: 36px; font-size: 12px; }}
 th.col {{ writing-mode: vertical-rl; transform: rotate(180deg); font-weight: normal; }}
-figure {{ display: inline-block; margin: 0 8px 8px 0; }} figure img {{ display: block;
-          image-rendering: pixelated; }} figcaption {{ color: #555; font-size: 12px; }}
+.sample {{ display: grid; grid-template-columns: repeat(4, minmax(0, 320px)); gap: 8px; }}
+.sample h3 {{ grid-column: 1 / -1; }} figure {{ margin: 0; }}
+figure img {{ display: block; width: 100%; image-rendering: pixelated; }}
+figcaption {{ color: #555; font-size: 12px; }}
 </style></head>
 <body><h1>{title}</h1><p class="subtitle">{subtitle}</p>
 {body}

@@ -117,7 +117,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     if gallery is not None:
         from pixelwise.report import write_report
 
-        about = {"checkpoint": str(checkpoint), "model": f"{meta.name} {meta.options}",
+        about = {"checkpoint": f"{checkpoint} (epoch {meta.epoch}, step {meta.step})",
+                 "model": f"{meta.name} {meta.options}",
                  "data": f"{dataset} {root}".strip(), "split": split, "options": options,
                  "TTA": f"flips {'h' if tta else 'none'}, scales {list(tta_scales)}",
                  "device": str(torch_device)}
