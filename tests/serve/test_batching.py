@@ -51,11 +51,13 @@ def test_concurrent_images_run_as_one_batch_each_with_its_own_output():
     assert calls == [6]
 
 
-def test_batches_hold_at_most_max_batch_images():
+@pytest.mark.parametrize(("max_batch", "images", "sizes"), [(4, 10, [4, 4, 2]),
+                                                           (1, 3, [1, 1, 1])])  # 1: no batching
+def test_batches_hold_at_most_max_batch_images(max_batch, images, sizes):
     batches = []
-    run_batches(MicroBatcher(recording(batches), max_batch=4, max_wait_ms=50),
-                [torch.zeros(1, 2, 2)] * 10)
-    assert [len(batch) for batch in batches] == [4, 4, 2]
+    run_batches(MicroBatcher(recording(batches), max_batch=max_batch, max_wait_ms=50),
+                [torch.zeros(1, 2, 2)] * images)
+    assert [len(batch) for batch in batches] == sizes
 
 
 def test_only_same_size_images_share_a_batch():
@@ -64,13 +66,6 @@ def test_only_same_size_images_share_a_batch():
     run_batches(MicroBatcher(recording(batches), max_batch=8, max_wait_ms=50), images)
     assert [[tuple(i.shape) for i in batch] for batch in batches] == [[(1, 2, 2), (1, 2, 2)],
                                                                      [(1, 3, 3)]]
-
-
-def test_max_batch_one_runs_every_image_alone():
-    batches = []
-    run_batches(MicroBatcher(recording(batches), max_batch=1, max_wait_ms=50),
-                [torch.zeros(1, 2, 2)] * 3)
-    assert [len(batch) for batch in batches] == [1, 1, 1]
 
 
 def test_a_failing_batch_fails_its_requests_and_the_batcher_carries_on():

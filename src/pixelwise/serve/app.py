@@ -125,8 +125,6 @@ def create_app(segmenter: Segmenter, settings: ServeSettings | None = None,
 
     app = FastAPI(title="pixelwise", version=__version__, lifespan=lifespan,
                   description="Semantic segmentation of uploaded images (pixelwise serve).")
-    app.state.segmenter, app.state.settings, app.state.metrics = segmenter, settings, metrics
-    app.state.batcher = batcher
     _add_error_handlers(app)
     _add_metrics_middleware(app, metrics)
     _add_info_routes(app, model_info(segmenter, settings, source), metrics)
@@ -172,7 +170,7 @@ def _add_error_handlers(app: FastAPI) -> None:
         first = error.errors()[0]
         where = ".".join(str(part) for part in first.get("loc", ()))
         return _error(400, f"{where} must be valid: {first.get('msg', 'invalid')}, got "
-                           f"{first.get('input')!r}; see GET /docs for the parameters")
+                           f"{repr(first.get('input'))[:80]}; see GET /docs for the parameters")
 
     @app.exception_handler(HTTPException)
     async def http_error(request: Request, error: HTTPException) -> JSONResponse:
