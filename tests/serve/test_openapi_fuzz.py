@@ -18,7 +18,7 @@ def test_no_generated_request_gets_a_server_error(live_server):
     cases = schema.as_strategy() | schema.as_strategy(GenerationMode.NEGATIVE)
 
     @given(case=cases)
-    @settings(max_examples=60, deadline=None, database=None,
+    @settings(max_examples=30, deadline=None, database=None,
               suppress_health_check=list(HealthCheck))
     def no_server_error(case):
         case.call_and_validate(checks=[not_a_server_error])

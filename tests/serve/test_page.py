@@ -50,7 +50,7 @@ def browser():
 def test_upload_shows_overlay_and_legend_and_toggling_a_class_changes_the_overlay(
         browser, live_server, tmp_path):
     path = tmp_path / "cells.png"
-    Image.fromarray(sample_image(300, 400, seed=3)).save(path)  # display_max 256: shown scaled
+    Image.fromarray(sample_image(240, 320, seed=3)).save(path)  # display_max 256: shown scaled
     page = browser.new_page(viewport={"width": 1000, "height": 620})
     page.goto(live_server)
     page.wait_for_function("document.getElementById('model-name').textContent.length > 0")
