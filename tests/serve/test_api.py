@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 
@@ -94,11 +95,11 @@ def test_embed_gives_display_layer_and_full_label(client, segmenter):
     image = sample_image()  # 40 x 56, display_max 32: shown at 23 x 32
     answer = client.post("/predict?format=json&embed=true", content=png_bytes(image)).json()
     label = segmenter.predict(image)
-    full = decode_png(__import__("base64").b64decode(answer["label_png"]))
+    full = decode_png(base64.b64decode(answer["label_png"]))
     np.testing.assert_array_equal(full, label)
     display = answer["display"]
     assert (display["width"], display["height"]) == (32, 23)
-    packed = decode_png(__import__("base64").b64decode(display["png"])).astype(int)
+    packed = decode_png(base64.b64decode(display["png"])).astype(int)
     rows = ((np.arange(23) + 0.5) * 40 / 23).astype(int)
     cols = ((np.arange(32) + 0.5) * 56 / 32).astype(int)
     np.testing.assert_array_equal(packed[..., 0] + 256 * packed[..., 1], label[np.ix_(rows, cols)])
