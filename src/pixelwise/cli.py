@@ -102,6 +102,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
                           help="extra dataset option, e.g. n=32 (repeatable)")
+    evaluate.add_argument("--report", nargs="?", const=True, default=False, metavar="PATH",
+                          help="also write a self-contained HTML report (default PATH: "
+                               "report.html in the output folder)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="label maps and overlays for images")
@@ -121,6 +124,24 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--simplify", type=float, default=0.0,
                          help="geojson/coco: polygon simplification tolerance in pixels")
     predict.set_defaults(run=run_predict)
+
+    serve = commands.add_parser("serve", help="serve a model over HTTP, with a page to look at it")
+    serve.add_argument("model", metavar="CKPT_OR_ONNX",
+                       help="a .safetensors file written by train, or an .onnx file from export")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to bind (default: %(default)s, this machine only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
+    serve.add_argument("--max-batch", type=int, default=8,
+                       help="most same-size images per model call (1: no batching)")
+    serve.add_argument("--max-wait-ms", type=float, default=5.0,
+                       help="longest wait for more images to batch after the first")
+    serve.add_argument("--max-upload-mb", type=float, default=32.0, help="request body limit")
+    serve.add_argument("--max-pixels", type=int, default=4096 * 4096,
+                       help="decoded image limit, checked on the header (default: %(default)s)")
+    serve.add_argument("--tile-threshold", type=int, default=1024,
+                       help="images with a longer side go through tiled inference")
+    serve.set_defaults(run=run_serve)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
     export.add_argument("checkpoint", help="a .safetensors file written by train")
@@ -190,7 +211,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
-                      batch_size=args.batch_size, device=args.device,
+                      batch_size=args.batch_size, device=args.device, report=args.report,
                       **parse_options(args.option))
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
@@ -230,6 +251,16 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
                         f"{[str(i) for i in inputs]}")
     return files
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    from pixelwise.serve import ServeSettings, serve
+
+    settings = ServeSettings(max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+                             max_upload_mb=args.max_upload_mb, max_pixels=args.max_pixels)
+    serve(args.model, args.host, args.port, settings, tile_above=args.tile_threshold,
+          device=args.device)
+    return 0
 
 
 def run_export(args: argparse.Namespace) -> int:

@@ -99,10 +99,12 @@ def instance_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
     shapely = import_extra("shapely", "vector")
     filled = ndimage.binary_fill_holes(mask)
     shift = np.asarray(offset, np.float64)
-    holes, count = ndimage.label(filled & ~mask)  # 4-connected, as binary_fill_holes sees them
+    holes, _ = ndimage.label(filled & ~mask)  # 4-connected, as binary_fill_holes sees them
     # the instance is 8-connected, so its outer contour joins diagonal neighbours ("high") and
-    # its holes, 4-connected, are separated at diagonal contacts ("low")
-    interiors = [_ring(holes == index, "low") + shift for index in range(1, count + 1)]
+    # its holes, 4-connected, are separated at diagonal contacts ("low"); each hole is traced
+    # inside its own box, so thousands of holes cost their own areas, not the instance's each
+    interiors = [_ring(holes[box] == index, "low") + shift + (box[1].start, box[0].start)
+                 for index, box in enumerate(ndimage.find_objects(holes), start=1)]
     return shapely.Polygon(_ring(filled, "high") + shift, interiors)
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,11 +28,14 @@ from pixelwise.errors import CheckpointError
 @torch.inference_mode()
 def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
-             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True) -> dict[str, Any]:
+             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True,
+             observe: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
+             ) -> dict[str, Any]:
     """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
 
     Whole validation images of any size are scored at their full size: a ``padding="valid"``
     U-Net runs on the mirror-extended image (:class:`pixelwise.models.MirrorExtended`).
+    ``observe(images, predictions, targets)`` sees every batch as scored (the report's gallery).
     """
     from pixelwise.metrics import ConfusionMatrix
     from pixelwise.models import same_size_output
@@ -45,7 +49,10 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     for image, target in bar:
         image = image.to(device, memory_format=memory_format)
         logits = net(image)
-        matrix.update(logits.argmax(1), match_target(target.to(device), logits))
+        prediction, target = logits.argmax(1), match_target(target.to(device), logits)
+        matrix.update(prediction, target)
+        if observe is not None:
+            observe(image, prediction, target)
     matrix.all_reduce()
     model.train(was_training)
     return matrix.compute()
@@ -54,7 +61,7 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
              out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
              device: str = "auto", progress: bool = True, tta_scales: tuple[float, ...] = (1.0,),
-             **options: Any) -> dict[str, Any]:
+             report: bool | str | Path = False, **options: Any) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
 
     ``tta`` averages the softmax of the image and its horizontal flip, ``tta_scales`` over
@@ -62,7 +69,9 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
     FCN metrics table) and ``files`` (what was written under ``out_dir``, default: a folder named
-    ``eval-<split>`` beside the checkpoint). ``options`` go to ``open_dataset``.
+    ``eval-<split>`` beside the checkpoint). ``options`` go to ``open_dataset``. ``report``
+    (True: ``report.html`` in the output folder, or a path) also writes the HTML report of
+    :mod:`pixelwise.report` and adds ``per_image_iou`` (dataset order) to the scores.
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
@@ -85,8 +94,15 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
 
     model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
+    gallery = None
+    if report:
+        from pixelwise.report import WorstImages
+
+        gallery = WorstImages(meta.num_classes, meta.ignore_index, meta.mean, meta.std)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress)
+                      torch.channels_last, progress=progress, observe=gallery)
+    if gallery is not None:
+        scores["per_image_iou"] = gallery.per_image_iou
     scores["classes"] = list(meta.classes)
     scores["table"] = format_table(scores, meta.classes)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
@@ -98,6 +114,18 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         "per_class_iou": per_class_iou_png(scores["iou"], meta.classes, out / "per_class_iou.png"),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
+    if gallery is not None:
+        from pixelwise.report import write_report
+
+        about = {"checkpoint": f"{checkpoint} (epoch {meta.epoch}, step {meta.step})",
+                 "model": f"{meta.name} {meta.options}",
+                 "data": f"{dataset} {root}".strip(), "split": split, "options": options,
+                 "TTA": f"flips {'h' if tta else 'none'}, scales {list(tta_scales)}",
+                 "device": str(torch_device)}
+        names = [Path(s.image).name for s in data.samples] if hasattr(data, "samples") else None
+        path = out / "report.html" if report is True else Path(report)
+        scores["files"]["report"] = str(write_report(
+            path, scores, meta.palette, about, gallery.worst, meta.ignore_index, names))
     atomic_write_bytes(files["metrics"], json.dumps(_json_safe(scores), indent=2).encode())
     return scores
 
