@@ -73,7 +73,8 @@ def test_write_prediction_writes_every_format(tmp_path):
     label = small_label()
     image = np.full((20, 30, 3), 100, np.uint8)
     written = write_prediction(label, tmp_path / "out" / "slide", FORMATS, PALETTE,
-                               ["bg", "a", "b"], image=image, source_name="slide.tif")
+                               ["bg", "a", "b"], image=image, source_name="slide.tif",
+                               background=(0,))
     assert sorted(written) == sorted(FORMATS)
     with Image.open(written["png"]) as png:
         np.testing.assert_array_equal(np.asarray(png), label)

@@ -54,7 +54,7 @@ def label_map() -> np.ndarray:
 
 def test_polygons_rasterise_back_to_instance_masks():
     masks = shapes()
-    instances = find_instances(label_map())
+    instances = find_instances(label_map(), background=(0,))
     assert len(instances) == 3
     for instance in instances:
         drawn = rasterise(instance.polygon)
@@ -69,7 +69,7 @@ def test_instance_boxes_areas_and_classes_by_hand():
     label[1:3, 2:5] = 1  # 2x3 block: box (x=2, y=1, w=3, h=2), 6 pixels
     label[4, 6] = 1  # single pixel
     label[5, 0:2] = 3
-    instances = find_instances(label)
+    instances = find_instances(label, background=(0,))
     assert [(i.class_id, i.bbox, i.area) for i in instances] == [
         (1, (2, 1, 3, 2), 6), (1, (6, 4, 1, 1), 1), (3, (0, 5, 2, 1), 2)]
     np.testing.assert_array_equal(class_areas(label, 4), [48 - 9, 7, 0, 2])
@@ -77,21 +77,28 @@ def test_instance_boxes_areas_and_classes_by_hand():
 
 def test_diagonal_neighbours_are_one_instance():
     label = np.eye(4, dtype=np.uint8)
-    (instance,) = find_instances(label)
+    (instance,) = find_instances(label, background=(0,))
     assert instance.area == 4
     np.testing.assert_array_equal(rasterise(instance.polygon, 4, 4), label.astype(bool))
+
+
+def test_every_class_is_an_object_unless_named_background():
+    label = np.zeros((4, 4), np.uint8)
+    label[0, 0] = 1
+    assert [i.class_id for i in find_instances(label)] == [0, 1]
+    assert [i.class_id for i in find_instances(label, background=(0,))] == [1]
 
 
 def test_min_area_drops_small_components():
     label = np.zeros((8, 8), np.uint8)
     label[0:3, 0:3] = 1
     label[6, 6] = 1
-    assert [i.area for i in find_instances(label, min_area=2)] == [9]
+    assert [i.area for i in find_instances(label, background=(0,), min_area=2)] == [9]
 
 
 def test_simplify_reduces_vertices_and_keeps_shape():
-    exact = find_instances(label_map())
-    simple = find_instances(label_map(), simplify=1.0)
+    exact = find_instances(label_map(), background=(0,))
+    simple = find_instances(label_map(), background=(0,), simplify=1.0)
     for a, b in zip(exact, simple, strict=True):
         assert len(b.polygon.exterior.coords) < len(a.polygon.exterior.coords)
         assert iou(rasterise(a.polygon), rasterise(b.polygon)) > 0.9
@@ -99,7 +106,7 @@ def test_simplify_reduces_vertices_and_keeps_shape():
 
 def test_coco_rle_decodes_to_instance_mask():
     label = label_map()
-    coco = to_coco(find_instances(label), SIZE, SIZE, segmentation="rle",
+    coco = to_coco(find_instances(label, background=(0,)), SIZE, SIZE, segmentation="rle",
                    class_names=["background", "ring", "shape"])
     masks = [mask_utils.decode({"size": a["segmentation"]["size"],
                                 "counts": a["segmentation"]["counts"].encode()})
@@ -114,7 +121,7 @@ def test_coco_rle_decodes_to_instance_mask():
 
 
 def test_coco_polygons_list_exterior_then_holes():
-    coco = to_coco(find_instances(label_map()), SIZE, SIZE)
+    coco = to_coco(find_instances(label_map(), background=(0,)), SIZE, SIZE)
     frame = next(a for a in coco["annotations"] if a["bbox"] == [34, 34, 28, 28])
     assert len(frame["segmentation"]) == 3
     exterior = shapely.Polygon(np.reshape(frame["segmentation"][0], (-1, 2)))
@@ -125,7 +132,7 @@ def test_geojson_applies_georeference_by_hand():
     label = np.zeros((4, 5), np.uint8)
     label[2, 3] = 1  # one pixel: x in [3, 4], y in [2, 3]
     georef = GeoReference("EPSG:32633", (10.0, 0.0, 1000.0, 0.0, -10.0, 5000.0))
-    collection = to_geojson(find_instances(label), ["bg", "tree"], georef)
+    collection = to_geojson(find_instances(label, background=(0,)), ["bg", "tree"], georef)
     (feature,) = collection["features"]
     assert feature["properties"] == {"class_id": 1, "class_name": "tree", "area_px": 1,
                                      "bbox_px": [3, 2, 1, 1]}

@@ -170,6 +170,7 @@ def write_prediction(
     image: np.ndarray | None = None,
     georef: GeoReference | None = None,
     *,
+    background: Sequence[int] = (),
     min_area: int = 0,
     simplify: float = 0.0,
     source_name: str | None = None,
@@ -180,7 +181,8 @@ def write_prediction(
     `out/slide1_overlay.png` (needs `image`, `(H, W, 3)` or `(H, W)` uint8), "geojson"
     `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
     file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
-    `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
+    `background` (class ids: the model's `ModelMeta.background`), `min_area` (pixels) and
+    `simplify` (pixels) shape the vector outputs (`find_instances`).
     Integer labels are stored as uint8 (<= 256 classes) or int16 (`compact_label`).
     """
     unknown = [f for f in formats if f not in FORMATS]
@@ -209,7 +211,8 @@ def write_prediction(
         written["geotiff"] = save_geotiff(label, stem.with_name(stem.name + ".tif"), georef,
                                           palette)
     if {"geojson", "coco"} & set(formats):
-        instances = find_instances(label, min_area=min_area, simplify=simplify)
+        instances = find_instances(label, background=background, min_area=min_area,
+                                   simplify=simplify)
     if "geojson" in formats:
         written["geojson"] = _write_json(stem.with_name(stem.name + ".geojson"),
                                          to_geojson(instances, class_names, georef))
@@ -242,11 +245,13 @@ def _write_json(path: Path, data: dict) -> Path:
 def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
                      formats: tuple[str, ...] = ("png", "overlay"),
                      source_name: str | None = None, min_area: int = 0,
-                     simplify: float = 0.0) -> dict[str, Path]:
+                     simplify: float = 0.0,
+                     background: Sequence[int] | None = None) -> dict[str, Path]:
     """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
     (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
 
     A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
+    ``background`` (class ids) replaces the checkpoint's ``meta.background`` when given.
     """
     from pixelwise.data.io import to_float_chw
 
@@ -257,10 +262,11 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
 
     chw = to_float_chw(image, segmenter.meta.in_channels)
     label = segmenter.predict(chw)
+    background = segmenter.meta.background if background is None else background
     return write_prediction(label, out_stem, formats, palette=segmenter.palette,
                             class_names=segmenter.classes, image=display_image(chw),
                             georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name)
+                            source_name=source_name, background=background)
 
 
 def display_image(chw: torch.Tensor) -> np.ndarray:

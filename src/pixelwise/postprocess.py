@@ -109,14 +109,14 @@ def instance_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
 def find_instances(
     label: np.ndarray,
     *,
-    background: Sequence[int] = (0,),
+    background: Sequence[int] = (),
     min_area: int = 0,
     simplify: float = 0.0,
 ) -> list[Instance]:
     """Connected components (8-connected) of each class of a label map `(H, W)`.
 
-    Classes in `background` are skipped; components with fewer than `min_area` pixels are
-    dropped; polygons are simplified with `simplify` pixels of tolerance (shapely, topology
+    Classes in `background` are skipped (none by default: a model's are
+    `ModelMeta.background`); components with fewer than `min_area` pixels are dropped; polygons are simplified with `simplify` pixels of tolerance (shapely, topology
     preserved; 0 keeps the exact pixel outline). Instances come ordered by class, then by their
     first pixel in row-major order.
     """

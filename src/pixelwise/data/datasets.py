@@ -197,6 +197,7 @@ class FolderDataset(FileDataset):
     read as binary (255 -> class 1), and one log line says so; `binary_masks=False` keeps
     255 as the ignore value instead. Images may be grey, RGB, or multi-band / 16-bit TIFF
     (`in_channels` is taken from the first image; `band_range` fixes the 16-bit scaling).
+    A class named "background" is the background of the instance outputs (`DatasetInfo`).
     """
 
     def __init__(
@@ -316,7 +317,8 @@ class VOCSegmentation(FileDataset):
             for name in names
         ]
         samples, unpaired = _existing(pairs)
-        info = DatasetInfo(VOC_CLASSES, default_palette(21), ignore_index=255, in_channels=3)
+        info = DatasetInfo(VOC_CLASSES, default_palette(21), ignore_index=255, in_channels=3,
+                           background=(0,))
         super().__init__(
             samples,
             info,
@@ -395,7 +397,8 @@ class CamVid(FileDataset):
     ) -> None:
         root = Path(root)
         samples, unpaired = pair_by_stem(root / split, root / f"{split}annot")
-        info = DatasetInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=255, in_channels=3)
+        info = DatasetInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=255, in_channels=3,
+                           background=())  # Sky is a class like the others
         super().__init__(
             samples,
             info,
@@ -449,7 +452,9 @@ class ISBI2012(FileDataset):
                     "try slices='0-24'"
                 )
             all_samples = [all_samples[i] for i in chosen]
-        info = DatasetInfo(ISBI_CLASSES, [(0, 0, 0), (255, 255, 255)], 255, in_channels=1)
+        # the objects are cells; the membrane between them is the background
+        info = DatasetInfo(ISBI_CLASSES, [(0, 0, 0), (255, 255, 255)], 255, in_channels=1,
+                           background=(0,))
         super().__init__(
             all_samples,
             info,
@@ -593,7 +598,8 @@ class Cityscapes(FileDataset):
             samples += found
             # Only labelIds masks count: the other gtFine files (color, instanceIds) are ignored.
             unpaired += [p for p in missing if "_gtFine_" not in p.name or "_labelIds" in p.name]
-        info = DatasetInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, 255, in_channels=3)
+        info = DatasetInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, 255, in_channels=3,
+                           background=())
         value_map = {label_id: CITYSCAPES_TRAIN_IDS.get(label_id, 255) for label_id in range(256)}
         super().__init__(
             samples,

@@ -1,0 +1,102 @@
+"""`pixelwise predict` instance outputs (GeoJSON, COCO) and overlays, through `cli.main`: which
+classes are background, COCO read back by pycocotools, overlay colours and legend."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from safetensors.torch import save_file
+
+from pixelwise.checkpoint import METADATA_KEY, ModelMeta, save_weights
+from pixelwise.cli import main
+from pixelwise.inference.predict import Segmenter
+from pixelwise.models import build
+
+pytest.importorskip("shapely")
+
+OPTIONS = {"base_channels": 4, "depth": 1, "in_channels": 3}
+
+
+def street() -> np.ndarray:
+    """What the model is made to predict: Sky (0) on top, a Building (1), a Car (2)."""
+    label = np.full((16, 24), 1, np.uint8)
+    label[:5] = 0
+    label[10:14, 3:9] = 2
+    return label
+
+
+def checkpoint(path: Path, classes: list[str], background: tuple[int, ...] | None = None, *,
+               recorded: bool = True) -> Path:
+    """A tiny U-Net checkpoint with these classes; `recorded=False` writes metadata without the
+    background field, as checkpoints were written before it existed."""
+    meta = ModelMeta(name="unet", num_classes=len(classes), options=OPTIONS, classes=classes,
+                     palette=[(128, 128, 128), (128, 0, 0), (64, 0, 128)][:len(classes)],
+                     ignore_index=255, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3,
+                     background=background)
+    model = build("unet", len(classes), **OPTIONS)
+    if recorded:
+        save_weights(path, model, meta)
+    else:
+        stored = asdict(meta)
+        del stored["background"]
+        tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+        save_file(tensors, str(path), metadata={METADATA_KEY: json.dumps(stored)})
+    return path
+
+
+@pytest.fixture
+def image(tmp_path, monkeypatch) -> Path:
+    """An input image; every Segmenter predicts `street()` for it."""
+    monkeypatch.setattr(Segmenter, "predict", lambda self, chw: street())
+    path = tmp_path / "street.png"
+    Image.fromarray(np.full((16, 24, 3), 90, np.uint8)).save(path)
+    return path
+
+
+def predicted_classes(ckpt: Path, image: Path, out: Path, *extra: str) -> list[str]:
+    assert main(["predict", str(ckpt), str(image), "--out", str(out),
+                 "--format", "geojson", *extra]) == 0
+    features = json.loads((out / "street.geojson").read_text())["features"]
+    return [f["properties"]["class_name"] for f in features]
+
+
+CAMVID = ["Sky", "Building", "Car"]
+
+
+def test_camvid_sky_is_an_object_of_geojson(tmp_path, image):
+    ckpt = checkpoint(tmp_path / "camvid.safetensors", CAMVID, background=())
+    assert predicted_classes(ckpt, image, tmp_path / "o") == CAMVID
+
+
+def test_background_option_overrides_the_checkpoint(tmp_path, image):
+    camvid = checkpoint(tmp_path / "camvid.safetensors", CAMVID, background=())
+    assert predicted_classes(camvid, image, tmp_path / "a", "--background", "0", "2") == [
+        "Building"]
+    voc_like = checkpoint(tmp_path / "bg.safetensors", ["background", "house", "car"], (0,))
+    assert predicted_classes(voc_like, image, tmp_path / "b") == ["house", "car"]
+    assert predicted_classes(voc_like, image, tmp_path / "c", "--background", "none") == [
+        "background", "house", "car"]
+
+
+def test_old_checkpoint_takes_the_class_named_background(tmp_path, image):
+    named = checkpoint(tmp_path / "named.safetensors", ["background", "house", "car"],
+                       recorded=False)
+    assert predicted_classes(named, image, tmp_path / "a") == ["house", "car"]
+    unnamed = checkpoint(tmp_path / "old.safetensors", CAMVID, recorded=False)
+    assert predicted_classes(unnamed, image, tmp_path / "b") == CAMVID
+
+
+@pytest.mark.parametrize(("ids", "message"), [
+    (["3"], r"background must be class ids 0\.\.2, got \[3\]"),
+    (["sky"], "--background must be class ids or none, got sky")])
+def test_background_option_must_name_class_ids(tmp_path, image, capsys, ids, message):
+    ckpt = checkpoint(tmp_path / "camvid.safetensors", CAMVID, background=())
+    assert main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "geojson", "--background", *ids]) == 2
+    assert re.match(f"error: {message}", capsys.readouterr().err)
