@@ -100,3 +100,31 @@ def test_background_option_must_name_class_ids(tmp_path, image, capsys, ids, mes
     assert main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "o"),
                  "--format", "geojson", "--background", *ids]) == 2
     assert re.match(f"error: {message}", capsys.readouterr().err)
+
+
+def holed() -> np.ndarray:
+    """A Building (1) with a hole showing Sky (0), beside a Car (2) without one."""
+    label = np.zeros((16, 24), np.uint8)
+    label[2:12, 2:12] = 1
+    label[5:8, 5:8] = 0
+    label[3:9, 15:21] = 2
+    return label
+
+
+@pytest.mark.parametrize(("option", "kinds"), [([], ["dict", "list"]),
+                                                (["--coco-rle"], ["dict", "dict"])])
+def test_coco_holes_as_rle_and_rle_for_all_on_request(tmp_path, image, monkeypatch, option,
+                                                      kinds):
+    from pycocotools.coco import COCO
+
+    monkeypatch.setattr(Segmenter, "predict", lambda self, chw: holed())
+    ckpt = checkpoint(tmp_path / "camvid.safetensors", CAMVID, background=(0,))
+    assert main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "coco", *option]) == 0
+    reader = COCO(str(tmp_path / "o" / "street.coco.json"))
+    annotations = reader.loadAnns(reader.getAnnIds())
+    assert [type(a["segmentation"]).__name__ for a in annotations] == kinds
+    building = reader.annToMask(annotations[0])
+    np.testing.assert_array_equal(building, holed() == 1)
+    assert annotations[0]["area"] == 100 - 9 and annotations[0]["category_id"] == 2
+    assert reader.loadCats(2) == [{"id": 2, "name": "Building"}]

@@ -97,6 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--background", nargs="+", metavar="ID",
                          help="class ids that are not objects (geojson/coco skip them, overlays "
                          "leave them untinted), or none (default: the checkpoint's)")
+    predict.add_argument("--coco-rle", action="store_true",
+                         help="coco: every object as RLE (default: polygons, RLE for objects "
+                         "with holes)")
     predict.set_defaults(run=run_predict)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
@@ -188,7 +191,8 @@ def run_predict(args: argparse.Namespace) -> int:
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
                          source_name=path.name, min_area=args.min_area, simplify=args.simplify,
-                         background=background)
+                         background=background,
+                         coco_segmentation="rle" if args.coco_rle else "auto")
     print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
     return 0
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import tifffile
@@ -174,13 +174,16 @@ def write_prediction(
     min_area: int = 0,
     simplify: float = 0.0,
     source_name: str | None = None,
+    coco_segmentation: Literal["auto", "rle"] = "auto",
 ) -> dict[str, Path]:
     """Write one prediction in each of `formats`; returns `{format: path written}`.
 
     Files (for `out_stem = out/slide1`): "png" `out/slide1.png` (palette label map), "overlay"
     `out/slide1_overlay.png` (needs `image`, `(H, W, 3)` or `(H, W)` uint8), "geojson"
-    `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
-    file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
+    `out/slide1.geojson`, "coco" `out/slide1.coco.json` (`source_name` is the image's file name;
+    `coco_segmentation` as `to_coco`'s `segmentation`: "auto" polygons, RLE for objects with
+    holes; "rle" RLE for all), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with
+    `georef`).
     `background` (class ids: the model's `ModelMeta.background`), `min_area` (pixels) and
     `simplify` (pixels) shape the vector outputs (`find_instances`).
     Integer labels are stored as uint8 (<= 256 classes) or int16 (`compact_label`).
@@ -218,7 +221,7 @@ def write_prediction(
                                          to_geojson(instances, class_names, georef))
     if "coco" in formats:
         coco = to_coco(instances, *label.shape, class_names=class_names,
-                       file_name=source_name or stem.name + ".png")
+                       file_name=source_name or stem.name + ".png", segmentation=coco_segmentation)
         written["coco"] = _write_json(stem.with_name(stem.name + ".coco.json"), coco)
     return written
 
@@ -246,7 +249,8 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
                      formats: tuple[str, ...] = ("png", "overlay"),
                      source_name: str | None = None, min_area: int = 0,
                      simplify: float = 0.0,
-                     background: Sequence[int] | None = None) -> dict[str, Path]:
+                     background: Sequence[int] | None = None,
+                     coco_segmentation: Literal["auto", "rle"] = "auto") -> dict[str, Path]:
     """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
     (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
 
@@ -266,7 +270,8 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
     return write_prediction(label, out_stem, formats, palette=segmenter.palette,
                             class_names=segmenter.classes, image=display_image(chw),
                             georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name, background=background)
+                            source_name=source_name, background=background,
+                            coco_segmentation=coco_segmentation)
 
 
 def display_image(chw: torch.Tensor) -> np.ndarray:

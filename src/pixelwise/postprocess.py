@@ -9,6 +9,7 @@ Polygons are traced by marching squares (`skimage.measure.find_contours` at leve
 contour passes between the pixel centres inside and outside the instance, so rasterising a polygon
 back (pixel centre inside the polygon) gives the instance mask again. An instance is one polygon:
 its outer contour (of the instance with its holes filled) and one interior ring per hole.
+COCO output writes objects with holes as RLE, since COCO polygons have no holes (`to_coco`).
 Needs the `vector` extra (scikit-image, shapely, pycocotools); georeferencing needs `geo`
 (rasterio).
 """
@@ -208,6 +209,12 @@ def coco_rle(instance: Instance, height: int, width: int) -> dict:
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def coco_polygon(instance: Instance) -> list[list[float]]:
+    """COCO polygon segmentation of an instance without holes: its exterior ring as one flat
+    `[x1, y1, x2, y2, ...]` list (the closing vertex dropped)."""
+    return [np.asarray(instance.polygon.exterior.coords)[:-1].ravel().round(2).tolist()]
+
+
 def to_coco(
     instances: Sequence[Instance],
     height: int,
@@ -216,34 +223,44 @@ def to_coco(
     class_names: Sequence[str] | None = None,
     file_name: str = "image.png",
     image_id: int = 1,
-    segmentation: Literal["polygon", "rle"] = "polygon",
+    segmentation: Literal["auto", "rle"] = "auto",
 ) -> dict:
     """COCO-style annotations of one image: `{"images", "annotations", "categories"}`.
 
-    `segmentation="polygon"`: each annotation's segmentation is a list of flat `[x1, y1, x2,
-    y2, ...]` rings (exterior first, then holes; COCO has no hole flag, so readers that fill
-    every ring ignore holes: use "rle" when holes matter). `"rle"`: compressed RLE, exact.
+    Category ids are class ids + 1 (COCO tools read id 0 as "no category"): class `c` is
+    category `c + 1`, named `class_names[c]`; every class of `class_names` is listed, so ids
+    and names agree across images.
+
+    `segmentation="auto"`: an object without holes is a polygon (its exterior ring), an object
+    with holes compressed RLE, because COCO polygons cannot carry holes (pycocotools fills every
+    ring). `"rle"`: compressed RLE for every object. Either way `pycocotools.COCO.annToMask`
+    gives the instance mask back exactly (polygons of `find_instances(simplify=0)` rasterise to
+    their mask pixel for pixel; simplified ones only approximately). `area` is the pixel count of
+    the segmentation as pycocotools decodes it.
     """
-    if segmentation not in ("polygon", "rle"):
-        raise ConfigError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}; "
+    if segmentation not in ("auto", "rle"):
+        raise ConfigError(f"segmentation must be 'auto' or 'rle', got {segmentation!r}; "
                           "try 'rle'")
+    mask_utils = import_extra("pycocotools.mask", "vector")
     annotations = []
     for number, instance in enumerate(instances, start=1):
-        if segmentation == "rle":
+        if segmentation == "rle" or instance.polygon.interiors:
             segments: Any = coco_rle(instance, height, width)
+            area = instance.area
         else:
-            rings = [instance.polygon.exterior, *instance.polygon.interiors]
-            segments = [np.asarray(ring.coords)[:-1].ravel().round(2).tolist() for ring in rings]
+            segments = coco_polygon(instance)
+            drawn = mask_utils.merge(mask_utils.frPyObjects(segments, height, width))
+            area = int(mask_utils.area(drawn))  # differs from instance.area once simplified
         annotations.append({
             "id": number,
             "image_id": image_id,
-            "category_id": instance.class_id,
+            "category_id": instance.class_id + 1,
             "segmentation": segments,
-            "area": instance.area,
+            "area": area,
             "bbox": list(instance.bbox),
             "iscrowd": 0,
         })
     class_ids = sorted({i.class_id for i in instances} | set(range(len(class_names or []))))
-    categories = [{"id": c, "name": _class_name(c, class_names)} for c in class_ids]
+    categories = [{"id": c + 1, "name": _class_name(c, class_names)} for c in class_ids]
     images = [{"id": image_id, "file_name": file_name, "height": height, "width": width}]
     return {"images": images, "annotations": annotations, "categories": categories}
