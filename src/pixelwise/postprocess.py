@@ -240,7 +240,7 @@ def to_coco(
     """
     if segmentation not in ("auto", "rle"):
         raise ConfigError(f"segmentation must be 'auto' or 'rle', got {segmentation!r}; "
-                          "try 'rle'")
+                          "try 'auto' (polygons, RLE for objects with holes)")
     mask_utils = import_extra("pycocotools.mask", "vector")
     annotations = []
     for number, instance in enumerate(instances, start=1):
