@@ -32,11 +32,11 @@ def street() -> np.ndarray:
 
 
 def checkpoint(path: Path, classes: list[str], background: tuple[int, ...] | None = None, *,
-               recorded: bool = True) -> Path:
+               recorded: bool = True, palette: list | None = None) -> Path:
     """A tiny U-Net checkpoint with these classes; `recorded=False` writes metadata without the
     background field, as checkpoints were written before it existed."""
     meta = ModelMeta(name="unet", num_classes=len(classes), options=OPTIONS, classes=classes,
-                     palette=[(128, 128, 128), (128, 0, 0), (64, 0, 128)][:len(classes)],
+                     palette=palette or [(128, 128, 128), (128, 0, 0), (64, 0, 128)],
                      ignore_index=255, in_channels=3, mean=[0.5] * 3, std=[0.25] * 3,
                      background=background)
     model = build("unet", len(classes), **OPTIONS)
@@ -128,3 +128,18 @@ def test_coco_holes_as_rle_and_rle_for_all_on_request(tmp_path, image, monkeypat
     np.testing.assert_array_equal(building, holed() == 1)
     assert annotations[0]["area"] == 100 - 9 and annotations[0]["category_id"] == 2
     assert reader.loadCats(2) == [{"id": 2, "name": "Building"}]
+
+
+def test_isbi_overlay_shows_the_cells_in_colour_with_a_legend(tmp_path, image, monkeypatch):
+    cells = street() != 0  # membrane (0) on top, cells below
+    monkeypatch.setattr(Segmenter, "predict", lambda self, chw: cells.astype(np.uint8))
+    isbi = checkpoint(tmp_path / "isbi.safetensors", ["membrane", "cell"], background=(0,),
+                      palette=[(0, 0, 0), (255, 255, 255)])  # ISBI's black and white
+    assert main(["predict", str(isbi), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "overlay"]) == 0
+    with Image.open(tmp_path / "o" / "street_overlay.png") as png:
+        overlay, legend = np.asarray(png).astype(int), json.loads(png.text["legend"])
+    assert (overlay[~cells] == 90).all()  # the grey input, untinted
+    assert (overlay[cells].max(1) - overlay[cells].min(1) > 50).all()  # clearly coloured
+    assert [e["name"] for e in legend] == ["membrane", "cell"]
+    assert (tmp_path / "o" / "street_legend.png").is_file()
