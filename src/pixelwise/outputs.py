@@ -23,6 +23,7 @@ from PIL.PngImagePlugin import PngInfo
 from pixelwise.errors import ConfigError, import_extra
 from pixelwise.postprocess import (
     GeoReference,
+    class_name,
     find_instances,
     read_georeference,
     to_coco,
@@ -135,10 +136,10 @@ def overlay_legend(label: np.ndarray, colours: Palette, class_names: Sequence[st
     `{"class_id", "name", "colour"}` with colour `"#rrggbb"`, or None for untinted background."""
     entries = []
     for class_id in np.unique(np.asarray(label)).tolist():
-        name = class_names[class_id] if class_names and class_id < len(class_names) else ""
         colour = None if class_id in background else "#{:02x}{:02x}{:02x}".format(
             *colours[class_id])
-        entries.append({"class_id": class_id, "name": name or str(class_id), "colour": colour})
+        entries.append({"class_id": class_id, "name": class_name(class_id, class_names),
+                        "colour": colour})
     return entries
 
 

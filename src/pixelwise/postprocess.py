@@ -145,7 +145,8 @@ def find_instances(
     return instances
 
 
-def _class_name(class_id: int, class_names: Sequence[str] | None) -> str:
+def class_name(class_id: int, class_names: Sequence[str] | None) -> str:
+    """`class_names[class_id]`, or the id as text when there is no name for it."""
     if class_names is not None and class_id < len(class_names):
         return class_names[class_id]
     return str(class_id)
@@ -176,7 +177,7 @@ def to_geojson(
             "geometry": geometry.mapping(polygon),
             "properties": {
                 "class_id": instance.class_id,
-                "class_name": _class_name(instance.class_id, class_names),
+                "class_name": class_name(instance.class_id, class_names),
                 "area_px": instance.area,
                 "bbox_px": list(instance.bbox),
             },
@@ -261,6 +262,6 @@ def to_coco(
             "iscrowd": 0,
         })
     class_ids = sorted({i.class_id for i in instances} | set(range(len(class_names or []))))
-    categories = [{"id": c + 1, "name": _class_name(c, class_names)} for c in class_ids]
+    categories = [{"id": c + 1, "name": class_name(c, class_names)} for c in class_ids]
     images = [{"id": image_id, "file_name": file_name, "height": height, "width": width}]
     return {"images": images, "annotations": annotations, "categories": categories}
