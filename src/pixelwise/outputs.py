@@ -135,7 +135,7 @@ def overlay_legend(label: np.ndarray, colours: Palette, class_names: Sequence[st
     """What an overlay shows, one entry per class present in `label` (by class id):
     `{"class_id", "name", "colour"}` with colour `"#rrggbb"`, or None for untinted background."""
     entries = []
-    for class_id in np.unique(np.asarray(label)).tolist():
+    for class_id in np.flatnonzero(np.bincount(np.asarray(label).ravel())).tolist():
         colour = None if class_id in background else "#{:02x}{:02x}{:02x}".format(
             *colours[class_id])
         entries.append({"class_id": class_id, "name": class_name(class_id, class_names),
@@ -160,21 +160,21 @@ def save_legend_png(entries: Sequence[dict], path: str | Path) -> Path:
     return Path(path)
 
 
-def save_overlay_png(image: np.ndarray, label: np.ndarray, path: str | Path, palette: Palette,
+def save_overlay_png(image: np.ndarray, label: np.ndarray, stem: str | Path, palette: Palette,
                      class_names: Sequence[str] | None = None,
                      background: Sequence[int] = ()) -> tuple[Path, Path]:
-    """Write `path` (`<stem>_overlay.png`: `overlay_palette` colours blended over `image`,
-    background untinted, the legend as JSON in the PNG text chunk "legend") and its legend image
-    `<stem>_legend.png` beside it. Returns both paths."""
+    """Write `<stem>_overlay.png` (`overlay_palette` colours blended over `image`, background
+    untinted, the legend as JSON in the PNG text chunk "legend") and its legend image
+    `<stem>_legend.png`. Returns both paths."""
     colours = overlay_palette(palette, background)
     entries = overlay_legend(label, colours, class_names, background)
     text = PngInfo()
     text.add_text("legend", json.dumps(entries))
-    path = Path(path)
+    stem = Path(stem)
+    path = stem.with_name(stem.name + "_overlay.png")
     Image.fromarray(color_overlay(image, label, colours, background=background)).save(
         path, pnginfo=text)
-    legend = path.with_name(path.name.removesuffix("_overlay.png") + "_legend.png")
-    return path, save_legend_png(entries, legend)
+    return path, save_legend_png(entries, stem.with_name(stem.name + "_legend.png"))
 
 
 def save_label_png(label: np.ndarray, path: str | Path, palette: Palette) -> Path:
@@ -280,9 +280,8 @@ def write_prediction(
     if "png" in formats:
         written["png"] = save_label_png(label, stem.with_name(stem.name + ".png"), palette)
     if "overlay" in formats:
-        written["overlay"], written["legend"] = save_overlay_png(
-            image, label, stem.with_name(stem.name + "_overlay.png"), palette, class_names,
-            background)
+        written["overlay"], written["legend"] = save_overlay_png(image, label, stem, palette,
+                                                                 class_names, background)
     if "npy" in formats:
         written["npy"] = stem.with_name(stem.name + ".npy")
         np.save(written["npy"], label)
