@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import pytest
@@ -70,3 +71,23 @@ def test_weights_without_pixelwise_metadata_are_refused(tmp_path):
     save_file({"w": torch.zeros(2)}, str(path))
     with pytest.raises(CheckpointError, match="pixelwise metadata"):
         ckpt.read_weights(path)
+
+
+def test_background_classes_round_trip(tmp_path):
+    meta = dataclasses.replace(_meta(), background=(1,))
+    ckpt.save_weights(tmp_path / "w.safetensors", nn.Conv2d(1, 2, 1), meta)
+    assert ckpt.read_weights(tmp_path / "w.safetensors")[1].background == (1,)
+
+
+@pytest.mark.parametrize(("classes", "background"), [
+    (["background", "cell"], (0,)), (["Sky", "Building"], ())])
+def test_old_checkpoint_without_background_takes_the_class_named_background(
+        tmp_path, classes, background):
+    import json
+    from dataclasses import asdict
+
+    stored = {**asdict(_meta()), "classes": classes}
+    del stored["background"]  # as written before checkpoints recorded it
+    path = tmp_path / "old.safetensors"
+    save_file({"w": torch.zeros(1)}, str(path), metadata={ckpt.METADATA_KEY: json.dumps(stored)})
+    assert ckpt.read_weights(path)[1].background == background

@@ -10,6 +10,7 @@ from pixelwise.outputs import (
     color_overlay,
     colorize,
     compact_label,
+    overlay_palette,
     save_geotiff,
     save_label_png,
     write_prediction,
@@ -57,6 +58,40 @@ def test_overlay_accepts_grey_image():
     np.testing.assert_array_equal(out, [[[228, 100, 100]]])  # (200+255)/2 = 227.5 -> 228
 
 
+def test_overlay_palette_replaces_greys_of_object_classes():
+    isbi = [(0, 0, 0), (255, 255, 255)]  # membrane, cell
+    assert overlay_palette(isbi, background=(0,)) == [(0, 0, 0), (255, 127, 14)]
+    assert overlay_palette(isbi) == [(255, 127, 14), (31, 119, 180)]
+    camvid = [(128, 128, 128), (128, 0, 0), (255, 127, 14)]  # grey Sky; orange already used
+    assert overlay_palette(camvid) == [(31, 119, 180), (128, 0, 0), (255, 127, 14)]
+
+
+def test_overlay_leaves_background_classes_untinted():
+    image = np.array([[[100, 100, 100], [10, 20, 30]]], np.uint8)
+    out = color_overlay(image, np.array([[1, 0]]), PALETTE, alpha=0.5, background=(0,))
+    np.testing.assert_array_equal(out, [[[178, 50, 50], [10, 20, 30]]])
+
+
+def test_binary_grey_overlay_tints_the_foreground_and_writes_a_legend(tmp_path):
+    import json
+
+    label = np.zeros((6, 8), np.uint8)
+    label[:, 4:] = 1
+    image = np.full((6, 8), 120, np.uint8)  # grey, as an EM slice
+    written = write_prediction(label, tmp_path / "slice", ("overlay",), [(0, 0, 0), (255, 255, 255)],
+                               ["membrane", "cell"], image=image, background=(0,))
+    with Image.open(written["overlay"]) as png:
+        overlay, legend = np.asarray(png), json.loads(png.text["legend"])
+    np.testing.assert_array_equal(overlay[0, 0], [120, 120, 120])  # membrane: the image itself
+    np.testing.assert_array_equal(overlay[0, 7], [188, 124, 67])  # (120 + (255, 127, 14)) / 2
+    assert legend == [{"class_id": 0, "name": "membrane", "colour": None},
+                      {"class_id": 1, "name": "cell", "colour": "#ff7f0e"}]
+    assert written["legend"] == tmp_path / "slice_legend.png"
+    with Image.open(written["legend"]) as png:
+        swatches = np.asarray(png.convert("RGB")).reshape(-1, 3)
+    assert (swatches == [255, 127, 14]).all(1).any()  # the cell's swatch
+
+
 def small_label() -> np.ndarray:
     label = np.zeros((20, 30), np.uint8)
     label[2:8, 3:12] = 1
@@ -73,8 +108,9 @@ def test_write_prediction_writes_every_format(tmp_path):
     label = small_label()
     image = np.full((20, 30, 3), 100, np.uint8)
     written = write_prediction(label, tmp_path / "out" / "slide", FORMATS, PALETTE,
-                               ["bg", "a", "b"], image=image, source_name="slide.tif")
-    assert sorted(written) == sorted(FORMATS)
+                               ["bg", "a", "b"], image=image, source_name="slide.tif",
+                               background=(0,))
+    assert sorted(written) == sorted([*FORMATS, "legend"])
     with Image.open(written["png"]) as png:
         np.testing.assert_array_equal(np.asarray(png), label)
     with Image.open(written["overlay"]) as overlay:

@@ -2,9 +2,9 @@
 
 The file's safetensors metadata carries, as JSON under :data:`METADATA_KEY`, everything needed to
 rebuild and run the model from that one file (model name/num_classes/options, class names,
-palette, ignore index, mean/std, in_channels, pixelwise version): :class:`ModelMeta`. So
-:func:`load_model` needs nothing else, and prediction, evaluation and export read checkpoints
-without the training package. Exported ONNX and TorchScript files carry the same JSON under the
+palette, background classes, ignore index, mean/std, in_channels, pixelwise version):
+:class:`ModelMeta`. So :func:`load_model` needs nothing else, and prediction, evaluation and
+export read checkpoints without the training package. Exported ONNX and TorchScript files carry the same JSON under the
 same key.
 
 Files are written atomically (:func:`atomic_write_bytes`): a temporary file in the same folder,
@@ -27,6 +27,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from pixelwise.data.info import background_by_name, check_background
 from pixelwise.errors import CheckpointError
 
 METADATA_KEY = "pixelwise"  # the metadata entry of .safetensors, .onnx and TorchScript files
@@ -35,7 +36,11 @@ WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.c
 
 @dataclass
 class ModelMeta:
-    """What a weights file says about its model (stored as JSON in the safetensors metadata)."""
+    """What a weights file says about its model (stored as JSON in the safetensors metadata).
+
+    `background`: ids of the classes that are not objects (the training data's
+    `DatasetInfo.background`), which instance outputs skip and overlays leave untinted.
+    """
 
     name: str
     num_classes: int
@@ -50,6 +55,13 @@ class ModelMeta:
     epoch: int = 0
     step: int = 0
     metrics: dict[str, float] = field(default_factory=dict)
+    background: tuple[int, ...] | None = None  # None: the classes named "background"
+
+    def __post_init__(self) -> None:
+        # Checkpoints written before `background` was recorded (and metadata built without it)
+        # take the classes named "background", as a folder dataset does: `background_by_name`.
+        stated = background_by_name(self.classes) if self.background is None else self.background
+        self.background = check_background(stated, self.num_classes)
 
     @classmethod
     def from_json(cls, text: str, path: Path) -> ModelMeta:

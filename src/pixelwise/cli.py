@@ -123,6 +123,12 @@ def build_parser() -> argparse.ArgumentParser:
                          help="geojson/coco: drop objects smaller than this many pixels")
     predict.add_argument("--simplify", type=float, default=0.0,
                          help="geojson/coco: polygon simplification tolerance in pixels")
+    predict.add_argument("--background", nargs="+", metavar="ID",
+                         help="class ids that are not objects (geojson/coco skip them, overlays "
+                         "leave them untinted), or none (default: the checkpoint's)")
+    predict.add_argument("--coco-rle", action="store_true",
+                         help="coco: every object as RLE (default: polygons, RLE for objects "
+                         "with holes)")
     predict.set_defaults(run=run_predict)
 
     serve = commands.add_parser("serve", help="serve a model over HTTP, with a page to look at it")
@@ -227,12 +233,32 @@ def run_predict(args: argparse.Namespace) -> int:
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
         tta_scales=tuple(args.tta_scales), progress=True)
+    background = parse_background(args.background, segmenter.meta.num_classes)
     files = expand_inputs(args.inputs)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
-                         source_name=path.name, min_area=args.min_area, simplify=args.simplify)
+                         source_name=path.name, min_area=args.min_area, simplify=args.simplify,
+                         background=background,
+                         coco_segmentation="rle" if args.coco_rle else "auto")
     print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
     return 0
+
+
+def parse_background(values: list[str] | None, num_classes: int) -> tuple[int, ...] | None:
+    """``--background``: None when not given (the checkpoint's), ``()`` for ``none``, else the
+    class ids, checked against the model's classes."""
+    from pixelwise.data.info import check_background
+
+    if values is None:
+        return None
+    if [v.lower() for v in values] == ["none"]:
+        return ()
+    try:
+        ids = [int(v) for v in values]
+    except ValueError:
+        raise ConfigError(f"--background must be class ids or none, got {' '.join(values)}; "
+                          "try --background 0") from None
+    return check_background(ids, num_classes)
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:

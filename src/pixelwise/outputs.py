@@ -13,16 +13,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import tifffile
-from PIL import Image
+from PIL import Image, ImageDraw
+from PIL.PngImagePlugin import PngInfo
 
 from pixelwise.errors import ConfigError, import_extra
 from pixelwise.labels import label_dtype
 from pixelwise.postprocess import (
     GeoReference,
+    class_name,
     find_instances,
     read_georeference,
     to_coco,
@@ -75,13 +77,36 @@ def colorize(label: np.ndarray, palette: Palette) -> np.ndarray:
     return colours[_check_label(label, len(colours))]
 
 
+# Vivid colours (matplotlib's tab10 without its grey) that take the place of black, white and
+# grey palette colours in overlays: blended over a grey image those leave it grey.
+OVERLAY_COLOURS = ((255, 127, 14), (31, 119, 180), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+                   (23, 190, 207), (227, 119, 194), (188, 189, 34), (140, 86, 75))
+MIN_CHROMA = 64  # max - min channel below which a colour counts as grey
+
+
+def overlay_palette(palette: Palette, background: Sequence[int] = ()) -> list[tuple[int, int, int]]:
+    """The colours an overlay tints the classes with, one per class: the palette's, except that
+    each grey one (black, white, greys: max - min channel < 64, such as ISBI's black membrane and
+    white cells, or CamVid's grey Sky) of a class not in `background` is replaced by the next of
+    `OVERLAY_COLOURS` the palette does not use. Background classes keep their colour (overlays
+    leave them untinted)."""
+    colours = [tuple(int(v) for v in c) for c in _palette_array(palette)]
+    spare = (c for c in OVERLAY_COLOURS if c not in colours)
+    for class_id, colour in enumerate(colours):
+        if class_id not in background and max(colour) - min(colour) < MIN_CHROMA:
+            colours[class_id] = next(spare, OVERLAY_COLOURS[class_id % len(OVERLAY_COLOURS)])
+    return colours
+
+
 def color_overlay(
-    image: np.ndarray, label: np.ndarray, palette: Palette, alpha: float = 0.5
+    image: np.ndarray, label: np.ndarray, palette: Palette, alpha: float = 0.5,
+    background: Sequence[int] = (),
 ) -> np.ndarray:
-    """Blend the class colours over an image: `round((1 - alpha) * image + alpha * colour)`.
+    """Blend the class colours over an image: `round((1 - alpha) * image + alpha * colour)`,
+    except on pixels of the `background` classes, which keep the image's own values.
 
     `image` is `(H, W, 3)` uint8 (or `(H, W)` grey, repeated to RGB); `label` is `(H, W)`.
-    Returns `(H, W, 3)` uint8.
+    Returns `(H, W, 3)` uint8. `overlay_palette` gives colours that show on grey images.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ConfigError(f"alpha must lie in [0, 1], got {alpha}; try 0.5")
@@ -100,7 +125,57 @@ def color_overlay(
             "try predicting on the same image"
         )
     blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours.astype(np.float32)
-    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    blended = np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+    untinted = np.isin(label, list(background))
+    blended[untinted] = image[untinted]
+    return blended
+
+
+def overlay_legend(label: np.ndarray, colours: Palette, class_names: Sequence[str] | None = None,
+                   background: Sequence[int] = ()) -> list[dict]:
+    """What an overlay shows, one entry per class present in `label` (by class id):
+    `{"class_id", "name", "colour"}` with colour `"#rrggbb"`, or None for untinted background."""
+    entries = []
+    for class_id in np.flatnonzero(np.bincount(np.asarray(label).ravel())).tolist():
+        colour = None if class_id in background else "#{:02x}{:02x}{:02x}".format(
+            *colours[class_id])
+        entries.append({"class_id": class_id, "name": class_name(class_id, class_names),
+                        "colour": colour})
+    return entries
+
+
+def save_legend_png(entries: Sequence[dict], path: str | Path) -> Path:
+    """Draw `overlay_legend` entries as a small PNG: a swatch and the class name per row (an
+    empty swatch and "not tinted" for background)."""
+    row, swatch = 20, 14
+    texts = [e["name"] + (" (not tinted)" if e["colour"] is None else "") for e in entries]
+    measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
+    width = 2 * row + max((int(measure.textlength(t)) for t in texts), default=0)
+    legend = Image.new("RGB", (width, row * max(len(entries), 1) + 4), "white")
+    draw = ImageDraw.Draw(legend)
+    for index, (entry, text) in enumerate(zip(entries, texts, strict=True)):
+        top = 3 + index * row
+        draw.rectangle((4, top, 4 + swatch, top + swatch), fill=entry["colour"], outline="black")
+        draw.text((row + 6, top + 1), text, fill="black")
+    legend.save(path)
+    return Path(path)
+
+
+def save_overlay_png(image: np.ndarray, label: np.ndarray, stem: str | Path, palette: Palette,
+                     class_names: Sequence[str] | None = None,
+                     background: Sequence[int] = ()) -> tuple[Path, Path]:
+    """Write `<stem>_overlay.png` (`overlay_palette` colours blended over `image`, background
+    untinted, the legend as JSON in the PNG text chunk "legend") and its legend image
+    `<stem>_legend.png`. Returns both paths."""
+    colours = overlay_palette(palette, background)
+    entries = overlay_legend(label, colours, class_names, background)
+    text = PngInfo()
+    text.add_text("legend", json.dumps(entries))
+    stem = Path(stem)
+    path = stem.with_name(stem.name + "_overlay.png")
+    Image.fromarray(color_overlay(image, label, colours, background=background)).save(
+        path, pnginfo=text)
+    return path, save_legend_png(entries, stem.with_name(stem.name + "_legend.png"))
 
 
 def save_label_png(label: np.ndarray, path: str | Path, palette: Palette) -> Path:
@@ -171,16 +246,22 @@ def write_prediction(
     image: np.ndarray | None = None,
     georef: GeoReference | None = None,
     *,
+    background: Sequence[int] = (),
     min_area: int = 0,
     simplify: float = 0.0,
     source_name: str | None = None,
+    coco_segmentation: Literal["auto", "rle"] = "auto",
 ) -> dict[str, Path]:
     """Write one prediction in each of `formats`; returns `{format: path written}`.
 
     Files (for `out_stem = out/slide1`): "png" `out/slide1.png` (palette label map), "overlay"
-    `out/slide1_overlay.png` (needs `image`, `(H, W, 3)` or `(H, W)` uint8), "geojson"
-    `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
-    file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
+    `out/slide1_overlay.png` and `out/slide1_legend.png` (needs `image`, `(H, W, 3)` or `(H, W)`
+    uint8; `save_overlay_png`, returned as "overlay" and "legend"), "geojson"
+    `out/slide1.geojson`, "coco" `out/slide1.coco.json` (`source_name` is the image's file name;
+    `coco_segmentation` as `to_coco`'s `segmentation`: "auto" polygons, RLE for objects with
+    holes; "rle" RLE for all), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with
+    `georef`).
+    `background` (class ids: the model's `ModelMeta.background`; untinted in the overlay),
     `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
     Integer labels are stored as `label_dtype`: uint8 (<= 256 classes) or int16 (`compact_label`).
     """
@@ -200,9 +281,8 @@ def write_prediction(
     if "png" in formats:
         written["png"] = save_label_png(label, stem.with_name(stem.name + ".png"), palette)
     if "overlay" in formats:
-        path = stem.with_name(stem.name + "_overlay.png")
-        Image.fromarray(color_overlay(image, label, palette)).save(path)
-        written["overlay"] = path
+        written["overlay"], written["legend"] = save_overlay_png(image, label, stem, palette,
+                                                                 class_names, background)
     if "npy" in formats:
         written["npy"] = stem.with_name(stem.name + ".npy")
         np.save(written["npy"], label)
@@ -210,13 +290,14 @@ def write_prediction(
         written["geotiff"] = save_geotiff(label, stem.with_name(stem.name + ".tif"), georef,
                                           palette)
     if {"geojson", "coco"} & set(formats):
-        instances = find_instances(label, min_area=min_area, simplify=simplify)
+        instances = find_instances(label, background=background, min_area=min_area,
+                                   simplify=simplify)
     if "geojson" in formats:
         written["geojson"] = _write_json(stem.with_name(stem.name + ".geojson"),
                                          to_geojson(instances, class_names, georef))
     if "coco" in formats:
         coco = to_coco(instances, *label.shape, class_names=class_names,
-                       file_name=source_name or stem.name + ".png")
+                       file_name=source_name or stem.name + ".png", segmentation=coco_segmentation)
         written["coco"] = _write_json(stem.with_name(stem.name + ".coco.json"), coco)
     return written
 
@@ -243,11 +324,14 @@ def _write_json(path: Path, data: dict) -> Path:
 def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
                      formats: tuple[str, ...] = ("png", "overlay"),
                      source_name: str | None = None, min_area: int = 0,
-                     simplify: float = 0.0) -> dict[str, Path]:
+                     simplify: float = 0.0,
+                     background: Sequence[int] | None = None,
+                     coco_segmentation: Literal["auto", "rle"] = "auto") -> dict[str, Path]:
     """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
     (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
 
     A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
+    ``background`` (class ids) replaces the checkpoint's ``meta.background`` when given.
     """
     from pixelwise.data.io import to_float_chw
 
@@ -258,10 +342,12 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
 
     chw = to_float_chw(image, segmenter.meta.in_channels)
     label = segmenter.predict(chw)
+    background = segmenter.meta.background if background is None else background
     return write_prediction(label, out_stem, formats, palette=segmenter.palette,
                             class_names=segmenter.classes, image=display_image(chw),
                             georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name)
+                            source_name=source_name, background=background,
+                            coco_segmentation=coco_segmentation)
 
 
 def display_image(chw: torch.Tensor) -> np.ndarray:

@@ -9,6 +9,7 @@ Polygons are traced by marching squares (`skimage.measure.find_contours` at leve
 contour passes between the pixel centres inside and outside the instance, so rasterising a polygon
 back (pixel centre inside the polygon) gives the instance mask again. An instance is one polygon:
 its outer contour (of the instance with its holes filled) and one interior ring per hole.
+COCO output writes objects with holes as RLE, since COCO polygons have no holes (`to_coco`).
 Needs the `vector` extra (scikit-image, shapely, pycocotools); georeferencing needs `geo`
 (rasterio).
 """
@@ -111,14 +112,14 @@ def instance_polygon(mask: np.ndarray, offset: tuple[int, int] = (0, 0)) -> Any:
 def find_instances(
     label: np.ndarray,
     *,
-    background: Sequence[int] = (0,),
+    background: Sequence[int] = (),
     min_area: int = 0,
     simplify: float = 0.0,
 ) -> list[Instance]:
     """Connected components (8-connected) of each class of a label map `(H, W)`.
 
-    Classes in `background` are skipped; components with fewer than `min_area` pixels are
-    dropped; polygons are simplified with `simplify` pixels of tolerance (shapely, topology
+    Classes in `background` are skipped (none by default: a model's are
+    `ModelMeta.background`); components with fewer than `min_area` pixels are dropped; polygons are simplified with `simplify` pixels of tolerance (shapely, topology
     preserved; 0 keeps the exact pixel outline). Instances come ordered by class, then by their
     first pixel in row-major order.
     """
@@ -146,7 +147,8 @@ def find_instances(
     return instances
 
 
-def _class_name(class_id: int, class_names: Sequence[str] | None) -> str:
+def class_name(class_id: int, class_names: Sequence[str] | None) -> str:
+    """`class_names[class_id]`, or the id as text when there is no name for it."""
     if class_names is not None and class_id < len(class_names):
         return class_names[class_id]
     return str(class_id)
@@ -177,7 +179,7 @@ def to_geojson(
             "geometry": geometry.mapping(polygon),
             "properties": {
                 "class_id": instance.class_id,
-                "class_name": _class_name(instance.class_id, class_names),
+                "class_name": class_name(instance.class_id, class_names),
                 "area_px": instance.area,
                 "bbox_px": list(instance.bbox),
             },
@@ -210,6 +212,12 @@ def coco_rle(instance: Instance, height: int, width: int) -> dict:
     return {"size": [height, width], "counts": rle["counts"].decode("ascii")}
 
 
+def coco_polygon(instance: Instance) -> list[list[float]]:
+    """COCO polygon segmentation of an instance without holes: its exterior ring as one flat
+    `[x1, y1, x2, y2, ...]` list (the closing vertex dropped)."""
+    return [np.asarray(instance.polygon.exterior.coords)[:-1].ravel().round(2).tolist()]
+
+
 def to_coco(
     instances: Sequence[Instance],
     height: int,
@@ -218,34 +226,44 @@ def to_coco(
     class_names: Sequence[str] | None = None,
     file_name: str = "image.png",
     image_id: int = 1,
-    segmentation: Literal["polygon", "rle"] = "polygon",
+    segmentation: Literal["auto", "rle"] = "auto",
 ) -> dict:
     """COCO-style annotations of one image: `{"images", "annotations", "categories"}`.
 
-    `segmentation="polygon"`: each annotation's segmentation is a list of flat `[x1, y1, x2,
-    y2, ...]` rings (exterior first, then holes; COCO has no hole flag, so readers that fill
-    every ring ignore holes: use "rle" when holes matter). `"rle"`: compressed RLE, exact.
+    Category ids are class ids + 1 (COCO tools read id 0 as "no category"): class `c` is
+    category `c + 1`, named `class_names[c]`; every class of `class_names` is listed, so ids
+    and names agree across images.
+
+    `segmentation="auto"`: an object without holes is a polygon (its exterior ring), an object
+    with holes compressed RLE, because COCO polygons cannot carry holes (pycocotools fills every
+    ring). `"rle"`: compressed RLE for every object. Either way `pycocotools.COCO.annToMask`
+    gives the instance mask back exactly (polygons of `find_instances(simplify=0)` rasterise to
+    their mask pixel for pixel; simplified ones only approximately). `area` is the pixel count of
+    the segmentation as pycocotools decodes it.
     """
-    if segmentation not in ("polygon", "rle"):
-        raise ConfigError(f"segmentation must be 'polygon' or 'rle', got {segmentation!r}; "
-                          "try 'rle'")
+    if segmentation not in ("auto", "rle"):
+        raise ConfigError(f"segmentation must be 'auto' or 'rle', got {segmentation!r}; "
+                          "try 'auto' (polygons, RLE for objects with holes)")
+    mask_utils = import_extra("pycocotools.mask", "vector")
     annotations = []
     for number, instance in enumerate(instances, start=1):
-        if segmentation == "rle":
+        if segmentation == "rle" or instance.polygon.interiors:
             segments: Any = coco_rle(instance, height, width)
+            area = instance.area
         else:
-            rings = [instance.polygon.exterior, *instance.polygon.interiors]
-            segments = [np.asarray(ring.coords)[:-1].ravel().round(2).tolist() for ring in rings]
+            segments = coco_polygon(instance)
+            drawn = mask_utils.merge(mask_utils.frPyObjects(segments, height, width))
+            area = int(mask_utils.area(drawn))  # differs from instance.area once simplified
         annotations.append({
             "id": number,
             "image_id": image_id,
-            "category_id": instance.class_id,
+            "category_id": instance.class_id + 1,
             "segmentation": segments,
-            "area": instance.area,
+            "area": area,
             "bbox": list(instance.bbox),
             "iscrowd": 0,
         })
     class_ids = sorted({i.class_id for i in instances} | set(range(len(class_names or []))))
-    categories = [{"id": c, "name": _class_name(c, class_names)} for c in class_ids]
+    categories = [{"id": c + 1, "name": class_name(c, class_names)} for c in class_ids]
     images = [{"id": image_id, "file_name": file_name, "height": height, "width": width}]
     return {"images": images, "annotations": annotations, "categories": categories}

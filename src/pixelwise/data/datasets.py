@@ -217,6 +217,7 @@ class FolderDataset(FileDataset):
     read as binary (255 -> class 1), and one log line says so; `binary_masks=False` keeps
     255 as the ignore value instead. Images may be grey, RGB, or multi-band / 16-bit TIFF
     (`in_channels` is taken from the first image; `band_range` fixes the 16-bit scaling).
+    A class named "background" is the background of the instance outputs (`DatasetInfo`).
     """
 
     def __init__(

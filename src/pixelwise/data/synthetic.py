@@ -59,7 +59,8 @@ class SyntheticShapes(Dataset):
         self.n, self.height, self.width, self.seed = n, height, width, seed
         self.shapes, self.noise, self.transforms = shapes, noise, transforms
         self.info = DatasetInfo(
-            classes=list(SHAPE_CLASSES), palette=default_palette(len(SHAPE_CLASSES)), in_channels=3
+            classes=list(SHAPE_CLASSES), palette=default_palette(len(SHAPE_CLASSES)),
+            in_channels=3, background=(0,),
         )
 
     def __len__(self) -> int:

@@ -17,7 +17,8 @@ VOC_CLASSES = [
     "cow", "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa",
     "train", "tvmonitor",
 ]  # fmt: skip
-VOC_INFO = DatasetInfo(VOC_CLASSES, default_palette(len(VOC_CLASSES)), IGNORE, in_channels=3)
+VOC_INFO = DatasetInfo(VOC_CLASSES, default_palette(len(VOC_CLASSES)), IGNORE, in_channels=3,
+                       background=(0,))
 
 # CamVid, SegNet's 11 classes in the SegNet tutorial's camvid11 colours; value 11 is void.
 CAMVID = [
@@ -33,11 +34,14 @@ CAMVID = [
     ("Pedestrian", (64, 64, 0)),
     ("Bicyclist", (0, 128, 192)),
 ]
-CAMVID_INFO = DatasetInfo([name for name, _ in CAMVID], [colour for _, colour in CAMVID], IGNORE)
+CAMVID_INFO = DatasetInfo([name for name, _ in CAMVID], [colour for _, colour in CAMVID], IGNORE,
+                          background=())  # Sky is a class like the others
 CAMVID_VALUES = {**{i: i for i in range(len(CAMVID))}, len(CAMVID): IGNORE}
 
 # ISBI 2012 EM slices (U-Net §4): label 0 is membrane (cell border), 255 cell interior.
-ISBI_INFO = DatasetInfo(["membrane", "cell"], [(0, 0, 0), (255, 255, 255)], IGNORE, in_channels=1)
+# the objects are cells; the membrane between them is the background
+ISBI_INFO = DatasetInfo(["membrane", "cell"], [(0, 0, 0), (255, 255, 255)], IGNORE, in_channels=1,
+                        background=(0,))
 ISBI_VALUES = {0: 0, 255: 1}
 
 # Cityscapes, the 19 evaluated classes in train-id order: name, colour, label id in the gtFine
@@ -64,7 +68,8 @@ CITYSCAPES = [
     ("bicycle", (119, 11, 32), 33),
 ]
 CITYSCAPES_INFO = DatasetInfo(
-    [name for name, _, _ in CITYSCAPES], [colour for _, colour, _ in CITYSCAPES], IGNORE
+    [name for name, _, _ in CITYSCAPES], [colour for _, colour, _ in CITYSCAPES], IGNORE,
+    background=(),
 )
 CITYSCAPES_TRAIN_IDS = {label_id: train_id for train_id, (_, _, label_id) in enumerate(CITYSCAPES)}
 CITYSCAPES_VALUES = {value: CITYSCAPES_TRAIN_IDS.get(value, IGNORE) for value in range(256)}

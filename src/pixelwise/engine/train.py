@@ -376,6 +376,7 @@ def describe_model(config: Config, info: DatasetInfo) -> ModelMeta:
         name=config.model.name, num_classes=num_classes,
         options={"in_channels": info.in_channels, **config.model.options},
         classes=list(info.classes), palette=[tuple(c) for c in info.palette],
+        background=info.background,
         ignore_index=ignore_index, in_channels=info.in_channels, mean=mean, std=std,
         version=_version(),
     )

@@ -251,7 +251,8 @@ def render(kind: str, prediction: Prediction, segmenter: Segmenter, settings: Se
     """The response of one prediction in format ``kind`` (see :mod:`pixelwise.serve.responses`)."""
     if kind == "png":
         return Response(label_png(prediction.label, segmenter.palette), media_type=MEDIA_TYPES[kind])
-    answer = prediction_json(prediction, segmenter.classes, segmenter.palette, min_area, simplify)
+    answer = prediction_json(prediction, segmenter.classes, segmenter.palette,
+                             segmenter.meta.background, min_area, simplify)
     if kind == "geojson":
         return JSONResponse(answer["geojson"], media_type=MEDIA_TYPES[kind])
     if embed:

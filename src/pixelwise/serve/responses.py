@@ -72,9 +72,10 @@ def label_png(label: np.ndarray, palette: Sequence[tuple[int, int, int]]) -> byt
 
 
 def prediction_json(prediction: Prediction, classes: Sequence[str],
-                    palette: Sequence[tuple[int, int, int]], min_area: int = 0,
-                    simplify: float = 0.0) -> dict[str, Any]:
-    """Areas, instances (class 0 is background and has none) and GeoJSON of one prediction.
+                    palette: Sequence[tuple[int, int, int]], background: Sequence[int] = (),
+                    min_area: int = 0, simplify: float = 0.0) -> dict[str, Any]:
+    """Areas, instances (none for the ``background`` classes, the checkpoint's) and GeoJSON of
+    one prediction.
 
     Instances are the 8-connected components of each class (``find_instances``), each with
     its COCO box ``[x, y, width, height]`` in pixels; the GeoJSON is in image pixel
@@ -82,7 +83,8 @@ def prediction_json(prediction: Prediction, classes: Sequence[str],
     """
     label = prediction.label
     areas = class_areas(label, len(classes))
-    geojson = to_geojson(find_instances(label, min_area=min_area, simplify=simplify), classes)
+    geojson = to_geojson(find_instances(label, background=tuple(background), min_area=min_area,
+                                        simplify=simplify), classes)
     height, width = label.shape
     return {
         "width": width,
