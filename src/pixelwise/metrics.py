@@ -392,6 +392,19 @@ def format_object_recall(recall: dict, class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
+def format_binary_scores(scores: dict, class_names: Sequence[str]) -> str:
+    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` in
+    `scores`, as `validate(detailed=True)` adds them); "" when they are not there."""
+    if "adapted_rand_error" not in scores:
+        return ""
+    cell = class_names[1]
+    return (
+        f"ISBI 2012 measures: pixel error {scores['pixel_error']:.4f} (pooled); adapted Rand "
+        f"error {scores['adapted_rand_error']:.4f} (mean over images; foreground-restricted: "
+        f"segments are the 4-connected {cell!r} regions, scored on the truth's {cell!r} pixels)"
+    )
+
+
 class MeanAdaptedRandError:
     """`adapted_rand_error` of each image, averaged over the images that define it.
 

@@ -27,28 +27,43 @@ from pixelwise.errors import CheckpointError
 @torch.inference_mode()
 def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
-             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True) -> dict[str, Any]:
+             dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True,
+             detailed: bool = False) -> dict[str, Any]:
     """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
 
     Whole validation images of any size are scored at their full size: a ``padding="valid"``
     U-Net runs on the mirror-extended image (:class:`pixelwise.models.MirrorExtended`).
+    ``detailed`` adds ``object_recall`` (``ObjectRecall.compute()``) and, with two classes,
+    the ISBI 2012 measures with class 1 as the foreground: ``pixel_error`` (pooled, ``1 -
+    pixel_accuracy``) and ``adapted_rand_error`` (``MeanAdaptedRandError``); they label
+    connected components on the CPU, so ``evaluate`` asks for them and training does not.
     """
-    from pixelwise.metrics import ConfusionMatrix
+    from pixelwise.metrics import ConfusionMatrix, MeanAdaptedRandError, ObjectRecall
     from pixelwise.models import same_size_output
 
     was_training = model.training
     model.eval()
     net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
+    extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
+    if detailed and num_classes == 2:
+        extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
     bar = tqdm(loader, desc="validate", unit="batch", leave=False,
                disable=not (progress and dist_info.is_main), dynamic_ncols=True)
     for image, target in bar:
         image = image.to(device, memory_format=memory_format)
         logits = net(image)
-        matrix.update(logits.argmax(1), match_target(target.to(device), logits))
-    matrix.all_reduce()
+        pred, target = logits.argmax(1), match_target(target.to(device), logits)
+        for meter in (matrix, *extra.values()):
+            meter.update(pred, target)
+    for meter in (matrix, *extra.values()):
+        meter.all_reduce()
     model.train(was_training)
-    return matrix.compute()
+    scores = matrix.compute()
+    scores.update({key: meter.compute() for key, meter in extra.items()})
+    if "adapted_rand_error" in scores:
+        scores["pixel_error"] = 1.0 - scores["pixel_accuracy"]
+    return scores
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
@@ -66,7 +81,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
-    from pixelwise.metrics import format_table
+    from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
     from pixelwise.plots import confusion_matrix_png, per_class_iou_png
 
     model, meta = load_model(checkpoint)
@@ -86,9 +101,11 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
     loader = DataLoader(data, batch_size=batch_size, shuffle=False)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress)
+                      torch.channels_last, progress=progress, detailed=True)
     scores["classes"] = list(meta.classes)
-    scores["table"] = format_table(scores, meta.classes)
+    tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
+              format_object_recall(scores["object_recall"], meta.classes))
+    scores["table"] = "\n".join(table for table in tables if table)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     files = {
