@@ -30,6 +30,7 @@ from pixelwise.data import io
 from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
+from pixelwise.data.transforms import rescale_pair
 from pixelwise.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -64,7 +65,11 @@ class FileDataset(Dataset):
         max_pixels: int = io.MAX_PIXELS,
         unpaired: list[Path] | None = None,
         strict: bool = True,
+        scale: float = 1.0,
     ) -> None:
+        if not scale > 0:
+            raise ConfigError(f"scale must be a positive factor, got {scale!r}; try scale=0.5")
+        self.scale = scale  # resample each pair by this factor when read (before transforms)
         self.samples, self.info, self.value_map = samples, info, dict(value_map or {})
         self.colour_map, self.band_range = colour_map, band_range
         self.transforms, self.max_pixels = transforms, max_pixels
@@ -103,6 +108,8 @@ class FileDataset(Dataset):
             )
         image_t = io.image_to_tensor(image, self.band_range)
         mask_t = torch.from_numpy(mask)
+        if self.scale != 1.0:
+            image_t, mask_t = rescale_pair(image_t, mask_t, self.scale)
         if self.transforms is not None:
             image_t, mask_t = self.transforms(image_t, mask_t)
         return image_t, mask_t
@@ -393,7 +400,9 @@ class CamVid(FileDataset):
     """CamVid in the SegNet layout: `{split}/` RGB PNGs, `{split}annot/` 8-bit masks.
 
     11 classes (ids 0..10); value 11 (void / unlabelled) is mapped to the ignore index 255.
-    Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480).
+    Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480). `scale` resamples every
+    image (bilinear, antialiased) and mask (nearest) when read: 0.5 gives the 180x240 half
+    resolution of the CPU recipe `configs/camvid_cpu.yaml`.
     """
 
     def __init__(
@@ -404,6 +413,7 @@ class CamVid(FileDataset):
         transforms: Transforms | None = None,
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
+        scale: float = 1.0,
     ) -> None:
         root = Path(root)
         samples, unpaired = pair_by_stem(root / split, root / f"{split}annot")
@@ -416,6 +426,7 @@ class CamVid(FileDataset):
             max_pixels=max_pixels,
             unpaired=unpaired,
             strict=strict,
+            scale=scale,
         )
 
 
