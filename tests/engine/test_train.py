@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import csv
 import importlib.util
 import json
@@ -48,10 +49,10 @@ def test_killed_run_resumes_to_the_uninterrupted_weights(
         tiny_config, tmp_path, monkeypatch, uninterrupted_run, weights_equal):
     real_epoch = train_module.train_one_epoch
 
-    def killed_in_second_epoch(*args, **kwargs):
-        if args[8] == 1:  # the epoch index argument: killed after one saved epoch
+    def killed_in_second_epoch(run: train_module.TrainingRun):
+        if run.progress.epoch == 1:  # one epoch done and saved: killed in the second
             raise KeyboardInterrupt
-        return real_epoch(*args, **kwargs)
+        return real_epoch(run)
 
     monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
@@ -231,6 +232,20 @@ def test_resume_without_a_config_uses_the_runs_own_and_takes_overrides(uninterru
     assert main(["train", "--resume", str(run), "train.epochs=3"]) == 0
     assert read_state(run / "last.state.pt")["epoch"] == 3
     assert load_config(run / "config.yaml").train.epochs == 3
+
+
+def test_resume_leaves_the_callers_config_unchanged(tiny_config, uninterrupted_run, tmp_path):
+    import shutil
+
+    import pixelwise
+
+    run = tmp_path / "run"
+    shutil.copytree(uninterrupted_run, run)
+    config = load_config(tiny_config)
+    before = copy.deepcopy(config)
+    result = pixelwise.train(config, resume=run)  # no epoch left: restores and returns
+    assert result["run_dir"] == str(run) and result["epochs"] == 2
+    assert config == before and config.train.out_dir == "runs/exp"
 
 
 def test_train_without_config_or_resume_is_a_one_line_error(capsys):

@@ -1,9 +1,11 @@
-"""The training program, readable top to bottom: :func:`train` is the whole loop.
+"""The training program, readable top to bottom: :func:`run_epochs` is the whole loop.
 
-Setup (seed, data, model, loss, optimiser, schedule, run folder) -> for each epoch: one pass
-over the shuffled training set with gradient accumulation and mixed precision on CUDA, then
-(every ``val_every`` epochs) validation with the FCN paper's metrics, a CSV/TensorBoard row,
-``last`` and ``best`` checkpoints, early stopping and the zero-recall warning.
+:func:`set_up` (seed, data, model, loss, optimiser, schedule, run folder) builds one
+:class:`TrainingRun` holding what the loop needs -> for each epoch: one pass over the shuffled
+training set with gradient accumulation and mixed precision on CUDA (:func:`train_one_epoch`,
+the forward pass in :func:`forward_loss`), then (every ``val_every`` epochs) validation with the
+FCN paper's metrics, a CSV/TensorBoard row, ``last`` and ``best`` checkpoints and the
+zero-recall warning; :func:`should_stop` decides whether to end early (early stopping).
 
 Exact resume: a checkpoint is written at the end of an epoch with the model, optimiser,
 scheduler, RNG states and counters. The training order of epoch ``e`` comes from a
@@ -22,9 +24,9 @@ import platform
 import random
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -52,6 +54,9 @@ from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
 
+if TYPE_CHECKING:
+    from pixelwise.data.info import DatasetInfo
+
 log = logging.getLogger("pixelwise")
 
 CSV_FIELDS = ["epoch", "step", "lr", "train_loss", "images_per_s", "seconds",
@@ -69,6 +74,34 @@ class Progress:
     zero_recall: list[int] = field(default_factory=list)  # consecutive validations, per class
 
 
+@dataclass
+class TrainingRun:
+    """Everything the loop reads and updates, built once by :func:`set_up`.
+
+    ``model`` is the bare model (checkpoints, validation); ``ddp_model`` is what trains: the same
+    model, or its DistributedDataParallel wrapper under torchrun. ``meta`` is the model's
+    description written with every checkpoint (also the source of classes and ignore index).
+    """
+
+    config: Config  # the run's own copy: on resume, ``train.out_dir`` is the resumed folder
+    run_dir: Path
+    dist_info: DistInfo
+    device: torch.device
+    memory_format: torch.memory_format
+    amp_dtype: torch.dtype | None  # autocast dtype of the forward pass; None: full precision
+    train_loader: DataLoader
+    val_loader: DataLoader
+    model: nn.Module
+    ddp_model: nn.Module
+    loss_fn: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: torch.optim.lr_scheduler.LRScheduler
+    scaler: torch.amp.GradScaler
+    meta: ckpt.ModelMeta
+    progress: Progress
+    writer: Any | None  # TensorBoard SummaryWriter on rank 0 when tensorboard is installed
+
+
 def train(config: Config, resume: str | Path | None = None, argv: list[str] | None = None) -> dict:
     """Train as ``config`` says; return the last validation scores and where things were written.
 
@@ -79,179 +112,126 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
 
     ``resume`` is a run folder: training continues from its newest whole checkpoint (see
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
-    ``config.train.epochs``. ``argv`` is recorded in ``run.json``.
+    ``config.train.epochs``. ``argv`` is recorded in ``run.json``. ``config`` itself is left
+    unchanged.
     """
+    if resume is not None:  # a resumed run keeps writing into its own folder
+        config = replace(config, train=replace(config.train, out_dir=str(resume)))
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
     dist_info = init_from_env(cuda)
     try:
-        return _train(config, resume, argv, dist_info)
+        run = set_up(config, resume is not None, argv, dist_info)
+        scores = run_epochs(run)
+        if run.writer is not None:
+            run.writer.close()
+        return summary(run, scores)
     finally:
         shutdown(dist_info)
 
 
-def _train(config: Config, resume, argv, dist_info: DistInfo) -> dict:
-    if resume is not None:
-        config.train.out_dir = str(resume)  # a resumed run keeps writing into its own folder
-    tc = config.train
-    if resume is None and dist_info.is_main:  # before any data is read: fail early
-        ckpt.start_fresh(Path(tc.out_dir), tc.overwrite)
-    device = pick_device(tc.device, dist_info)
-    seed_everything(tc.seed, tc.deterministic)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = not tc.deterministic
+# ---- the loop --------------------------------------------------------------------------------
 
-    # ---- data ------------------------------------------------------------------------------
-    train_set = open_split(config.data, config.data.train_split, train=True)
-    val_set = open_split(config.data, config.data.val_split, train=False)
-    info = train_set.info
-    ignore_index = info.ignore_index if config.data.ignore_index is None else config.data.ignore_index
-    num_classes = config.model.num_classes or info.num_classes
-    if num_classes != info.num_classes:  # found now, not as an index error in the first loss
-        raise ConfigError(
-            f"model.num_classes must equal the {config.data.dataset} data's class count "
-            f"{info.num_classes} ({', '.join(info.classes)}) at {config.data.root or 'built-in'}, "
-            f"got {num_classes}; try model.num_classes=0 (take it from the data)"
-        )
-    mean, std = normalisation(config.data, info)
-    if config.data.quick_check and dist_info.is_main:
-        from pixelwise.data.checks import quick_check
 
-        quick_check(train_set)
-    train_loader = build_loader(train_set, config.data, dist_info, train=True, seed=tc.seed)
-    val_loader = build_loader(val_set, config.data, dist_info, train=False, seed=tc.seed)
-
-    # ---- model, loss, optimiser ------------------------------------------------------------
-    from pixelwise.losses import build_loss
-    from pixelwise.models import build
-
-    options = {"in_channels": info.in_channels, **config.model.options}
-    model = build(config.model.name, num_classes, **options)
-    if config.model.init_from:
-        from pixelwise.models import init_from
-
-        source, _ = ckpt.read_weights(config.model.init_from)
-        try:
-            copied = init_from(model, source)
-        except CheckpointError as err:
-            raise CheckpointError(f"model.init_from {config.model.init_from}: {err}") from None
-        log.info("initialised %d tensors from %s", len(copied), config.model.init_from)
-    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=memory_format)
-    weights = class_weights_for(config.data, num_classes, train_set)
-    loss_fn = build_loss(config.optim.loss, num_classes, ignore_index, weights).to(device)
-    optimizer = build_optimizer(model, config.optim)
-    steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
-    scheduler = build_scheduler(optimizer, steps_per_epoch * tc.epochs, config.optim)
-    amp_dtype = autocast_dtype(device, tc.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
-
-    meta = ckpt.ModelMeta(
-        name=config.model.name, num_classes=num_classes, options=options,
-        classes=list(info.classes), palette=[tuple(c) for c in info.palette],
-        ignore_index=ignore_index, in_channels=info.in_channels, mean=mean, std=std,
-        version=_version(),
-    )
-    progress = Progress(zero_recall=[0] * num_classes)
-    run_dir = Path(tc.out_dir)
-    if resume is not None:
-        progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
-        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
-    if dist_info.is_main:
-        write_run_files(run_dir, config, argv)
-    ddp_model = wrap_ddp(model, device, dist_info)
-    writer = open_tensorboard(run_dir) if dist_info.is_main else None
-
-    # ---- the loop ---------------------------------------------------------------------------
+def run_epochs(run: TrainingRun) -> dict[str, Any]:
+    """Train from ``run.progress.epoch`` to ``train.epochs`` (or an early stop); return the last
+    validation's scores ({} when no epoch was left)."""
+    tc = run.config.train
     scores: dict[str, Any] = {}
-    for epoch in range(progress.epoch, tc.epochs):
+    for epoch in range(run.progress.epoch, tc.epochs):
         started = time.perf_counter()
-        set_loader_epoch(train_loader, tc.seed, epoch)
-        train_loss, images = train_one_epoch(
-            ddp_model, train_loader, loss_fn, optimizer, scheduler, scaler, config,
-            progress, epoch, device, amp_dtype, memory_format, dist_info,
-        )
-        progress.epoch = epoch + 1
+        set_loader_epoch(run.train_loader, tc.seed, epoch)
+        train_loss, images = train_one_epoch(run)
+        run.progress.epoch = epoch + 1
         seconds = time.perf_counter() - started
-        row = {"epoch": epoch + 1, "step": progress.step, "lr": scheduler.get_last_lr()[0],
+        row = {"epoch": epoch + 1, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0],
                "train_loss": train_loss, "images_per_s": images / seconds, "seconds": seconds}
         validated = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
         improved = False
         if validated:
-            broadcast_buffers(model, dist_info)
-            scores = validate(model, val_loader, num_classes, ignore_index, device,
-                              memory_format, dist_info, progress=tc.progress)
+            scores = validate_now(run)
             row.update({key: scores[key] for key in CSV_FIELDS if key in scores})
-            improved = track_validation(scores, tc.metric, progress, info.classes,
+            improved = track_validation(scores, tc.metric, run.progress, run.meta.classes,
                                         tc.zero_recall_warn_after)
-        if dist_info.is_main:
-            summary = f", {tc.metric} {scores[tc.metric]:.4f}" if validated else ""
-            log.info("epoch %d/%d: loss %.4f%s (%.1f s, %.1f images/s)", epoch + 1, tc.epochs,
-                     train_loss, summary, seconds, row["images_per_s"])
-            append_csv(run_dir / "metrics.csv", row)
-            log_tensorboard(writer, row)
-            meta.epoch, meta.step = progress.epoch, progress.step
-            meta.metrics = {key: row[key] for key in CSV_FIELDS[6:] if key in row}
-            ckpt.save_last(run_dir, model, meta, training_state(
-                optimizer, scheduler, scaler, progress))
-            if improved:
-                ckpt.save_weights(run_dir / "best.safetensors", model, meta)
-        if validated and tc.early_stop_patience and progress.stale >= tc.early_stop_patience:
-            log.warning("early stop: %s has not improved for %d validations",
-                        tc.metric, progress.stale)
+        if run.dist_info.is_main:
+            log_epoch(run, row, scores[tc.metric] if validated else None)
+            save_epoch(run, row, improved)
+        if should_stop(run, validated):
             break
-    if writer is not None:
-        writer.close()
-    from pixelwise.metrics import format_table
-
-    table = format_table(scores, info.classes) if scores else ""
-    return {"run_dir": str(run_dir), "epochs": progress.epoch, "step": progress.step,
-            "best": progress.best, "metric": tc.metric, "scores": scores, "table": table,
-            "classes": list(info.classes), "rank": dist_info.rank}
+    return scores
 
 
-def train_one_epoch(model, loader, loss_fn, optimizer, scheduler, scaler, config: Config,
-                    progress: Progress, epoch: int, device, amp_dtype, memory_format,
-                    dist_info: DistInfo) -> tuple[float, int]:
-    """One pass over ``loader``; returns (mean finite loss, images seen)."""
-    tc = config.train
-    model.train()
+def train_one_epoch(run: TrainingRun) -> tuple[float, int]:
+    """One pass over the training loader, epoch ``run.progress.epoch`` (0-based, not yet counted
+    as done); returns (mean finite loss, images seen)."""
+    tc, loader = run.config.train, run.train_loader
+    run.ddp_model.train()
     total_loss, counted, images = 0.0, 0, 0
     started = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch + 1}/{tc.epochs}", unit="batch", leave=False,
-               disable=not (tc.progress and dist_info.is_main), dynamic_ncols=True)
-    optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(loader, desc=f"epoch {run.progress.epoch + 1}/{tc.epochs}", unit="batch",
+               leave=False, disable=not (tc.progress and run.dist_info.is_main), dynamic_ncols=True)
+    run.optimizer.zero_grad(set_to_none=True)
     for index, (image, target) in enumerate(bar):
-        image = image.to(device, non_blocking=True, memory_format=memory_format)
-        target = target.to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32,
-                            enabled=amp_dtype is not None):
-            logits = model(image)
-            loss = loss_fn(logits.float(), match_target(target, logits))
+        image = image.to(run.device, non_blocking=True, memory_format=run.memory_format)
+        target = target.to(run.device, non_blocking=True)
+        loss = forward_loss(run, image, target)
         value = loss.item()  # the one host-device sync of the step
         if not math.isfinite(value):
-            if not tc.skip_nonfinite:
-                raise DivergenceError(
-                    f"training loss must be finite, got {value} at epoch {epoch + 1}, "
-                    f"batch {index + 1}; the last good checkpoint is kept in "
-                    f"{Path(tc.out_dir) / 'last.safetensors'}; try a lower optim.lr, "
-                    "train.amp=false, or train.skip_nonfinite=true"
-                )
-            log.warning("skipping batch %d of epoch %d: loss is %s", index + 1, epoch + 1, value)
-            optimizer.zero_grad(set_to_none=True)
+            on_nonfinite_loss(run, value, index)
             continue
-        scaler.scale(loss / tc.accumulate).backward()
+        run.scaler.scale(loss / tc.accumulate).backward()
         if (index + 1) % tc.accumulate == 0 or index + 1 == len(loader):
-            scaler.step(optimizer)
-            scaler.update()
-            optimizer.zero_grad(set_to_none=True)
-            scheduler.step()
-            progress.step += 1
+            optimizer_step(run)
         total_loss, counted = total_loss + value, counted + 1
         images += image.shape[0]
         rate = images / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}")
     bar.close()
     return total_loss / max(counted, 1), images
+
+
+def forward_loss(run: TrainingRun, image: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """The scalar training loss of ``image (N, C, H, W)`` against ``target (N, H, W)``.
+
+    The forward pass runs under autocast in ``run.amp_dtype`` (see :func:`autocast_dtype`); the
+    loss itself is computed in float32 from the (possibly half-precision) logits.
+    """
+    with torch.autocast(run.device.type, dtype=run.amp_dtype or torch.float32,
+                        enabled=run.amp_dtype is not None):
+        logits = run.ddp_model(image)
+        return run.loss_fn(logits.float(), match_target(target, logits))
+
+
+def optimizer_step(run: TrainingRun) -> None:
+    """Apply the accumulated gradients (through the fp16 scaler, a no-op otherwise), advance the
+    schedule and count the step."""
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
+    run.progress.step += 1
+
+
+def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
+    """A NaN/inf loss at batch ``index``: raise DivergenceError (the last checkpoint, written at
+    the end of the previous epoch, stays good) unless ``train.skip_nonfinite``, which drops the
+    gradients accumulated so far and goes on with the next batch."""
+    epoch = run.progress.epoch + 1
+    if not run.config.train.skip_nonfinite:
+        raise DivergenceError(
+            f"training loss must be finite, got {value} at epoch {epoch}, "
+            f"batch {index + 1}; the last good checkpoint is kept in "
+            f"{run.run_dir / 'last.safetensors'}; try a lower optim.lr, "
+            "train.amp=false, or train.skip_nonfinite=true"
+        )
+    log.warning("skipping batch %d of epoch %d: loss is %s", index + 1, epoch, value)
+    run.optimizer.zero_grad(set_to_none=True)
+
+
+def validate_now(run: TrainingRun) -> dict[str, Any]:
+    """The FCN metrics over the whole validation set (all ranks together under torchrun)."""
+    broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
+    return validate(run.model, run.val_loader, run.meta.num_classes, run.meta.ignore_index,
+                    run.device, run.memory_format, run.dist_info, progress=run.config.train.progress)
 
 
 def track_validation(scores: dict, metric: str, progress: Progress, classes: list[str],
@@ -271,7 +251,153 @@ def track_validation(scores: dict, metric: str, progress: Progress, classes: lis
     return improved
 
 
-# ---- setup helpers ---------------------------------------------------------------------------
+def log_epoch(run: TrainingRun, row: dict[str, Any], score: float | None) -> None:
+    """One line per epoch: loss, the ``train.metric`` score when validated, time, throughput."""
+    tc = run.config.train
+    scored = f", {tc.metric} {score:.4f}" if score is not None else ""
+    log.info("epoch %d/%d: loss %.4f%s (%.1f s, %.1f images/s)", row["epoch"], tc.epochs,
+             row["train_loss"], scored, row["seconds"], row["images_per_s"])
+
+
+def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
+    """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row, the ``last``
+    checkpoint pair (rotating the one before to ``previous``) and, when improved, ``best``."""
+    append_csv(run.run_dir / "metrics.csv", row)
+    log_tensorboard(run.writer, row)
+    meta = run.meta
+    meta.epoch, meta.step = run.progress.epoch, run.progress.step
+    meta.metrics = {key: row[key] for key in CSV_FIELDS[6:] if key in row}
+    ckpt.save_last(run.run_dir, run.model, meta, training_state(
+        run.optimizer, run.scheduler, run.scaler, run.progress))
+    if improved:
+        ckpt.save_weights(run.run_dir / "best.safetensors", run.model, meta)
+
+
+def should_stop(run: TrainingRun, validated: bool) -> bool:
+    """Whether to end before ``train.epochs``, checked after every epoch: early stopping, after
+    ``train.early_stop_patience`` validations without improving ``train.metric``."""
+    tc = run.config.train
+    if validated and tc.early_stop_patience and run.progress.stale >= tc.early_stop_patience:
+        log.warning("early stop: %s has not improved for %d validations",
+                    tc.metric, run.progress.stale)
+        return True
+    return False
+
+
+def summary(run: TrainingRun, scores: dict[str, Any]) -> dict:
+    """What :func:`train` returns (see there)."""
+    from pixelwise.metrics import format_table
+
+    classes = run.meta.classes
+    return {"run_dir": str(run.run_dir), "epochs": run.progress.epoch, "step": run.progress.step,
+            "best": run.progress.best, "metric": run.config.train.metric, "scores": scores,
+            "table": format_table(scores, classes) if scores else "", "classes": list(classes),
+            "rank": run.dist_info.rank}
+
+
+# ---- set-up ----------------------------------------------------------------------------------
+
+
+def set_up(config: Config, resuming: bool, argv: list[str] | None,
+           dist_info: DistInfo) -> TrainingRun:
+    """Everything before the first epoch: run folder, device, seed, data, model, loss,
+    optimiser, schedule, the resumed state, run files. The order is part of exact repetition:
+    the data and the model's initial weights draw from the RNG seeded here."""
+    tc = config.train
+    run_dir = Path(tc.out_dir)
+    if not resuming and dist_info.is_main:  # before any data is read: fail early
+        ckpt.start_fresh(run_dir, tc.overwrite)
+    device = pick_device(tc.device, dist_info)
+    seed_everything(tc.seed, tc.deterministic)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = not tc.deterministic
+
+    train_set = open_split(config.data, config.data.train_split, train=True)
+    val_set = open_split(config.data, config.data.val_split, train=False)
+    meta = describe_model(config, train_set.info)
+    if config.data.quick_check and dist_info.is_main:
+        from pixelwise.data.checks import quick_check
+
+        quick_check(train_set)
+    train_loader = build_loader(train_set, config.data, dist_info, train=True, seed=tc.seed)
+    val_loader = build_loader(val_set, config.data, dist_info, train=False, seed=tc.seed)
+
+    from pixelwise.losses import build_loss
+
+    model = build_model(meta, config.model.init_from)
+    memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
+    model.to(device=device, memory_format=memory_format)
+    weights = class_weights_for(config.data, meta.num_classes, train_set)
+    loss_fn = build_loss(config.optim.loss, meta.num_classes, meta.ignore_index, weights)
+    loss_fn = loss_fn.to(device)
+    optimizer = build_optimizer(model, config.optim)
+    steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * tc.epochs, config.optim)
+    amp_dtype = autocast_dtype(device, tc.amp)
+    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+
+    progress = Progress(zero_recall=[0] * meta.num_classes)
+    if resuming:
+        progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
+        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+    if dist_info.is_main:
+        write_run_files(run_dir, config, argv)
+    ddp_model = wrap_ddp(model, device, dist_info)  # after restore: DDP copies rank 0's weights
+    writer = open_tensorboard(run_dir) if dist_info.is_main else None
+    return TrainingRun(
+        config=config, run_dir=run_dir, dist_info=dist_info, device=device,
+        memory_format=memory_format, amp_dtype=amp_dtype, train_loader=train_loader,
+        val_loader=val_loader, model=model, ddp_model=ddp_model, loss_fn=loss_fn,
+        optimizer=optimizer, scheduler=scheduler, scaler=scaler, meta=meta, progress=progress,
+        writer=writer,
+    )
+
+
+def describe_model(config: Config, info: DatasetInfo) -> ckpt.ModelMeta:
+    """The metadata of the model ``config`` trains on data described by ``info``: class count
+    (``model.num_classes``, 0 takes the data's), ignore index, builder options, mean/std.
+
+    A class count other than the data's raises ConfigError now, not an index error in the first
+    loss.
+    """
+    data = config.data
+    ignore_index = info.ignore_index if data.ignore_index is None else data.ignore_index
+    num_classes = config.model.num_classes or info.num_classes
+    if num_classes != info.num_classes:
+        raise ConfigError(
+            f"model.num_classes must equal the {data.dataset} data's class count "
+            f"{info.num_classes} ({', '.join(info.classes)}) at {data.root or 'built-in'}, "
+            f"got {num_classes}; try model.num_classes=0 (take it from the data)"
+        )
+    mean, std = normalisation(data, info)
+    return ckpt.ModelMeta(
+        name=config.model.name, num_classes=num_classes,
+        options={"in_channels": info.in_channels, **config.model.options},
+        classes=list(info.classes), palette=[tuple(c) for c in info.palette],
+        ignore_index=ignore_index, in_channels=info.in_channels, mean=mean, std=std,
+        version=_version(),
+    )
+
+
+def build_model(meta: ckpt.ModelMeta, init_from: str | None) -> nn.Module:
+    """The model ``meta`` describes, freshly initialised or with the matching tensors of the
+    checkpoint ``init_from`` (``model.init_from``) copied in."""
+    from pixelwise.models import build
+
+    model = build(meta.name, meta.num_classes, **meta.options)
+    if init_from:
+        from pixelwise.models import init_from as copy_matching
+
+        source, _ = ckpt.read_weights(init_from)
+        try:
+            copied = copy_matching(model, source)
+        except CheckpointError as err:
+            raise CheckpointError(f"model.init_from {init_from}: {err}") from None
+        log.info("initialised %d tensors from %s", len(copied), init_from)
+    return model
+
+
+# ---- set-up helpers --------------------------------------------------------------------------
 
 
 def seed_everything(seed: int, deterministic: bool) -> None:
