@@ -21,7 +21,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from pixelwise.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "poly", "cosine")
+SCHEDULES = ("constant", "linear", "poly", "cosine")
 
 
 @dataclass
@@ -58,7 +58,7 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
-    schedule: str = "poly"  # constant | poly | cosine, over all optimiser steps
+    schedule: str = "poly"  # constant | linear | poly | cosine, over all steps (or the budget)
     poly_power: float = 0.9
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     loss: str = "ce"  # ce | dice | ce_dice | focal | unet_weighted_ce (pixelwise.losses)
