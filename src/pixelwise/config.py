@@ -66,7 +66,7 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 10  # not a limit when train.time_budget or train.max_steps is set
     time_budget: str | None = None  # e.g. 600s, 20m, 2h, 1h30m: stop when spent and decay the LR
     # over it (linear/poly to 0 by elapsed time, Li et al. "Budgeted Training", ICLR 2020); None
     max_steps: int = 0  # stop after this many optimiser steps (the LR decays over them); 0: off
