@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,6 @@ from pixelwise.config import budget_seconds, load_config
 from pixelwise.engine import train as train_module
 from pixelwise.engine.checkpoint import read_state
 from pixelwise.errors import ConfigError
-
-SRC = Path(__file__).resolve().parents[2] / "src"
 
 
 @pytest.mark.parametrize(("text", "seconds"), [
@@ -167,16 +162,13 @@ def test_resuming_a_spent_budget_trains_no_further(tiny_config, tmp_path, step_c
     assert "budget is already spent" in caplog.text and "train.time_budget" in caplog.text
 
 
-def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_path):
+def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_path,
+                                                             torchrun_train):
     # Each rank reads its own clock; had they decided alone, one would wait in a collective for
     # the other and the run would hang until the timeout.
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--standalone", "-m", "pixelwise", "train", str(tiny_config),
-               f"train.out_dir={run}", "train.time_budget=3s", "data.options.n=7"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+    done = torchrun_train(tiny_config, f"train.out_dir={run}", "train.time_budget=3s",
+                          "data.options.n=7")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((run / "run.json").read_text())["result"]
     assert result["stopped_by"] == "time_budget" and result["step"] >= 1

@@ -115,16 +115,16 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         "per_class_iou": per_class_iou_png(scores["iou"], meta.classes, out / "per_class_iou.png"),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
-    atomic_write_bytes(files["metrics"], json.dumps(_json_safe(scores), indent=2).encode())
+    atomic_write_bytes(files["metrics"], json.dumps(json_safe(scores), indent=2).encode())
     return scores
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN is not JSON: write it as null."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value
