@@ -217,8 +217,6 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     """Every system of ``--systems`` in turn; print the table and one JSON line per system, and
     write the rows to ``OUT/results.jsonl``."""
     torch.set_num_threads(args.threads)
-    task.crop = parse_crop(args.crop)
-    task.batch_size = args.batch_size
     limit, device = limit_of(args), torch.device(args.device)
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _side_by_side import Task, add_common_arguments, run_all  # bench/ is on sys.path
+from _side_by_side import Task, add_common_arguments, parse_crop, run_all  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,8 +42,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="read every pair at this factor of 360x480 (default %(default)s)")
     args = parser.parse_args(argv)
     task = Task("camvid", str(REPO / "configs" / "camvid_cpu.yaml"), args.train_root,
-                args.eval_root or args.train_root, args.eval_split, crop=(176, 240),
-                batch_size=4, vflip=0.0, scores=camvid_scores, options={"scale": args.scale})
+                args.eval_root or args.train_root, args.eval_split, parse_crop(args.crop),
+                args.batch_size, vflip=0.0, scores=camvid_scores, options={"scale": args.scale})
     args.set = [f"data.options.scale={args.scale}", *args.set]
     run_all(task, args, default_out="runs/bench-camvid")
     return 0

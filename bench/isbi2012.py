@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _side_by_side import Task, add_common_arguments, run_all  # bench/ is on sys.path
+from _side_by_side import Task, add_common_arguments, parse_crop, run_all  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="labelled slices to score (default %(default)s, never trained on)")
     args = parser.parse_args(argv)
     task = Task("isbi2012", str(REPO / "configs" / "isbi2012_cpu.yaml"), args.root, args.root,
-                "val", crop=256, batch_size=4, vflip=0.5, scores=isbi_scores,
+                "val", parse_crop(args.crop), args.batch_size, vflip=0.5, scores=isbi_scores,
                 eval_options={"slices": args.eval_slices})
     run_all(task, args, default_out="runs/bench-isbi2012")
     return 0
