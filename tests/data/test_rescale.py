@@ -3,11 +3,16 @@
 import numpy as np
 import pytest
 import torch
-from conftest import write_png
+from PIL import Image
 
 from pixelwise.data import CamVid, open_dataset
 from pixelwise.data.transforms import rescale_pair
 from pixelwise.errors import ConfigError
+
+
+def write_png(path, array):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array).save(path)
 
 
 def write_camvid_pair(root, height=4, width=6):

@@ -22,7 +22,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from pixelwise.config import TrainConfig, budget_seconds
-from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo, broadcast_from_main
+from pixelwise.device import SINGLE_PROCESS, DistInfo
+from pixelwise.engine.distributed import broadcast_from_main
 
 
 @dataclass
