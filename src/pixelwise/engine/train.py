@@ -5,7 +5,9 @@
 training set with gradient accumulation and mixed precision on CUDA (:func:`train_one_epoch`,
 the forward pass in :func:`forward_loss`), then (every ``val_every`` epochs) validation with the
 FCN paper's metrics, a CSV/TensorBoard row, ``last`` and ``best`` checkpoints and the
-zero-recall warning; :func:`should_stop` decides whether to end early (early stopping).
+zero-recall warning; :func:`should_stop` decides whether to end early (early stopping, or a
+spent ``train.time_budget`` / ``train.max_steps``, which also drives the schedule:
+:mod:`pixelwise.engine.budget`).
 
 Exact resume: a checkpoint is written at the end of an epoch with the model, optimiser,
 scheduler, RNG states and counters. The training order of epoch ``e`` comes from a
