@@ -9,6 +9,8 @@ and type checks; the result is converted back to these plain dataclasses.
 
 from __future__ import annotations
 
+import math
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,7 +22,7 @@ from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 from pixelwise.errors import ConfigError
 
 OPTIMIZERS = ("sgd", "adamw")
-SCHEDULES = ("constant", "poly", "cosine")
+SCHEDULES = ("constant", "linear", "poly", "cosine")
 
 
 @dataclass
@@ -57,7 +59,7 @@ class OptimConfig:
     lr: float = 0.01
     momentum: float = 0.9  # SGD only
     weight_decay: float = 5e-4
-    schedule: str = "poly"  # constant | poly | cosine, over all optimiser steps
+    schedule: str = "poly"  # constant | linear | poly | cosine, over all steps (or the budget)
     poly_power: float = 0.9
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     loss: str = "ce"  # ce | dice | ce_dice | focal | unet_weighted_ce (pixelwise.losses)
@@ -65,7 +67,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 10
+    epochs: int = 10  # not a limit when train.time_budget or train.max_steps is set
+    time_budget: str | None = None  # e.g. 600s, 20m, 2h, 1h30m: stop when spent and decay the LR
+    # over it (linear/poly to 0 by elapsed time, Li et al. "Budgeted Training", ICLR 2020); None
+    max_steps: int = 0  # stop after this many optimiser steps (the LR decays over them); 0: off
     accumulate: int = 1  # optimiser step every `accumulate` batches
     amp: bool = True  # autocast on CUDA (bf16 where supported, else fp16); ignored on CPU
     channels_last: bool = True
@@ -198,6 +203,9 @@ def validate(config: Config) -> None:
     for ok, key, expected, got in checks:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {got!r}")
+    budget_seconds(config.train.time_budget)  # raises ConfigError when malformed
+    if config.train.max_steps < 0:
+        raise ConfigError(f"train.max_steps must be 0 (off) or more, got {config.train.max_steps}")
     crop = config.data.crop_size
     crop_ok = crop is None or (isinstance(crop, int) and crop > 0) or (
         isinstance(crop, list) and len(crop) == 2 and all(isinstance(c, int) and c > 0 for c in crop))
@@ -212,6 +220,30 @@ def validate(config: Config) -> None:
         )
     if (config.data.mean is None) != (config.data.std is None):
         raise ConfigError("data.mean and data.std must be given together or both left null")
+
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms])")
+_UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
+
+
+def budget_seconds(text: str | None) -> float | None:
+    """``train.time_budget`` in seconds: ``"600s"`` -> 600, ``"20m"`` -> 1200, ``"1h30m"`` ->
+    5400, a bare number is seconds; None (no budget) stays None."""
+    if text is None:
+        return None
+    spaced = str(text).strip().lower()
+    if re.fullmatch(r"\d+(?:\.\d+)?", spaced):
+        seconds = float(spaced)
+    elif re.fullmatch(rf"(?:{_DURATION.pattern}\s*)+", spaced):
+        seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in _DURATION.findall(spaced))
+    else:
+        seconds = math.nan
+    if not seconds > 0:
+        raise ConfigError(
+            f"train.time_budget must be a positive duration like 600s, 20m, 2h or 1h30m, got "
+            f"{text!r}; try train.time_budget=20m, or null for no budget"
+        )
+    return seconds
 
 
 def to_yaml(config: Config) -> str:

@@ -30,7 +30,7 @@ import torch
 import torch.distributed as dist
 from scipy import ndimage
 
-from pixelwise.errors import ConfigError, import_extra
+from pixelwise.errors import ConfigError
 from pixelwise.labels import check_labels
 
 Averaging = Literal["pooled", "per_image"]
@@ -117,11 +117,7 @@ class ConfusionMatrix:
             self._add_image_scores(per_image)
 
     def _checked(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        if pred.shape != target.shape or pred.dim() not in (2, 3):
-            raise ConfigError(
-                f"pred and target must both be (N, H, W) or (H, W) label maps of one shape, got "
-                f"{tuple(pred.shape)} and {tuple(target.shape)}; try logits.argmax(1) for pred"
-            )
+        _check_label_map_shapes(pred, target)
         if pred.is_floating_point() or target.is_floating_point():
             raise ConfigError(
                 f"pred and target must be integer label maps, got {pred.dtype} and "
@@ -150,15 +146,7 @@ class ConfusionMatrix:
 
     def all_reduce(self) -> None:
         """Sum the counts over all torchrun processes; a no-op when not distributed."""
-        if not (dist.is_available() and dist.is_initialized()):
-            return
-        for state in (self.matrix, self.image_scores, self.num_images):
-            if dist.get_backend() == "nccl" and state.device.type != "cuda":
-                cuda_state = state.to(torch.device("cuda", torch.cuda.current_device()))
-                dist.all_reduce(cuda_state)
-                state.copy_(cuda_state)
-            else:
-                dist.all_reduce(state)
+        _all_reduce_sum(self.matrix, self.image_scores, self.num_images)
 
     def compute(self) -> dict:
         """The scores as plain Python numbers and lists (NaN where undefined).
@@ -188,6 +176,38 @@ class ConfusionMatrix:
             matrix=matrix.tolist(),
         )
         return scores
+
+
+def _check_label_map_shapes(pred: torch.Tensor, target: torch.Tensor) -> None:
+    if pred.shape != target.shape or pred.dim() not in (2, 3):
+        raise ConfigError(
+            f"pred and target must both be (N, H, W) or (H, W) label maps of one shape, got "
+            f"{tuple(pred.shape)} and {tuple(target.shape)}; try logits.argmax(1) for pred"
+        )
+
+
+def _image_pairs(pred: torch.Tensor, target: torch.Tensor) -> zip:
+    """`(pred, target)` numpy `(H, W)` pairs, one per image of `(N, H, W)` or `(H, W)` maps."""
+    _check_label_map_shapes(pred, target)
+    height, width = pred.shape[-2:]
+    return zip(_numpy(pred).reshape(-1, height, width), _numpy(target).reshape(-1, height, width),
+               strict=True)
+
+
+def _all_reduce_sum(*states: torch.Tensor) -> None:
+    """Sum each tensor in place over all torchrun processes; a no-op when not distributed.
+
+    NCCL groups reduce CUDA tensors only, so a CPU count travels to the current CUDA device and
+    back."""
+    if not (dist.is_available() and dist.is_initialized()):
+        return
+    for state in states:
+        if dist.get_backend() == "nccl" and state.device.type != "cuda":
+            cuda_state = state.to(torch.device("cuda", torch.cuda.current_device()))
+            dist.all_reduce(cuda_state)
+            state.copy_(cuda_state)
+        else:
+            dist.all_reduce(state)
 
 
 def format_table(scores: dict, class_names: Sequence[str]) -> str:
@@ -245,17 +265,164 @@ def adapted_rand_error(
 ) -> float:
     """Foreground-restricted adapted Rand error of a binary segmentation `(H, W)`, as ISBI 2012.
 
-    Each connected region of `foreground` pixels (4-connected) is one segment in both maps;
-    only pixels that are foreground in `target` are scored (the "foreground-restricted" Rand
-    error of Arganda-Carreras et al. 2015), through `skimage.metrics.adapted_rand_error`.
-    0 is a perfect segmentation, 1 the worst.
+    Segments are the 4-connected regions of `foreground` pixels (for ISBI 2012 the cell
+    interiors, class 1; `scipy.ndimage.label`'s default structure), labelled separately in both
+    maps. Only pixels that are foreground in `target` are scored (the "foreground-restricted"
+    Rand error of Arganda-Carreras et al. 2015); among them, pixels the prediction calls
+    background form one more predicted segment. With `n_ij` the scored pixels in true segment
+    `i` and predicted segment `j`, `a_i`, `b_j` the row and column sums and `N` their total,
+    the error is `1 - 2 P / (A + B)` with `P = sum n_ij^2 - N`, `A = sum a_i^2 - N`,
+    `B = sum b_j^2 - N` (pairs of pixels in one segment), as `skimage.metrics.
+    adapted_rand_error(ignore_labels=(0,))`. 0 is a perfect segmentation, 1 the worst; NaN
+    when no pair of scored pixels shares a segment (e.g. no foreground in `target`).
     """
-    skimage_are = import_extra("skimage.metrics", "vector").adapted_rand_error
-    target_segments, _ = ndimage.label(_numpy(target) == foreground)
+    truth_segments, _ = ndimage.label(_numpy(target) == foreground)
     pred_segments, _ = ndimage.label(_numpy(pred) == foreground)
-    error, _, _ = skimage_are(target_segments, pred_segments, ignore_labels=(0,))
-    return float(error)
+    scored = truth_segments > 0
+    truth, guess = truth_segments[scored].astype(np.int64), pred_segments[scored].astype(np.int64)
+    n = truth.size
+    _, joint = np.unique(truth * (int(guess.max(initial=0)) + 1) + guess, return_counts=True)
+    truth_sizes, guess_sizes = np.bincount(truth), np.bincount(guess)
+    same_both = float(joint @ joint) - n
+    same_truth = float(truth_sizes @ truth_sizes) - n
+    same_guess = float(guess_sizes @ guess_sizes) - n
+    if same_truth + same_guess == 0:
+        return math.nan
+    return 1.0 - 2.0 * same_both / (same_truth + same_guess)
 
 
 def _numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
     return array.cpu().numpy() if isinstance(array, torch.Tensor) else np.asarray(array)
+
+
+# ---- object-level scores: connected components, summed so they can be all-reduced ------------
+
+# Area bins in pixels at the evaluated resolution, COCO's: small < 32^2, medium < 96^2, large.
+SIZE_BINS = ("small", "medium", "large")
+SIZE_LIMITS = (32**2, 96**2)
+
+
+class ObjectRecall:
+    """Per class and object size, the fraction of ground-truth objects the prediction finds.
+
+    An object is a 4-connected component of one class in the target (pixels that share an edge;
+    two pixels touching only at a corner are two objects; `scipy.ndimage.label`'s default
+    structure, as `adapted_rand_error` and the U-Net weight map use). Its area is its pixel
+    count at the evaluated resolution, binned as `SIZE_BINS` (small < 32², medium < 96², large).
+    It is found when at least half of its pixels are predicted as its class. Ignored pixels
+    belong to no object. Counts of objects and of found objects per (class, size) are sums, so
+    per-image updates and `all_reduce()` over torchrun processes give the dataset's recall.
+    """
+
+    def __init__(self, num_classes: int, ignore_index: int = 255) -> None:
+        self.num_classes, self.ignore_index = num_classes, ignore_index
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every counted object."""
+        # counts[0]: objects, counts[1]: objects found; (class, size bin).
+        self.counts = torch.zeros(2, self.num_classes, len(SIZE_BINS), dtype=torch.int64)
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Count the objects of integer label maps `target` and whether `pred` finds them,
+        both `(N, H, W)` or `(H, W)`; each image is labelled on its own."""
+        for image_pred, image_target in _image_pairs(pred, target):
+            for class_id in np.unique(image_target):
+                if 0 <= class_id < self.num_classes:
+                    self._count_class(int(class_id), image_pred == class_id,
+                                      image_target == class_id)
+
+    def _count_class(self, class_id: int, predicted: np.ndarray, truth: np.ndarray) -> None:
+        objects, n = ndimage.label(truth)
+        area = np.bincount(objects.ravel(), minlength=n + 1)[1:]
+        covered = np.bincount(objects.ravel(), weights=predicted.ravel(), minlength=n + 1)[1:]
+        size = np.digitize(area, SIZE_LIMITS)  # 0 small, 1 medium, 2 large
+        found = 2 * covered >= area  # at least half of the object's pixels
+        self.counts[0, class_id] += torch.from_numpy(np.bincount(size, minlength=3))
+        self.counts[1, class_id] += torch.from_numpy(np.bincount(size[found], minlength=3))
+
+    def all_reduce(self) -> None:
+        """Sum the counts over all torchrun processes; a no-op when not distributed."""
+        _all_reduce_sum(self.counts)
+
+    def compute(self) -> dict:
+        """Plain lists in class order: `recall[size]` (found / objects, NaN where a class has no
+        object of that size) for each of `SIZE_BINS` and `all` sizes, `objects[size]` and
+        `found[size]` (the counts), `mean[size]` (the mean over classes that have objects),
+        and the rule that formed the objects (`connectivity`, `min_cover`, `size_limits`)."""
+        objects, found = self.counts.double()
+        objects = torch.cat([objects, objects.sum(1, keepdim=True)], 1)
+        found = torch.cat([found, found.sum(1, keepdim=True)], 1)
+        recall = found / objects  # 0/0 -> NaN: no object of that class and size
+        keys = (*SIZE_BINS, "all")
+        return {
+            "recall": {key: recall[:, i].tolist() for i, key in enumerate(keys)},
+            "mean": {key: float(recall[:, i].nanmean()) for i, key in enumerate(keys)},
+            "objects": {key: objects[:, i].long().tolist() for i, key in enumerate(keys)},
+            "found": {key: found[:, i].long().tolist() for i, key in enumerate(keys)},
+            "connectivity": 4,
+            "min_cover": 0.5,
+            "size_limits": list(SIZE_LIMITS),
+        }
+
+
+def format_object_recall(recall: dict, class_names: Sequence[str]) -> str:
+    """A printable table of `ObjectRecall.compute()`: per class and size, recall (objects)."""
+    width = max(12, *(len(name) for name in class_names))
+    keys = (*SIZE_BINS, "all")
+    lines = [
+        "Object recall: ground-truth 4-connected components found (>= half their pixels "
+        "predicted as their class), by area: small < 32^2, medium < 96^2, large",
+        f"  {'class':<{width}}" + "".join(f"  {key:>14}" for key in keys),
+    ]
+    rows = [(name, i) for i, name in enumerate(class_names)] + [("mean", None)]
+    for name, i in rows:
+        cells = []
+        for key in keys:
+            if i is None:
+                cells.append(_percent(recall["mean"][key]))
+            else:
+                cells.append(f"{_percent(recall['recall'][key][i])} ({recall['objects'][key][i]})")
+        lines.append(f"  {name:<{width}}" + "".join(f"  {cell:>14}" for cell in cells))
+    return "\n".join(lines)
+
+
+def format_binary_scores(scores: dict, class_names: Sequence[str]) -> str:
+    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` in
+    `scores`, as `validate(detailed=True)` adds them); "" when they are not there."""
+    if "adapted_rand_error" not in scores:
+        return ""
+    cell = class_names[1]
+    return (
+        f"ISBI 2012 measures: pixel error {scores['pixel_error']:.4f} (pooled); adapted Rand "
+        f"error {scores['adapted_rand_error']:.4f} (mean over images; foreground-restricted: "
+        f"segments are the 4-connected {cell!r} regions, scored on the truth's {cell!r} pixels)"
+    )
+
+
+class MeanAdaptedRandError:
+    """`adapted_rand_error` of each image, averaged over the images that define it.
+
+    Sums of the per-image errors and of the images counted, so `all_reduce()` over torchrun
+    processes gives the dataset's mean. `foreground` is the class whose 4-connected regions
+    are the segments (ISBI 2012: 1, the cell interior)."""
+
+    def __init__(self, foreground: int = 1) -> None:
+        self.foreground = foreground
+        self.state = torch.zeros(2, dtype=torch.float64)  # sum of errors, images counted
+
+    def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
+        """Score integer label maps `(N, H, W)` or `(H, W)`, each image on its own."""
+        for image_pred, image_target in _image_pairs(pred, target):
+            error = adapted_rand_error(image_pred, image_target, self.foreground)
+            if not math.isnan(error):
+                self.state += torch.tensor([error, 1.0], dtype=torch.float64)
+
+    def all_reduce(self) -> None:
+        """Sum over all torchrun processes; a no-op when not distributed."""
+        _all_reduce_sum(self.state)
+
+    def compute(self) -> float:
+        """The mean error over the images counted (NaN when none)."""
+        total, count = self.state.tolist()
+        return total / count if count else math.nan

@@ -4,6 +4,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -52,6 +55,22 @@ def uninterrupted_run(tmp_path_factory) -> Path:
     (folder / "tiny.yaml").write_text(TINY_CONFIG)
     assert main(["train", str(folder / "tiny.yaml"), f"train.out_dir={folder / 'run'}"]) == 0
     return folder / "run"
+
+
+def _torchrun_train(config: Path, *overrides: str) -> subprocess.CompletedProcess:
+    src = Path(__file__).resolve().parents[2] / "src"
+    env = {**os.environ, "PYTHONPATH": f"{src}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
+           "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--standalone", "-m", "pixelwise", "train", str(config), *overrides]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+
+
+@pytest.fixture
+def torchrun_train():
+    """Run ``pixelwise train CONFIG OVERRIDES...`` under torchrun with two CPU (gloo)
+    processes; returns the finished subprocess."""
+    return _torchrun_train
 
 
 @pytest.fixture

@@ -4,24 +4,14 @@ from __future__ import annotations
 
 import csv
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 from pixelwise.cli import main
 
-SRC = Path(__file__).resolve().parents[2] / "src"
 
-
-def test_two_process_run_writes_once_and_scores_the_whole_validation_set(tiny_config, tmp_path):
+def test_two_process_run_writes_once_and_scores_the_whole_validation_set(tiny_config, tmp_path,
+                                                                        torchrun_train):
     run = tmp_path / "run"
-    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{os.environ.get('PYTHONPATH', '')}",
-           "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
-               "--standalone", "-m", "pixelwise", "train", str(tiny_config),
-               f"train.out_dir={run}", "train.epochs=1", "data.options.n=7"]
-    done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+    done = torchrun_train(tiny_config, f"train.out_dir={run}", "train.epochs=1", "data.options.n=7")
     assert done.returncode == 0, done.stderr[-2000:]
     rows = list(csv.DictReader((run / "metrics.csv").open()))
     assert [r["epoch"] for r in rows] == ["1"]  # rank 1 wrote nothing to the log

@@ -19,11 +19,18 @@ from pixelwise.engine.optim import build_optimizer, build_scheduler, lr_factor
         ("poly", 5, 0.5**0.9),  # t = 5/10
         ("cosine", 5, 0.5),  # (1 + cos(pi/2)) / 2
         ("cosine", 10, 0.0),
+        ("linear", 5, 0.5),
     ],
 )
 def test_schedule_multipliers(schedule, step, expected):
     config = OptimConfig(schedule=schedule)
     assert lr_factor(step, 10, config) == pytest.approx(expected, abs=1e-12)
+
+
+def test_under_a_budget_the_decay_follows_the_fraction_used_not_the_step():
+    config = OptimConfig(schedule="linear")
+    assert lr_factor(1, 10, config, budget_used=0.75) == pytest.approx(0.25)
+    assert lr_factor(1, 10, config, budget_used=1.2) == 0.0  # spent: the end value
 
 
 def test_warmup_rises_linearly_then_decays_over_the_rest():

@@ -28,6 +28,7 @@ from pixelwise.data import io, tables
 from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
+from pixelwise.data.transforms import rescale_pair
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.labels import invalid_labels, label_error
 from pixelwise.options import check_int, check_options, is_integer, signature_options
@@ -63,6 +64,7 @@ class FileDataset(Dataset):
     value_map: Mapping[int, int] = {}
     colour_map: Mapping[tuple[int, int, int], int] | None = None
     band_range: list[tuple[float, float]] | None = None
+    scale: float = 1.0  # resample each pair by this factor when read, before `transforms`
 
     def __init__(
         self,
@@ -123,6 +125,8 @@ class FileDataset(Dataset):
             raise self.label_error(sample, bad)
         image_t = io.image_to_tensor(image, self.band_range)
         mask_t = torch.from_numpy(mask)
+        if self.scale != 1.0:
+            image_t, mask_t = rescale_pair(image_t, mask_t, self.scale)
         if self.transforms is not None:
             image_t, mask_t = self.transforms(image_t, mask_t)
         return image_t, mask_t
@@ -330,10 +334,27 @@ class CamVid(FileDataset):
     """CamVid in the SegNet layout: `{split}/` RGB PNGs, `{split}annot/` 8-bit masks.
 
     11 classes (ids 0..10); value 11 (void / unlabelled) is mapped to the ignore index 255.
-    Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480).
+    Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480). `scale` resamples every
+    image (bilinear, antialiased) and mask (nearest) when read: 0.5 gives the 180x240 half
+    resolution of the CPU recipe `configs/camvid_cpu.yaml`.
     """
 
     info, value_map = tables.CAMVID_INFO, tables.CAMVID_VALUES
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        *,
+        scale: float = 1.0,
+        transforms: Transforms | None = None,
+        max_pixels: int = io.MAX_PIXELS,
+        strict: bool = True,
+    ) -> None:
+        if not (isinstance(scale, int | float) and scale > 0):
+            raise ConfigError(f"scale must be a positive factor, got {scale!r}; try scale=0.5")
+        self.scale = float(scale)
+        super().__init__(root, split, transforms=transforms, max_pixels=max_pixels, strict=strict)
 
     def find_samples(self) -> tuple[list[Sample], list[Path]]:
         return pair_by_stem(self.root / self.split, self.root / f"{self.split}annot")

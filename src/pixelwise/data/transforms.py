@@ -77,15 +77,27 @@ class RandomScale(v2.Transform):
 
     def transform(self, inpt: Any, params: dict[str, Any]) -> Any:
         if isinstance(inpt, tv_tensors.Mask):
-            # torchvision resizes masks with legacy "nearest", which samples source pixel
-            # floor(i / factor) and so drifts up to a pixel towards the top left of the
-            # bilinearly resized image; "nearest-exact" samples pixel centres like bilinear.
-            plain = inpt.as_subclass(torch.Tensor)
-            resized = F.resize_image(
-                plain[None], params["size"], interpolation=InterpolationMode.NEAREST_EXACT
-            )[0]
+            resized = resize_mask(inpt.as_subclass(torch.Tensor), params["size"])
             return tv_tensors.wrap(resized, like=inpt)
         return self._call_kernel(F.resize, inpt, params["size"], antialias=True)
+
+
+def resize_mask(mask: torch.Tensor, size: list[int]) -> torch.Tensor:
+    """`mask (H, W)` resized to `size` by nearest neighbour at pixel centres.
+
+    torchvision resizes masks with legacy "nearest", which samples source pixel floor(i /
+    factor) and so drifts up to a pixel towards the top left of the bilinearly resized image;
+    "nearest-exact" samples pixel centres like bilinear."""
+    return F.resize_image(mask[None], size, interpolation=InterpolationMode.NEAREST_EXACT)[0]
+
+
+def rescale_pair(image: torch.Tensor, mask: torch.Tensor,
+                 factor: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`image (C, H, W)` (bilinear, antialiased) and `mask (H, W)` (`resize_mask`) resized by
+    `factor`: `RandomScale`'s resampling at a fixed factor."""
+    height, width = image.shape[-2:]
+    size = [max(1, round(height * factor)), max(1, round(width * factor))]
+    return F.resize_image(image, size, antialias=True), resize_mask(mask, size)
 
 
 class UNetElasticDeform(v2.Transform):

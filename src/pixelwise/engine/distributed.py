@@ -59,6 +59,17 @@ def broadcast_buffers(model: torch.nn.Module, info: DistInfo) -> None:
             dist.broadcast(buffer, src=0)
 
 
+def broadcast_from_main(value: float, info: DistInfo) -> float:
+    """Rank 0's ``value`` on every rank (``value`` itself without torchrun)."""
+    if not info.enabled:
+        return value
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if dist.get_backend() == "nccl" else torch.device("cpu"))
+    tensor = torch.tensor([value], dtype=torch.float64, device=device)
+    dist.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
 def shutdown(info: DistInfo) -> None:
     if info.enabled and dist.is_initialized():
         dist.destroy_process_group()

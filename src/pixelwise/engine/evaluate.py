@@ -29,6 +29,7 @@ from pixelwise.errors import CheckpointError
 def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_index: int,
              device: torch.device, memory_format: torch.memory_format = torch.contiguous_format,
              dist_info: DistInfo = SINGLE_PROCESS, progress: bool = True,
+             detailed: bool = False,
              observe: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], None] | None = None,
              ) -> dict[str, Any]:
     """Scores of ``model`` on ``loader`` (``ConfusionMatrix.compute()``, summed over ranks).
@@ -36,26 +37,39 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     Whole validation images of any size are scored at their full size: a ``padding="valid"``
     U-Net runs on the mirror-extended image (:class:`pixelwise.models.MirrorExtended`).
     ``observe(images, predictions, targets)`` sees every batch as scored (the report's gallery).
+    ``detailed`` adds ``object_recall`` (``ObjectRecall.compute()``) and, with two classes,
+    the ISBI 2012 measures with class 1 as the foreground: ``pixel_error`` (pooled, ``1 -
+    pixel_accuracy``) and ``adapted_rand_error`` (``MeanAdaptedRandError``); they label
+    connected components on the CPU, so ``evaluate`` asks for them and training does not.
     """
-    from pixelwise.metrics import ConfusionMatrix
+    from pixelwise.metrics import ConfusionMatrix, MeanAdaptedRandError, ObjectRecall
     from pixelwise.models import same_size_output
 
     was_training = model.training
     model.eval()
     net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
+    extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
+    if detailed and num_classes == 2:
+        extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
     bar = tqdm(loader, desc="validate", unit="batch", leave=False,
                disable=not (progress and dist_info.is_main), dynamic_ncols=True)
     for image, target in bar:
         image = image.to(device, memory_format=memory_format)
         logits = net(image)
-        prediction, target = logits.argmax(1), match_target(target.to(device), logits)
-        matrix.update(prediction, target)
+        pred, target = logits.argmax(1), match_target(target.to(device), logits)
+        for meter in (matrix, *extra.values()):
+            meter.update(pred, target)
         if observe is not None:
-            observe(image, prediction, target)
-    matrix.all_reduce()
+            observe(image, pred, target)
+    for meter in (matrix, *extra.values()):
+        meter.all_reduce()
     model.train(was_training)
-    return matrix.compute()
+    scores = matrix.compute()
+    scores.update({key: meter.compute() for key, meter in extra.items()})
+    if "adapted_rand_error" in scores:
+        scores["pixel_error"] = 1.0 - scores["pixel_accuracy"]
+    return scores
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
@@ -75,7 +89,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
-    from pixelwise.metrics import format_table
+    from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
     from pixelwise.plots import confusion_matrix_png, per_class_iou_png
 
     model, meta = load_model(checkpoint)
@@ -100,11 +114,13 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
 
         gallery = WorstImages(meta.num_classes, meta.ignore_index, meta.mean, meta.std)
     scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress, observe=gallery)
+                      torch.channels_last, progress=progress, observe=gallery, detailed=True)
     if gallery is not None:
         scores["per_image_iou"] = gallery.per_image_iou
     scores["classes"] = list(meta.classes)
-    scores["table"] = format_table(scores, meta.classes)
+    tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
+              format_object_recall(scores["object_recall"], meta.classes))
+    scores["table"] = "\n".join(table for table in tables if table)
     out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
     out.mkdir(parents=True, exist_ok=True)
     files = {
@@ -126,16 +142,16 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         path = out / "report.html" if report is True else Path(report)
         scores["files"]["report"] = str(write_report(
             path, scores, meta.palette, about, gallery.worst, meta.ignore_index, names))
-    atomic_write_bytes(files["metrics"], json.dumps(_json_safe(scores), indent=2).encode())
+    atomic_write_bytes(files["metrics"], json.dumps(json_safe(scores), indent=2).encode())
     return scores
 
 
-def _json_safe(value: Any) -> Any:
+def json_safe(value: Any) -> Any:
     """NaN is not JSON: write it as null."""
     if isinstance(value, float) and math.isnan(value):
         return None
     if isinstance(value, dict):
-        return {key: _json_safe(item) for key, item in value.items()}
+        return {key: json_safe(item) for key, item in value.items()}
     if isinstance(value, list):
-        return [_json_safe(item) for item in value]
+        return [json_safe(item) for item in value]
     return value

@@ -5,7 +5,9 @@
 training set with gradient accumulation and mixed precision on CUDA (:func:`train_one_epoch`,
 the forward pass in :func:`forward_loss`), then (every ``val_every`` epochs) validation with the
 FCN paper's metrics, a CSV/TensorBoard row, ``last`` and ``best`` checkpoints and the
-zero-recall warning; :func:`should_stop` decides whether to end early (early stopping).
+zero-recall warning; :func:`should_stop` decides whether to end early (early stopping, or a
+spent ``train.time_budget`` / ``train.max_steps``, which also drives the schedule:
+:mod:`pixelwise.engine.budget`).
 
 Exact resume: a checkpoint is written at the end of an epoch with the model, optimiser,
 scheduler, RNG states and counters. The training order of epoch ``e`` comes from a
@@ -16,6 +18,7 @@ and restoring the global RNG states reproduces random augmentation and dropout.
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import logging
 import math
@@ -24,6 +27,7 @@ import platform
 import random
 import sys
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -44,6 +48,7 @@ from pixelwise.checkpoint import (
 from pixelwise.config import Config, to_dict, to_yaml
 from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine.budget import Budget
 from pixelwise.engine.data_setup import (
     build_loader,
     class_weights_for,
@@ -74,6 +79,7 @@ class Progress:
     best: float = -math.inf  # best value of config.train.metric so far
     stale: int = 0  # validations since the best one (early stopping)
     zero_recall: list[int] = field(default_factory=list)  # consecutive validations, per class
+    seconds: float = 0.0  # wall-clock seconds used up to the last checkpoint (budget accounting)
 
 
 @dataclass
@@ -101,32 +107,41 @@ class TrainingRun:
     scaler: torch.amp.GradScaler
     meta: ModelMeta
     progress: Progress
+    budget: Budget  # train.time_budget / train.max_steps: the fraction used, the stop
     writer: Any | None  # TensorBoard SummaryWriter on rank 0 when tensorboard is installed
 
 
-def train(config: Config, resume: str | Path | None = None, argv: list[str] | None = None) -> dict:
+def train(config: Config, resume: str | Path | None = None, argv: list[str] | None = None,
+          clock: Callable[[], float] = time.perf_counter) -> dict:
     """Train as ``config`` says; return the last validation scores and where things were written.
 
-    The result: ``run_dir``, ``epochs`` and ``step`` reached, ``best`` value of ``metric``,
-    ``scores`` (the last validation's ``ConfusionMatrix.compute()``) and ``table`` (those scores
-    as the printed FCN metrics table; empty when a resumed run had no epoch left), ``classes``,
-    and this process's torchrun ``rank`` (0 without torchrun).
+    The result: ``run_dir``, ``epochs`` and ``step`` reached, ``seconds`` used (earlier sessions
+    of a resumed run included), ``stopped_by`` (``epochs``, ``early_stop``, ``time_budget`` or
+    ``max_steps``), ``best`` value of ``metric``, ``scores`` (the last validation's
+    ``ConfusionMatrix.compute()``) and ``table`` (those scores as the printed FCN metrics table;
+    empty when a resumed run had nothing left to do), ``classes``, and this process's torchrun
+    ``rank`` (0 without torchrun). ``clock`` (seconds) times ``train.time_budget``; the budget
+    starts now (:mod:`pixelwise.engine.budget`).
 
     ``resume`` is a run folder: training continues from its newest whole checkpoint (see
     :func:`pixelwise.engine.checkpoint.newest_whole`), possibly up to a larger
     ``config.train.epochs``. ``argv`` is recorded in ``run.json``. ``config`` itself is left
     unchanged.
     """
+    budget = Budget.from_config(config.train, clock)  # counts from here: set-up included
     if resume is not None:  # a resumed run keeps writing into its own folder
         config = replace(config, train=replace(config.train, out_dir=str(resume)))
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
     dist_info = init_from_env(cuda)
     try:
-        run = set_up(config, resume is not None, argv, dist_info)
+        run = set_up(config, resume is not None, argv, dist_info, budget)
         scores = run_epochs(run)
         if run.writer is not None:
             run.writer.close()
-        return summary(run, scores)
+        result = summary(run, scores)
+        if dist_info.is_main:
+            record_result(run, result)
+        return result
     finally:
         shutdown(dist_info)
 
@@ -136,10 +151,21 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
 
 def run_epochs(run: TrainingRun) -> dict[str, Any]:
     """Train from ``run.progress.epoch`` to ``train.epochs`` (or an early stop); return the last
-    validation's scores ({} when no epoch was left)."""
-    tc = run.config.train
+    validation's scores ({} when no epoch was left). Under a budget, train until it is spent
+    (``train.epochs`` is no limit), then validate and save at once, even mid-epoch."""
+    tc, budget = run.config.train, run.budget
     scores: dict[str, Any] = {}
-    for epoch in range(run.progress.epoch, tc.epochs):
+    budget.update(run.progress.step, run.dist_info)
+    if budget.spent:
+        log.info("the run's budget is already spent (%d steps, %.0f s); try a larger "
+                 "train.time_budget or train.max_steps to extend it", run.progress.step,
+                 run.progress.seconds)
+        return scores
+    if budget.seconds is not None:
+        reserve_final_validation(run)
+    epochs = itertools.count(run.progress.epoch) if budget.enabled else range(
+        run.progress.epoch, tc.epochs)
+    for epoch in epochs:
         started = time.perf_counter()
         set_loader_epoch(run.train_loader, tc.seed, epoch)
         train_loss, images = train_one_epoch(run)
@@ -147,7 +173,8 @@ def run_epochs(run: TrainingRun) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, "step": run.progress.step, "lr": run.scheduler.get_last_lr()[0],
                "train_loss": train_loss, "images_per_s": images / seconds, "seconds": seconds}
-        validated = (epoch + 1) % tc.val_every == 0 or epoch + 1 == tc.epochs
+        last = budget.spent if budget.enabled else epoch + 1 == tc.epochs
+        validated = (epoch + 1) % tc.val_every == 0 or last
         improved = False
         if validated:
             scores = validate_now(run)
@@ -169,7 +196,7 @@ def train_one_epoch(run: TrainingRun) -> tuple[float, int]:
     run.ddp_model.train()
     total_loss, counted, images = 0.0, 0, 0
     started = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {run.progress.epoch + 1}/{tc.epochs}", unit="batch",
+    bar = tqdm(loader, desc=f"epoch {epoch_label(run, run.progress.epoch + 1)}", unit="batch",
                leave=False, disable=not (tc.progress and run.dist_info.is_main), dynamic_ncols=True)
     run.optimizer.zero_grad(set_to_none=True)
     for index, (image, target) in enumerate(bar):
@@ -187,6 +214,8 @@ def train_one_epoch(run: TrainingRun) -> tuple[float, int]:
         images += image.shape[0]
         rate = images / max(time.perf_counter() - started, 1e-9)
         bar.set_postfix(loss=f"{value:.4f}", img_s=f"{rate:.1f}")
+        if run.budget.spent:  # the same step on every rank: the fraction is rank 0's
+            break
     bar.close()
     return total_loss / max(counted, 1), images
 
@@ -209,8 +238,9 @@ def optimizer_step(run: TrainingRun) -> None:
     run.scaler.step(run.optimizer)
     run.scaler.update()
     run.optimizer.zero_grad(set_to_none=True)
-    run.scheduler.step()
     run.progress.step += 1
+    run.budget.update(run.progress.step, run.dist_info)  # before the schedule reads it
+    run.scheduler.step()
 
 
 def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
@@ -229,11 +259,28 @@ def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
     run.optimizer.zero_grad(set_to_none=True)
 
 
-def validate_now(run: TrainingRun) -> dict[str, Any]:
-    """The FCN metrics over the whole validation set (all ranks together under torchrun)."""
+def validate_now(run: TrainingRun, loader: Iterable | None = None) -> dict[str, Any]:
+    """The FCN metrics over the whole validation set (all ranks together under torchrun), or
+    over ``loader``, part of it. Under a time budget, its duration becomes the reserve kept for
+    the final validation."""
     broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
-    return validate(run.model, run.val_loader, run.meta.num_classes, run.meta.ignore_index,
-                    run.device, run.memory_format, run.dist_info, progress=run.config.train.progress)
+    started = run.budget.clock()
+    scores = validate(run.model, run.val_loader if loader is None else loader,
+                      run.meta.num_classes, run.meta.ignore_index, run.device,
+                      run.memory_format, run.dist_info, progress=run.config.train.progress)
+    run.budget.reserve = run.budget.clock() - started
+    return scores
+
+
+def reserve_final_validation(run: TrainingRun) -> None:
+    """Time one validation batch and keep that times the batch count in reserve, so that the
+    final validation also fits in ``train.time_budget``. The global RNG is left as it was (a
+    loader draws a seed from it), so a resumed run still repeats the uninterrupted one."""
+    with torch.random.fork_rng(devices=[]):
+        validate_now(run, itertools.islice(run.val_loader, 1))
+    run.budget.reserve *= len(run.val_loader)
+    log.info("time budget %.0f s: %.1f s kept for the final validation",
+             run.budget.seconds, run.budget.reserve)
 
 
 def track_validation(scores: dict, metric: str, progress: Progress, classes: list[str],
@@ -257,8 +304,15 @@ def log_epoch(run: TrainingRun, row: dict[str, Any], score: float | None) -> Non
     """One line per epoch: loss, the ``train.metric`` score when validated, time, throughput."""
     tc = run.config.train
     scored = f", {tc.metric} {score:.4f}" if score is not None else ""
-    log.info("epoch %d/%d: loss %.4f%s (%.1f s, %.1f images/s)", row["epoch"], tc.epochs,
+    log.info("epoch %s: loss %.4f%s (%.1f s, %.1f images/s)", epoch_label(run, row["epoch"]),
              row["train_loss"], scored, row["seconds"], row["images_per_s"])
+
+
+def epoch_label(run: TrainingRun, epoch: int) -> str:
+    """``3/10``, or under a budget ``3 (42% of the budget)``."""
+    if run.budget.enabled:
+        return f"{epoch} ({100 * min(run.budget.used, 1.0):.0f}% of the budget)"
+    return f"{epoch}/{run.config.train.epochs}"
 
 
 def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
@@ -269,6 +323,7 @@ def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
     meta = run.meta
     meta.epoch, meta.step = run.progress.epoch, run.progress.step
     meta.metrics = {key: row[key] for key in CSV_FIELDS[6:] if key in row}
+    run.progress.seconds = run.budget.elapsed()
     ckpt.save_last(run.run_dir, run.model, meta, training_state(
         run.optimizer, run.scheduler, run.scaler, run.progress))
     if improved:
@@ -276,9 +331,14 @@ def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
 
 
 def should_stop(run: TrainingRun, validated: bool) -> bool:
-    """Whether to end before ``train.epochs``, checked after every epoch: early stopping, after
-    ``train.early_stop_patience`` validations without improving ``train.metric``."""
+    """Whether to end before ``train.epochs``, checked after every epoch: the budget is spent,
+    or early stopping, after ``train.early_stop_patience`` validations without improving
+    ``train.metric``."""
     tc = run.config.train
+    if run.budget.spent:
+        log.info("budget spent: %s after %d steps, %.0f s", run.budget.stopped_by(
+            run.progress.step), run.progress.step, run.budget.elapsed())
+        return True
     if validated and tc.early_stop_patience and run.progress.stale >= tc.early_stop_patience:
         log.warning("early stop: %s has not improved for %d validations",
                     tc.metric, run.progress.stale)
@@ -291,7 +351,10 @@ def summary(run: TrainingRun, scores: dict[str, Any]) -> dict:
     from pixelwise.metrics import format_table
 
     classes = run.meta.classes
+    stopped_by = run.budget.stopped_by(run.progress.step) or (
+        "epochs" if run.progress.epoch >= run.config.train.epochs else "early_stop")
     return {"run_dir": str(run.run_dir), "epochs": run.progress.epoch, "step": run.progress.step,
+            "seconds": run.budget.elapsed(), "stopped_by": stopped_by,
             "best": run.progress.best, "metric": run.config.train.metric, "scores": scores,
             "table": format_table(scores, classes) if scores else "", "classes": list(classes),
             "rank": run.dist_info.rank}
@@ -301,7 +364,7 @@ def summary(run: TrainingRun, scores: dict[str, Any]) -> dict:
 
 
 def set_up(config: Config, resuming: bool, argv: list[str] | None,
-           dist_info: DistInfo) -> TrainingRun:
+           dist_info: DistInfo, budget: Budget) -> TrainingRun:
     """Everything before the first epoch: run folder, device, seed, data, model, loss,
     optimiser, schedule, the resumed state, run files. The order is part of exact repetition:
     the data and the model's initial weights draw from the RNG seeded here."""
@@ -334,7 +397,8 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(model, config.optim)
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
-    scheduler = build_scheduler(optimizer, steps_per_epoch * tc.epochs, config.optim)
+    scheduler = build_scheduler(optimizer, steps_per_epoch * tc.epochs, config.optim,
+                                (lambda: budget.used) if budget.enabled else None)
     amp_dtype = autocast_dtype(device, tc.amp)
     scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
 
@@ -342,6 +406,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     if resuming:
         progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
         log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+        budget.spent_before = progress.seconds
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
     ddp_model = wrap_ddp(model, device, dist_info)  # after restore: DDP copies rank 0's weights
@@ -351,7 +416,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
         memory_format=memory_format, amp_dtype=amp_dtype, train_loader=train_loader,
         val_loader=val_loader, model=model, ddp_model=ddp_model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, meta=meta, progress=progress,
-        writer=writer,
+        budget=budget, writer=writer,
     )
 
 
@@ -443,6 +508,7 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     return {
         "epoch": progress.epoch, "step": progress.step, "best": progress.best,
         "stale": progress.stale, "zero_recall": list(progress.zero_recall),
+        "seconds": progress.seconds,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
     }
@@ -469,7 +535,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta)
         ) from None
     ckpt.set_rng_state(state["rng"])
     return Progress(state["epoch"], state["step"], state["best"], state["stale"],
-                    list(state["zero_recall"]))
+                    list(state["zero_recall"]), state.get("seconds", 0.0))
 
 
 def _version() -> str:
@@ -493,6 +559,18 @@ def write_run_files(run_dir: Path, config: Config, argv: list[str] | None) -> No
         "config": to_dict(config),
     }
     atomic_write_bytes(run_dir / "run.json", json.dumps(record, indent=2).encode())
+
+
+def record_result(run: TrainingRun, result: dict[str, Any]) -> None:
+    """Add how far the run got to ``run.json``: steps, epochs, seconds, why it stopped, and
+    the budget it had."""
+    path = run.run_dir / "run.json"
+    record = json.loads(path.read_text())
+    record["result"] = {key: result[key] for key in ("step", "epochs", "seconds", "stopped_by")}
+    record["result"].update(time_budget=run.config.train.time_budget,
+                            time_budget_seconds=run.budget.seconds,
+                            max_steps=run.config.train.max_steps)
+    ckpt.atomic_write_bytes(path, json.dumps(record, indent=2).encode())
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:

@@ -1,0 +1,278 @@
+"""Shared by bench/isbi2012.py and bench/camvid.py: every system trained for the same budget,
+one after another, scored by one piece of code, and reported as a table and JSON lines.
+
+- pixelwise trains through ``pixelwise.train`` from a shipped recipe (``configs/*_cpu.yaml``)
+  with ``train.time_budget`` (or ``train.max_steps``), and is scored by ``pixelwise.evaluate``
+  on the checkpoint it wrote.
+- Peers use their own libraries' models, no pretrained weights (as pixelwise):
+  ``smp.Unet("resnet34", encoder_weights=None)`` and torchvision's
+  ``lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)``, trained by
+  :func:`train_peer`, a plain loop: cross-entropy (the ignore index skipped), AdamW at a
+  constant learning rate, random crops and flips. The clock runs from building the model to the
+  last step, data loading included. They are scored by ``validate(detailed=True)``, the pass
+  ``pixelwise.evaluate`` itself runs.
+A peer whose library is not installed is skipped with a line saying so.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader
+
+import pixelwise
+from pixelwise.config import load_config
+from pixelwise.data import open_dataset
+from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
+from pixelwise.engine.evaluate import json_safe, validate
+from pixelwise.metrics import SIZE_BINS
+
+HONESTY = ("A time budget is honest only when nothing else runs on this machine: run the "
+           "benchmark alone (--steps N compares at equal steps, independent of the load).")
+PEERS = ("smp-unet-r34", "tv-lraspp-mbv3")
+SYSTEMS = ("pixelwise", *PEERS)
+PEER_LR, PEER_WEIGHT_DECAY = 1e-3, 1e-4
+
+
+@dataclass
+class Task:
+    """One benchmark: its data, pixelwise's recipe, the peers' crops, the row's scores."""
+
+    kind: str  # dataset kind: isbi2012 | camvid
+    config: str  # pixelwise's recipe
+    train_root: str
+    eval_root: str
+    eval_split: str
+    crop: int | tuple[int, int]
+    batch_size: int
+    vflip: float  # EM slices have no up and down; street scenes do
+    scores: Callable[[dict], dict[str, Any]]  # the task's row fields from evaluate's scores
+    options: dict[str, Any] = field(default_factory=dict)  # dataset options (both splits)
+    eval_options: dict[str, Any] = field(default_factory=dict)  # dataset options (eval only)
+
+
+@dataclass(frozen=True)
+class Limit:
+    """The same budget for every system: seconds of wall clock, or optimiser steps."""
+
+    seconds: float | None = None
+    steps: int | None = None
+
+    def reached(self, steps: int, seconds: float) -> bool:
+        return (self.steps is not None and steps >= self.steps) or (
+            self.seconds is not None and seconds >= self.seconds)
+
+    def pixelwise_overrides(self) -> list[str]:
+        if self.steps is not None:
+            return ["train.time_budget=null", f"train.max_steps={self.steps}"]
+        return [f"train.time_budget={self.seconds}s", "train.max_steps=0"]
+
+    def describe(self) -> str:
+        return f"{self.steps} steps" if self.steps is not None else f"{self.seconds:.0f} s"
+
+
+def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: str,
+                         batch_size: int) -> None:
+    parser.add_argument("--budget", type=float, default=budget,
+                        help="seconds of training per system (default %(default)s)")
+    parser.add_argument("--steps", type=int, help="optimiser steps per system instead of --budget")
+    parser.add_argument("--systems", default=",".join(SYSTEMS),
+                        help="comma-separated, among " + ", ".join(SYSTEMS))
+    parser.add_argument("--out", default=None, help="folder for the rows and pixelwise's run")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda, for every system")
+    parser.add_argument("--crop", default=crop, help="training crop HxW or N, every system")
+    parser.add_argument("--batch-size", type=int, default=batch_size, help="every system")
+    parser.add_argument("--set", action="append", default=[], metavar="key=value",
+                        help="change pixelwise's recipe, e.g. optim.loss=ce (ablations)")
+
+
+def parse_crop(text: str) -> int | tuple[int, int]:
+    height, _, width = text.partition("x")
+    return (int(height), int(width)) if width else int(height)
+
+
+def limit_of(args: argparse.Namespace) -> Limit:
+    return Limit(steps=args.steps) if args.steps is not None else Limit(seconds=args.budget)
+
+
+def systems_of(args: argparse.Namespace) -> list[str]:
+    names = [name.strip() for name in args.systems.split(",") if name.strip()]
+    unknown = sorted(set(names) - set(SYSTEMS))
+    if unknown:
+        raise SystemExit(f"--systems must be among {', '.join(SYSTEMS)}, got {unknown}")
+    return names
+
+
+# ---- peers -------------------------------------------------------------------------------------
+
+
+class PeerLogits(nn.Module):
+    """A peer model as pixelwise's code expects it: ``(N, C, H, W)`` in, logits out; grey
+    images repeated to the three channels torchvision's MobileNetV3 takes; ``{"out": ...}``
+    unwrapped."""
+
+    def __init__(self, model: nn.Module, repeat_grey: bool) -> None:
+        super().__init__()
+        self.model, self.repeat_grey = model, repeat_grey
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.repeat_grey and x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
+        out = self.model(x)
+        return out["out"] if isinstance(out, dict) else out
+
+
+def peer_builder(name: str, in_channels: int, num_classes: int) -> Callable[[], nn.Module] | None:
+    """A function building peer ``name``, or None (with a line saying why) when its library
+    is missing."""
+    if name == "smp-unet-r34":
+        try:
+            import segmentation_models_pytorch as smp
+        except ImportError:
+            print("smp-unet-r34 skipped: segmentation_models_pytorch is not installed "
+                  "(pip install 'pixelwise[bench]')")
+            return None
+        return lambda: PeerLogits(smp.Unet("resnet34", encoder_weights=None,
+                                           in_channels=in_channels, classes=num_classes), False)
+    from torchvision.models.segmentation import lraspp_mobilenet_v3_large
+
+    return lambda: PeerLogits(lraspp_mobilenet_v3_large(
+        weights=None, weights_backbone=None, num_classes=num_classes), True)
+
+
+def train_peer(build: Callable[[], nn.Module], task: Task, limit: Limit,
+               device: torch.device) -> tuple[nn.Module, int, float]:
+    """The plain loop; returns (model, steps, seconds from building the model to the last step)."""
+    started = time.perf_counter()
+    torch.manual_seed(0)
+    model = build().to(device)
+    mean, std = RECOMMENDED[task.kind]["mean"], RECOMMENDED[task.kind]["std"]
+    data = open_dataset(task.kind, task.train_root, "train", **task.options)
+    data.transforms = train_preset(task.crop, mean=mean, std=std, ignore_index=data.info.ignore_index,
+                                   scale=None, hflip=0.5, vflip=task.vflip)
+    loader = DataLoader(data, batch_size=task.batch_size, shuffle=True,
+                        drop_last=len(data) > task.batch_size,
+                        generator=torch.Generator().manual_seed(0))
+    optimizer = torch.optim.AdamW(model.parameters(), lr=PEER_LR, weight_decay=PEER_WEIGHT_DECAY)
+    model.train()
+    steps = 0
+    while not limit.reached(steps, time.perf_counter() - started):
+        for image, target in loader:
+            logits = model(image.to(device))
+            loss = F.cross_entropy(logits, target.to(device), ignore_index=data.info.ignore_index)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            steps += 1
+            if limit.reached(steps, time.perf_counter() - started):
+                break
+    return model, steps, time.perf_counter() - started
+
+
+def score_peer(model: nn.Module, task: Task, device: torch.device) -> dict[str, Any]:
+    """``validate(detailed=True)`` on the evaluation split, as ``pixelwise.evaluate`` scores."""
+    mean, std = RECOMMENDED[task.kind]["mean"], RECOMMENDED[task.kind]["std"]
+    data = open_dataset(task.kind, task.eval_root, task.eval_split,
+                        transforms=eval_preset(mean, std), **task.options, **task.eval_options)
+    loader = DataLoader(data, batch_size=1, shuffle=False)
+    return validate(model, loader, data.info.num_classes, data.info.ignore_index, device,
+                    progress=False, detailed=True)
+
+
+# ---- pixelwise ---------------------------------------------------------------------------------
+
+
+def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
+                  out: Path) -> tuple[int, float, dict[str, Any]]:
+    """Train the recipe for ``limit`` into ``out/pixelwise``, then ``pixelwise.evaluate`` its
+    checkpoint; returns (steps, seconds, scores)."""
+    run_dir = out / "pixelwise"
+    crop = f"[{task.crop[0]},{task.crop[1]}]" if isinstance(task.crop, tuple) else task.crop
+    overrides = [f"data.root={task.train_root}", f"train.out_dir={run_dir}",
+                 "train.overwrite=true", "train.progress=false", f"train.device={args.device}",
+                 f"data.batch_size={args.batch_size}", f"data.crop_size={crop}",
+                 *limit.pixelwise_overrides(), *args.set]
+    result = pixelwise.train(load_config(task.config, overrides))
+    scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
+                                task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
+                                device=args.device, progress=False,
+                                **task.options, **task.eval_options)
+    return result["step"], result["seconds"], scores
+
+
+# ---- the run and the report --------------------------------------------------------------------
+
+
+def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict[str, Any]]:
+    """Every system of ``--systems`` in turn; print the table and one JSON line per system, and
+    write the rows to ``OUT/results.jsonl``."""
+    torch.set_num_threads(args.threads)
+    limit, device = limit_of(args), torch.device(args.device)
+    out = Path(args.out or default_out)
+    out.mkdir(parents=True, exist_ok=True)
+    print(f"{task.kind}: {limit.describe()} per system, {args.threads} threads, {args.device}, "
+          f"crop {args.crop}, batch {args.batch_size}; torch {torch.__version__}")
+    if limit.seconds is not None:
+        print(HONESTY)
+    info = open_dataset(task.kind, task.train_root, "train", **task.options).info
+    rows, classes = [], list(info.classes)
+    for system in systems_of(args):
+        if system == "pixelwise":
+            steps, seconds, scores = run_pixelwise(task, limit, args, out)
+        else:
+            build = peer_builder(system, info.in_channels, info.num_classes)
+            if build is None:
+                continue
+            model, steps, seconds = train_peer(build, task, limit, device)
+            scores = score_peer(model, task, device)
+        rows.append(row_of(system, steps, seconds, limit, task, scores))
+        print(json.dumps(rows[-1]), flush=True)
+    print(format_rows(rows, classes))
+    with (out / "results.jsonl").open("w") as handle:
+        handle.writelines(json.dumps(row) + "\n" for row in rows)
+    print(f"wrote {out / 'results.jsonl'}" + (f" and {out / 'pixelwise'}/last.safetensors"
+                                                if "pixelwise" in systems_of(args) else ""))
+    return rows
+
+
+def row_of(system: str, steps: int, seconds: float, limit: Limit, task: Task,
+           scores: dict[str, Any]) -> dict[str, Any]:
+    recall = scores["object_recall"]
+    row = {"system": system, "steps": steps, "seconds": round(seconds, 1),
+           "budget_s": limit.seconds, "budget_steps": limit.steps, **task.scores(scores),
+           "object_recall": recall["recall"], "object_recall_mean": recall["mean"]}
+    return json_safe(row)
+
+
+def format_rows(rows: list[dict[str, Any]], classes: list[str]) -> str:
+    """A Markdown table: steps, seconds, the task's scalar scores, mean object recall by size;
+    then, when the rows have per-class IoU, a table of it."""
+    scalars = [key for key in rows[0] if isinstance(rows[0][key], float | int | None)
+               and key not in ("steps", "seconds", "budget_s", "budget_steps")] if rows else []
+    head = ["system", "steps", "seconds", *scalars, *(f"recall {size}" for size in SIZE_BINS)]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["system"], str(row["steps"]), f"{row['seconds']:.0f}",
+                 *(_number(row[key]) for key in scalars),
+                 *(_number(row["object_recall_mean"][size]) for size in SIZE_BINS)]
+        lines.append("| " + " | ".join(cells) + " |")
+    if rows and "iou" in rows[0]:
+        lines += ["", "| class | " + " | ".join(row["system"] for row in rows) + " |",
+                  "|" + "---|" * (len(rows) + 1)]
+        for i, name in enumerate(classes):
+            lines.append(f"| {name} | " + " | ".join(_number(row["iou"][i]) for row in rows) + " |")
+    return "\n".join(lines)
+
+
+def _number(value: float | None) -> str:
+    return "-" if value is None else f"{value:.4f}"

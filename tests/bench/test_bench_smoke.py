@@ -1,0 +1,104 @@
+"""bench/isbi2012.py and bench/camvid.py run end to end in --steps mode (a smoke test, no
+accuracy claim): every installed system trains a few steps on a small piece of the real data and
+gets one JSON row; the rows and pixelwise's checkpoint are written under --out. Peers whose
+library is missing are skipped by the scripts themselves; without ../shared/data this is
+skipped."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+SHARED = Path(os.environ.get("PIXELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
+pytestmark = pytest.mark.shared_data
+TINY = ["--steps", "2", "--crop", "32", "--batch-size", "2", "--threads", "1",
+        "--set", "model.options.base_channels=4", "--set", "model.options.depth=2"]
+
+
+def installed_systems() -> list[str]:
+    peers = ["smp-unet-r34"] if importlib.util.find_spec("segmentation_models_pytorch") else []
+    return ["pixelwise", *peers, "tv-lraspp-mbv3"]
+
+
+def bench_script(name: str):
+    if not (SHARED / name.replace("isbi2012", "isbi2012")).is_dir():
+        pytest.skip(f"real data {SHARED / name} is absent")
+    sys.path.insert(0, str(REPO / "bench"))
+    try:
+        spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(REPO / "bench"))
+    return module
+
+
+def small_isbi(root: Path) -> Path:
+    """The 30 labelled slices, each cut to its top-left 64x64 (the layout the script reads)."""
+    for part in ("image", "label"):
+        (root / "train" / part).mkdir(parents=True)
+        for i in range(30):
+            pixels = np.asarray(Image.open(SHARED / "isbi2012" / "train" / part / f"{i}.png"))
+            Image.fromarray(pixels[:64, :64]).save(root / "train" / part / f"{i}.png")
+    return root
+
+
+def small_camvid(root: Path) -> Path:
+    """Four train and two val pairs of the real CamVid, in its SegNet layout."""
+    for split, count in (("train", 4), ("val", 2)):
+        for folder in (split, f"{split}annot"):
+            (root / folder).mkdir(parents=True)
+        for path in sorted((SHARED / "camvid" / split).glob("*.png"))[:count]:
+            shutil.copy(path, root / split / path.name)
+            shutil.copy(SHARED / "camvid" / f"{split}annot" / path.name,
+                        root / f"{split}annot" / path.name)
+    return root
+
+
+def json_rows(text: str) -> list[dict]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsys):
+    script = bench_script("isbi2012")
+    root = small_isbi(tmp_path / "isbi2012")
+    assert script.main(["--root", str(root), "--out", str(tmp_path / "out"), *TINY]) == 0
+    rows = json_rows(capsys.readouterr().out)
+    assert [row["system"] for row in rows] == installed_systems()
+    for row in rows:
+        assert row["steps"] == 2 and row["seconds"] > 0
+        assert {"pixel_error", "membrane_iou", "adapted_rand_error", "object_recall"} <= set(row)
+        assert len(row["object_recall"]["all"]) == 2  # membrane, cell
+    assert json_rows((tmp_path / "out" / "results.jsonl").read_text()) == rows
+    assert (tmp_path / "out" / "pixelwise" / "last.safetensors").is_file()
+
+
+def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
+    script = bench_script("camvid")
+    root = small_camvid(tmp_path / "camvid")
+    (root / "val").rename(root / "check")  # an eval split of another name, as a test split
+    (root / "valannot").rename(root / "checkannot")
+    shutil.copytree(root / "check", root / "val")  # pixelwise validates on val while training
+    shutil.copytree(root / "checkannot", root / "valannot")
+    out = tmp_path / "out"
+    assert script.main(["--train-root", str(root), "--eval-root", str(root), "--eval-split",
+                        "check", "--out", str(out), *TINY]) == 0
+    printed = capsys.readouterr().out
+    rows = json_rows(printed)
+    assert [row["system"] for row in rows] == installed_systems()
+    for row in rows:
+        assert row["steps"] == 2
+        assert len(row["iou"]) == 11 and {"mean_iou", "pixel_accuracy"} <= set(row)
+        assert len(row["object_recall"]["small"]) == 11
+    assert "| Pole |" in printed  # the per-class IoU table
+    scored = json.loads((out / "pixelwise" / "eval-check" / "metrics.json").read_text())
+    assert scored["num_images"] == 2 and scored["num_pixels"] <= 2 * 180 * 240  # at half size
