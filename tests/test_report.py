@@ -18,7 +18,7 @@ from pixelwise.data import open_dataset
 from pixelwise.report import WorstImages, error_map, write_report
 
 SECTIONS = ["what-was-evaluated", "metrics", "per-class-iou", "confusion-matrix",
-            "lowest-iou-images"]
+            "object-recall-by-size", "lowest-iou-images"]  # evaluate always scores object recall
 
 
 class ReportParser(HTMLParser):
