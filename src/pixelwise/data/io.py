@@ -52,17 +52,27 @@ def read_image(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS
     all kept: a 4-band TIFF is e.g. RGB + near infrared).
     Raises `DataError` naming the file when it cannot be read or is larger than `max_pixels`.
     """
-    path = Path(path)
-    if path.suffix.lower() in _TIFF_SUFFIXES:
-        array = _read_tiff(path, page, max_pixels)
-    else:
-        with _open_pil(path, max_pixels) as image:
-            if image.mode in ("LA", "1"):
-                image = image.convert("L")
-            elif image.mode in ("P", "PA", "RGBA", "CMYK", "YCbCr"):
-                image = image.convert("RGB")
-            array = np.asarray(image)
+    array = _read_pixels(Path(path), page, max_pixels, _IMAGE_MODES)
     return array[..., None] if array.ndim == 2 else array
+
+
+# Pillow modes converted on reading: images become grey or RGB (alpha dropped, palettes
+# expanded); masks keep their indices (P), lose alpha, and 1-bit masks become 8-bit, not bool.
+_IMAGE_MODES = {"LA": "L", "1": "L", "P": "RGB", "PA": "RGB", "RGBA": "RGB", "CMYK": "RGB",
+                "YCbCr": "RGB"}
+_MASK_MODES = {"RGBA": "RGB", "LA": "RGB", "1": "L"}
+
+
+def _read_pixels(path: Path, page: int | None, max_pixels: int,
+                 conversions: Mapping[str, str]) -> np.ndarray:
+    """The pixels of a TIFF page, or of a Pillow image after converting its mode by
+    ``conversions``; ``DataError`` naming the file when it cannot be read."""
+    if path.suffix.lower() in _TIFF_SUFFIXES:
+        return _read_tiff(path, page, max_pixels)
+    with _open_pil(path, max_pixels) as image:
+        if image.mode in conversions:
+            image = image.convert(conversions[image.mode])
+        return np.asarray(image)
 
 
 def read_mask(
@@ -83,15 +93,7 @@ def read_mask(
             f"{path}: masks must be lossless (PNG, TIFF, BMP), got JPEG; JPEG compression "
             "invents values between class ids at every edge; try re-exporting the masks as PNG"
         )
-    if path.suffix.lower() in _TIFF_SUFFIXES:
-        array = _read_tiff(path, page, max_pixels)
-    else:
-        with _open_pil(path, max_pixels) as image:
-            if image.mode in ("RGBA", "LA"):
-                image = image.convert("RGB")
-            elif image.mode == "1":  # 1-bit masks: numpy would give booleans
-                image = image.convert("L")
-            array = np.asarray(image)
+    array = _read_pixels(path, page, max_pixels, _MASK_MODES)
     if array.ndim == 3:
         array = _decode_colours(array[..., :3], colour_map, path)
     if array.ndim != 2 or not np.issubdtype(array.dtype, np.integer):
