@@ -4,6 +4,9 @@
 entry point behind ``pixelwise evaluate CKPT --data ...``: it rebuilds the model from one
 ``.safetensors`` file, normalises with the checkpoint's mean/std, and writes ``metrics.json``,
 ``confusion_matrix.png`` and ``per_class_iou.png``.
+
+Under ``torchrun`` each rank scores images ``r, r + W, ...`` (nothing repeated) and the confusion
+matrix is summed over ranks, so the scores equal a single process's exactly; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from tqdm import tqdm
 from pixelwise.checkpoint import atomic_write_bytes, load_model
 from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import match_target
+from pixelwise.engine.distributed import process_group, shard_without_padding
 from pixelwise.errors import CheckpointError
 
 
@@ -62,44 +66,55 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
     FCN metrics table) and ``files`` (what was written under ``out_dir``, default: a folder named
-    ``eval-<split>`` beside the checkpoint). ``options`` go to ``open_dataset``.
+    ``eval-<split>`` beside the checkpoint; written by rank 0 alone under torchrun) and
+    ``rank``. ``options`` go to ``open_dataset``.
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
-    from pixelwise.metrics import format_table
-    from pixelwise.plots import confusion_matrix_png, per_class_iou_png
-
-    model, meta = load_model(checkpoint)
-    torch_device = pick_device(device)
-    model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
-    data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
-                        **options)
-    if data.info.num_classes != meta.num_classes:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
-            f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
-            f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
-        )
     from pixelwise.inference.tta import with_tta
+    from pixelwise.metrics import format_table
     from pixelwise.models import same_size_output
 
-    model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress)
-    scores["classes"] = list(meta.classes)
-    scores["table"] = format_table(scores, meta.classes)
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
+    with process_group(pick_device(device).type == "cuda") as dist_info:
+        model, meta = load_model(checkpoint)
+        torch_device = pick_device(device, dist_info)
+        model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
+        data = open_dataset(dataset, root, split,
+                            transforms=eval_preset(mean=meta.mean, std=meta.std), **options)
+        if data.info.num_classes != meta.num_classes:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
+                f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
+                f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
+            )
+        model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
+        loader = DataLoader(shard_without_padding(data, dist_info), batch_size=batch_size,
+                            shuffle=False)
+        scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
+                          torch.channels_last, dist_info, progress=progress)
+        scores["classes"] = list(meta.classes)
+        scores["table"] = format_table(scores, meta.classes)
+        if dist_info.is_main:
+            out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
+            _write_results(scores, out)
+        scores["rank"] = dist_info.rank
+        return scores
+
+
+def _write_results(scores: dict[str, Any], out: Path) -> None:
+    """``metrics.json`` (the scores, with ``files``) and the two figures, into ``out``."""
+    from pixelwise.plots import confusion_matrix_png, per_class_iou_png
+
     out.mkdir(parents=True, exist_ok=True)
+    classes = scores["classes"]
     files = {
         "metrics": out / "metrics.json",
-        "confusion_matrix": confusion_matrix_png(scores["matrix"], meta.classes,
+        "confusion_matrix": confusion_matrix_png(scores["matrix"], classes,
                                                  out / "confusion_matrix.png"),
-        "per_class_iou": per_class_iou_png(scores["iou"], meta.classes, out / "per_class_iou.png"),
+        "per_class_iou": per_class_iou_png(scores["iou"], classes, out / "per_class_iou.png"),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
     atomic_write_bytes(files["metrics"], json.dumps(_json_safe(scores), indent=2).encode())
-    return scores
 
 
 def _json_safe(value: Any) -> Any:
