@@ -87,6 +87,17 @@ def test_inputs_sharing_a_stem_keep_their_suffix_in_their_output_names(tiny_chec
                                       segmenter.predict(folder / source))
 
 
+def test_two_inputs_that_would_write_one_file_are_refused(tiny_checkpoint, tmp_path, capsys):
+    write_images(tmp_path / "x", count=1)
+    write_images(tmp_path / "y", count=1)
+    argv = ["predict", str(tiny_checkpoint), str(tmp_path / "x"), str(tmp_path / "y"), "--out",
+            str(tmp_path / "out")]
+    assert main(argv) == 2
+    assert (f"error: every input must have its own output files, got {tmp_path / 'x/img00.png'} "
+            f"and {tmp_path / 'y/img00.png'} both writing") in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
 def test_recursive_takes_subfolders_and_mirrors_them_in_the_output(tiny_checkpoint, tmp_path):
     folder = tmp_path / "in"
     write_images(folder, count=1)

@@ -216,12 +216,16 @@ def progress_report(out_dir: str | Path) -> str:
     lines = [
         f"prediction job in {out_dir}: {len(done)} of {total} inputs done "
         f"({100 * len(done) / max(total, 1):.0f} %), {skipped} skipped, {to_do} to do",
-        f"  {len(files)} output files ({sum(o['bytes'] for o in files) / 1e6:.1f} MB), formats "
+        f"  {len(files)} output files ({_megabytes(sum(o['bytes'] for o in files))}), formats "
         f"{', '.join(settings['formats'])}, checkpoint {settings['checkpoint']}, "
         f"started {job['started']}",
     ]
     if manifest.last_time is not None:
         lines.append(f"  last entry {time.time() - manifest.last_time:.0f} s ago"
                      + ("; run the same command again to finish" if to_do else ""))
-    lines += [f"  skipped {key}: {reason}" for key, reason in sorted(manifest.skipped.items())]
+    lines += [f"  skipped {reason}" for _, reason in sorted(manifest.skipped.items())]
     return "\n".join(lines)
+
+
+def _megabytes(count: int) -> str:
+    return f"{count / 1e6:.1f} MB" if count >= 1e5 else f"{count / 1e3:.1f} kB"
