@@ -196,8 +196,9 @@ def run_predict(args: argparse.Namespace) -> int:
         raise ConfigError(
             "predict needs a CHECKPOINT, at least one INPUT and --out DIR, got "
             f"{args.checkpoint or 'no checkpoint'}, {len(args.inputs)} inputs, "
-            f"{'--out ' + args.out if args.out else 'no --out'}; try pixelwise predict best.safetensors images/ --out predictions, or "
-            "--manifest DIR to see how far a job has got")
+            f"{'--out ' + args.out if args.out else 'no --out'}; try pixelwise predict "
+            "best.safetensors images/ --out predictions, or --manifest DIR to see how far a job "
+            "has got")
     from pixelwise.engine.predict_job import PredictionJob, run_prediction_job
 
     summary = run_prediction_job(PredictionJob(

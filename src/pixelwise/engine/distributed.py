@@ -111,6 +111,12 @@ def reduce_over_ranks(value: float, info: DistInfo, op: str = "sum") -> float:
     return tensor.item()
 
 
+def same_on_every_rank(value: int, info: DistInfo) -> bool:
+    """Whether every rank has the same ``value`` (an integer below 2**52, e.g. a digest's first
+    12 hex digits)."""
+    return reduce_over_ranks(value, info, op="max") == -reduce_over_ranks(-value, info, op="max")
+
+
 def mean_over_ranks(value: torch.Tensor, info: DistInfo) -> float:
     """The mean of a scalar tensor over all ranks: NaN or inf as soon as one rank's is, so that a
     training loss diverging on one rank stops (or skips the batch on) every rank at the same

@@ -95,8 +95,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         scores["classes"] = list(meta.classes)
         scores["table"] = format_table(scores, meta.classes)
         if dist_info.is_main:
-            out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
-            _write_results(scores, out)
+            default = Path(checkpoint).parent / f"eval-{split}"
+            _write_results(scores, Path(out_dir) if out_dir is not None else default)
         scores["rank"] = dist_info.rank
         return scores
 

@@ -172,7 +172,8 @@ class ManifestWriter:
         os.close(self._fd)
 
     def claim(self, source: InputFile, outputs: dict[str, Path]) -> None:
-        self._append({"input": source.key, "claim": [relative(p, self.out_dir) for p in outputs.values()]})
+        self._append({"input": source.key,
+                      "claim": [relative(path, self.out_dir) for path in outputs.values()]})
 
     def done(self, source: InputFile, settings: str, written: dict[str, Path]) -> None:
         outputs = {fmt: {"path": relative(path, self.out_dir), "bytes": path.stat().st_size,

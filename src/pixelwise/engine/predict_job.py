@@ -33,7 +33,12 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixelwise.device import DistInfo, pick_device
-from pixelwise.engine.distributed import fail_together, process_group, reduce_over_ranks
+from pixelwise.engine.distributed import (
+    fail_together,
+    process_group,
+    reduce_over_ranks,
+    same_on_every_rank,
+)
 from pixelwise.engine.manifest import (
     InputFile,
     Manifest,
@@ -113,7 +118,8 @@ def run_prediction_job(job: PredictionJob) -> JobSummary:
         key = settings_key(settings)
         todo = [t for t in tasks if not manifest.is_done(t.source, t.outputs, key)]
         mine = todo[info.rank::info.world_size]
-        problem = check_destinations(mine, manifest, tasks)
+        disagreement = agreement(todo, info)  # collective: called by every rank
+        problem = disagreement or check_destinations(mine, manifest, tasks)
         if info.is_main:  # before any rank writes: the others wait in fail_together
             for folder in sorted({t.stem.parent for t in tasks}):
                 remove_partial_folders(folder)
@@ -205,6 +211,18 @@ def check_destinations(tasks: Sequence[Task], manifest: Manifest,
                     f"in {manifest.out_dir / 'manifest.jsonl'}); try another --out folder, or "
                     "move the file away")
     return None
+
+
+def agreement(todo: Sequence[Task], info: DistInfo) -> PixelwiseError | None:
+    """ConfigError unless every rank found the same inputs left to do (each lists and sorts them
+    itself; files added or removed while the ranks start would give them different shares)."""
+    digest = hashlib.sha256("\n".join(t.source.key for t in todo).encode()).hexdigest()
+    if same_on_every_rank(int(digest[:12], 16), info):
+        return None
+    return ConfigError(
+        f"every torchrun process must find the same inputs to do, got {len(todo)} on rank "
+        f"{info.rank} and another list on another rank; try again once no files are being added "
+        "to or removed from the inputs (or the manifest)")
 
 
 def job_settings(job: PredictionJob) -> dict:
