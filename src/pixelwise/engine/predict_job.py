@@ -28,6 +28,7 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING
 
 from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
@@ -48,6 +49,9 @@ from pixelwise.engine.manifest import (
 )
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
 from pixelwise.outputs import georeference_for, output_paths, remove_partial_folders
+
+if TYPE_CHECKING:
+    from pixelwise.inference.predict import Segmenter
 
 log = logging.getLogger("pixelwise")
 
@@ -276,7 +280,7 @@ def default_workers(info: DistInfo) -> int:
     return min(4, max(1, per_rank - 1))
 
 
-def predict_share(segmenter, tasks: Sequence[Task], job: PredictionJob, key: str,
+def predict_share(segmenter: Segmenter, tasks: Sequence[Task], job: PredictionJob, key: str,
                   info: DistInfo) -> int:
     """Predict this rank's ``tasks`` into their files, in lockstep with the other ranks (every
     rank takes as many steps as the largest share); return how many inputs were skipped."""
