@@ -48,7 +48,12 @@ from pixelwise.engine.manifest import (
     write_job_file,
 )
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
-from pixelwise.outputs import georeference_for, output_paths, remove_partial_folders
+from pixelwise.outputs import (
+    georeference_for,
+    output_paths,
+    remove_partial_folders,
+    save_prediction,
+)
 
 if TYPE_CHECKING:
     from pixelwise.inference.predict import Segmenter
@@ -284,9 +289,7 @@ def predict_share(segmenter: Segmenter, tasks: Sequence[Task], job: PredictionJo
                   info: DistInfo) -> int:
     """Predict this rank's ``tasks`` into their files, in lockstep with the other ranks (every
     rank takes as many steps as the largest share); return how many inputs were skipped."""
-    from pixelwise.outputs import save_prediction
-
-    workers = default_workers(info) if job.workers is None else job.workers
+    workers = min(default_workers(info) if job.workers is None else job.workers, len(tasks))
     loader = DataLoader(DecodedImages(tasks, segmenter.meta.in_channels, job.formats),
                         batch_size=None, num_workers=workers, collate_fn=_as_is)
     steps = int(reduce_over_ranks(len(tasks), info, op="max"))
