@@ -100,7 +100,8 @@ def test_predict_formats_option_writes_the_chosen_files(trained, tmp_path):
     best = trained / "run" / "best.safetensors"
     assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"),
                  "--format", "npy", "png"]) == 0
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["x.npy", "x.png"]
+    written = sorted(p.name for p in (tmp_path / "o").iterdir())
+    assert written == ["job.json", "manifest.jsonl", "x.npy", "x.png"]  # and the job's record
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "x.npy"),
                                   np.asarray(Image.open(tmp_path / "o" / "x.png")))
 
@@ -209,7 +210,7 @@ def test_predict_shows_a_progress_bar_over_the_tiles_of_a_large_image(trained, t
     Image.fromarray(np.random.default_rng(4).integers(0, 256, (1100, 40, 3), np.uint8)).save(image)
     best = trained / "run" / "best.safetensors"
     assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"),
-                 "--format", "npy"]) == 0
-    assert "tile" in capsys.readouterr().err  # tqdm writes to stderr
+                 "--format", "npy", "--progress"]) == 0
+    assert "tiles of a 1100x40 image" in capsys.readouterr().err  # tqdm writes to stderr
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "big.npy"),
                                   Segmenter.from_checkpoint(best, device="cpu").predict(image))

@@ -15,7 +15,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pixelwise.errors import ConfigError, DataError, PixelwiseError
+from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.outputs import FORMATS
 
 
@@ -107,11 +107,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "report.html in the output folder)")
     evaluate.set_defaults(run=run_evaluate)
 
-    predict = commands.add_parser("predict", help="label maps and overlays for images")
-    predict.add_argument("checkpoint",
+    predict = commands.add_parser(
+        "predict", help="label maps and overlays for images (resumable; runs under torchrun)")
+    predict.add_argument("checkpoint", nargs="?",
                          help="a .safetensors file written by train, or an .onnx file from export")
-    predict.add_argument("inputs", nargs="+", metavar="INPUT", help="image files or folders")
-    predict.add_argument("--out", required=True, help="output folder")
+    predict.add_argument("inputs", nargs="*", metavar="INPUT", help="image files or folders")
+    predict.add_argument("--out", help="output folder (required unless --manifest)")
+    predict.add_argument("--manifest", metavar="DIR",
+                         help="only report the progress of the prediction job in DIR")
     predict.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     predict.add_argument("--format", nargs="+", default=["png", "overlay"], dest="formats",
                          choices=list(FORMATS), help="what to write per input (default: png "
@@ -129,6 +132,16 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--coco-rle", action="store_true",
                          help="coco: every object as RLE (default: polygons, RLE for objects "
                          "with holes)")
+    predict.add_argument("--recursive", action="store_true",
+                         help="folders: also the images of their subfolders (mirrored in --out)")
+    predict.add_argument("--skip-bad", action="store_true",
+                         help="skip unreadable images (each reported, counted at the end, exit "
+                              "status 1) instead of stopping at the first")
+    predict.add_argument("--workers", type=int, metavar="N",
+                         help="image-decoding processes per process (default: what the CPUs "
+                              "allow, 1 to 4; 0 decodes in the main process)")
+    predict.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                         help="progress bars (default: only when stderr is a terminal)")
     predict.set_defaults(run=run_predict)
 
     serve = commands.add_parser("serve", help="serve a model over HTTP, with a page to look at it")
@@ -219,64 +232,57 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
                       batch_size=args.batch_size, device=args.device, report=args.report,
                       **parse_options(args.option))
+    if scores["rank"] != 0:  # under torchrun only rank 0 reports
+        return 0
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
     return 0
 
 
 def run_predict(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
+    if args.manifest is not None:
+        from pixelwise.engine.manifest import progress_report
 
-    from pixelwise.inference.predict import Segmenter
-    from pixelwise.outputs import predict_to_files
+        print(progress_report(args.manifest))
+        return 0
+    if args.checkpoint is None or not args.inputs or args.out is None:
+        raise ConfigError(
+            "predict needs a CHECKPOINT, at least one INPUT and --out DIR, got "
+            f"{args.checkpoint or 'no checkpoint'}, {len(args.inputs)} inputs, "
+            f"{'--out ' + args.out if args.out else 'no --out'}; try pixelwise predict "
+            "best.safetensors images/ --out predictions, or --manifest DIR to see how far a job "
+            "has got")
+    from pixelwise.engine.predict_job import PredictionJob, run_prediction_job
 
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
-        tta_scales=tuple(args.tta_scales), progress=True)
-    background = parse_background(args.background, segmenter.meta.num_classes)
-    files = expand_inputs(args.inputs)
-    for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
-        predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
-                         source_name=path.name, min_area=args.min_area, simplify=args.simplify,
-                         background=background,
-                         coco_segmentation="rle" if args.coco_rle else "auto")
-    print(f"wrote {', '.join(args.formats)} for {len(files)} images to {args.out}")
-    return 0
+    summary = run_prediction_job(PredictionJob(
+        checkpoint=args.checkpoint, inputs=args.inputs, out_dir=args.out,
+        formats=tuple(args.formats), device=args.device, tta_flips=("h",) if args.tta else (),
+        tta_scales=tuple(args.tta_scales), min_area=args.min_area, simplify=args.simplify,
+        background=parse_background(args.background), coco_segmentation="rle" if args.coco_rle else "auto",
+        skip_bad=args.skip_bad, recursive=args.recursive, workers=args.workers,
+        progress=sys.stderr.isatty() if args.progress is None else args.progress))
+    if summary.rank == 0:  # under torchrun only rank 0 reports
+        earlier = f" ({summary.done_before} done before)" if summary.done_before else ""
+        print(f"wrote {', '.join(args.formats)} for {summary.predicted} images to "
+              f"{args.out}{earlier}")
+        if summary.skipped:
+            print(f"error: skipped {summary.skipped} of {summary.inputs} inputs (each named "
+                  "above); fix or remove them and run the same command again", file=sys.stderr)
+    return 1 if summary.skipped else 0
 
 
-def parse_background(values: list[str] | None, num_classes: int) -> tuple[int, ...] | None:
+def parse_background(values: list[str] | None) -> tuple[int, ...] | None:
     """``--background``: None when not given (the checkpoint's), ``()`` for ``none``, else the
-    class ids, checked against the model's classes."""
-    from pixelwise.data.info import check_background
-
+    class ids (checked against the model's classes when it is loaded)."""
     if values is None:
         return None
     if [v.lower() for v in values] == ["none"]:
         return ()
     try:
-        ids = [int(v) for v in values]
+        return tuple(int(v) for v in values)
     except ValueError:
         raise ConfigError(f"--background must be class ids or none, got {' '.join(values)}; "
                           "try --background 0") from None
-    return check_background(ids, num_classes)
-
-
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
-    from pixelwise.data.io import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
-    if not files:
-        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
-                        f"{[str(i) for i in inputs]}")
-    return files
 
 
 def run_serve(args: argparse.Namespace) -> int:

@@ -1,6 +1,10 @@
 """Prediction files people use downstream: palette PNGs, colour overlays, GeoTIFF/BigTIFF,
 NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`;
-`predict_to_files` predicts one image with a `Segmenter` and writes it).
+`predict_to_files` predicts one image with a `Segmenter` and writes it, atomically).
+
+The files of one prediction are named by `output_paths` (`<stem>.png`, `<stem>_overlay.png`, ...).
+`write_prediction_atomically` writes them into a temporary folder beside their destination and
+renames them into place, so that a file there is always whole, whatever kills the process.
 
 A label map is an integer array `(H, W)` of class ids. A palette is a sequence of `(r, g, b)`
 tuples, one per class id, as in `DatasetInfo.palette`. The palette PNG stores the class ids
@@ -11,6 +15,9 @@ label map back exactly while image viewers show the colours.
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -194,7 +201,12 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette) -> Pat
     return path
 
 
-FORMATS = ("png", "overlay", "geojson", "coco", "npy", "geotiff")
+# What each format appends to the output stem: `out/slide1` -> `out/slide1_overlay.png`, ...
+OUTPUT_SUFFIXES = {"png": ".png", "overlay": "_overlay.png", "geojson": ".geojson",
+                   "coco": ".coco.json", "npy": ".npy", "geotiff": ".tif"}
+FORMATS = tuple(OUTPUT_SUFFIXES)
+_FILE_SUFFIXES = {**OUTPUT_SUFFIXES, "legend": "_legend.png"}  # an overlay comes with its legend
+PARTIAL_PREFIX = ".pixelwise-partial-"  # temporary folders of write_prediction_atomically
 TIFF_TILE = 256  # pixels per side of a GeoTIFF/BigTIFF tile
 BIGTIFF_BYTES = 2**31  # classic TIFF offsets stop at 4 GiB; switch to BigTIFF well before
 
@@ -277,29 +289,76 @@ def write_prediction(
     stem = Path(out_stem)
     stem.parent.mkdir(parents=True, exist_ok=True)
     label = compact_label(label)
+    paths = output_paths(stem, formats)
     written: dict[str, Path] = {}
     if "png" in formats:
-        written["png"] = save_label_png(label, stem.with_name(stem.name + ".png"), palette)
+        written["png"] = save_label_png(label, paths["png"], palette)
     if "overlay" in formats:
         written["overlay"], written["legend"] = save_overlay_png(image, label, stem, palette,
                                                                  class_names, background)
     if "npy" in formats:
-        written["npy"] = stem.with_name(stem.name + ".npy")
+        written["npy"] = paths["npy"]
         np.save(written["npy"], label)
     if "geotiff" in formats:
-        written["geotiff"] = save_geotiff(label, stem.with_name(stem.name + ".tif"), georef,
+        written["geotiff"] = save_geotiff(label, paths["geotiff"], georef,
                                           palette)
     if {"geojson", "coco"} & set(formats):
         instances = find_instances(label, background=background, min_area=min_area,
                                    simplify=simplify)
     if "geojson" in formats:
-        written["geojson"] = _write_json(stem.with_name(stem.name + ".geojson"),
+        written["geojson"] = _write_json(paths["geojson"],
                                          to_geojson(instances, class_names, georef))
     if "coco" in formats:
         coco = to_coco(instances, *label.shape, class_names=class_names,
                        file_name=source_name or stem.name + ".png", segmentation=coco_segmentation)
-        written["coco"] = _write_json(stem.with_name(stem.name + ".coco.json"), coco)
+        written["coco"] = _write_json(paths["coco"], coco)
     return written
+
+
+def output_paths(out_stem: str | Path, formats: Sequence[str]) -> dict[str, Path]:
+    """``{format: file}`` that :func:`write_prediction` writes for ``out_stem`` (see there)."""
+    stem = Path(out_stem)
+    files = [*formats, *(["legend"] if "overlay" in formats else [])]
+    return {f: stem.with_name(stem.name + _FILE_SUFFIXES[f]) for f in dict.fromkeys(files)}
+
+
+def write_prediction_atomically(label: np.ndarray, out_stem: str | Path,
+                                formats: Sequence[str] = ("png",), **options) -> dict[str, Path]:
+    """:func:`write_prediction` (same arguments), each file appearing whole or not at all.
+
+    The files are written into a temporary folder (``.pixelwise-partial-*``) beside their
+    destination, on the same file system, fsynced, then moved into place with ``os.replace``.
+    A process killed meanwhile leaves only that folder, which ``pixelwise predict`` removes when
+    run again.
+    """
+    folder = Path(out_stem).parent
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = Path(tempfile.mkdtemp(prefix=PARTIAL_PREFIX, dir=folder))
+    try:
+        written = write_prediction(label, partial / Path(out_stem).name, formats, **options)
+        destination = output_paths(out_stem, list(written))
+        for path in written.values():
+            _fsync(path)
+        for fmt, path in written.items():
+            os.replace(path, destination[fmt])
+        _fsync(folder)  # the renames themselves
+    finally:
+        shutil.rmtree(partial, ignore_errors=True)
+    return {fmt: destination[fmt] for fmt in written}
+
+
+def remove_partial_folders(folder: Path) -> None:
+    """Remove what killed runs of :func:`write_prediction_atomically` left in ``folder``."""
+    for partial in folder.glob(PARTIAL_PREFIX + "*"):
+        shutil.rmtree(partial, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def compact_label(label: np.ndarray) -> np.ndarray:
@@ -327,7 +386,7 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
                      simplify: float = 0.0,
                      background: Sequence[int] | None = None,
                      coco_segmentation: Literal["auto", "rle"] = "auto") -> dict[str, Path]:
-    """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
+    """Predict ``image`` and write it in ``formats`` via :func:`save_prediction`
     (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
 
     A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
@@ -335,19 +394,36 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
     """
     from pixelwise.data.io import to_float_chw
 
-    georef = None
+    georef = georeference_for(image, formats)
+    chw = to_float_chw(image, segmenter.meta.in_channels)
+    return save_prediction(segmenter, segmenter.predict(chw), chw, out_stem, formats,
+                           georef=georef, source_name=source_name, min_area=min_area,
+                           simplify=simplify, background=background,
+                           coco_segmentation=coco_segmentation)
+
+
+def georeference_for(image: ImageLike, formats: Sequence[str]) -> GeoReference | None:
+    """The CRS and transform of a GeoTIFF file input when a format can carry them, else None."""
     if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
             {"geotiff", "geojson"} & set(formats)):
-        georef = read_georeference(image)
+        return read_georeference(image)
+    return None
 
-    chw = to_float_chw(image, segmenter.meta.in_channels)
-    label = segmenter.predict(chw)
+
+def save_prediction(segmenter: Segmenter, label: np.ndarray, chw: torch.Tensor,
+                    out_stem: str | Path, formats: Sequence[str], *,
+                    georef: GeoReference | None = None, source_name: str | None = None,
+                    min_area: int = 0, simplify: float = 0.0,
+                    background: Sequence[int] | None = None,
+                    coco_segmentation: Literal["auto", "rle"] = "auto") -> dict[str, Path]:
+    """Write ``segmenter``'s ``label`` map of the image ``chw`` (float ``(C, H, W)`` in [0, 1])
+    with its palette, class names and background classes (``background`` None: the
+    checkpoint's), atomically (:func:`write_prediction_atomically`)."""
     background = segmenter.meta.background if background is None else background
-    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
-                            class_names=segmenter.classes, image=display_image(chw),
-                            georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name, background=background,
-                            coco_segmentation=coco_segmentation)
+    return write_prediction_atomically(
+        label, out_stem, formats, palette=segmenter.palette, class_names=segmenter.classes,
+        image=display_image(chw), georef=georef, min_area=min_area, simplify=simplify,
+        source_name=source_name, background=background, coco_segmentation=coco_segmentation)
 
 
 def display_image(chw: torch.Tensor) -> np.ndarray:

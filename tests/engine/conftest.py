@@ -77,3 +77,48 @@ def torchrun_train():
 def weights_equal():
     """Whether two .safetensors files hold exactly the same tensors."""
     return _weights_equal
+
+
+# ---- prediction jobs (test_predict_job.py, test_torchrun_jobs.py) ------------------------------
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """An untrained tiny U-Net for the synthetic shapes' five classes: its predictions vary from
+    pixel to pixel, which is all that equality and file-handling tests need."""
+    from pixelwise.checkpoint import ModelMeta, save_weights
+    from pixelwise.data.synthetic import SyntheticShapes
+    from pixelwise.models import build
+
+    torch.manual_seed(0)
+    options = {"in_channels": 3, "base_channels": 4, "depth": 2}
+    info = SyntheticShapes(n=1, size=32).info
+    meta = ModelMeta(name="unet", num_classes=5, options=options, classes=list(info.classes),
+                     palette=[tuple(c) for c in info.palette], ignore_index=info.ignore_index,
+                     in_channels=3, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25])
+    path = tmp_path_factory.mktemp("checkpoint") / "tiny.safetensors"
+    save_weights(path, build("unet", 5, **options), meta)
+    return path
+
+
+def write_images(folder: Path, count: int = 13) -> list[Path]:
+    """``count`` random RGB PNGs img00.png, img01.png, ..., 32x32 and 40x48 in turn."""
+    import numpy as np
+    from PIL import Image
+
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    paths = []
+    for i in range(count):
+        path = folder / f"img{i:02d}.png"
+        size = (32, 32) if i % 2 == 0 else (40, 48)
+        Image.fromarray(rng.integers(0, 256, (*size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture
+def images(tmp_path) -> Path:
+    """A folder of 13 images (see write_images)."""
+    write_images(tmp_path / "images")
+    return tmp_path / "images"

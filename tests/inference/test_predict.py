@@ -94,3 +94,27 @@ def test_valid_unet_images_are_tiled_and_equal_the_mirror_extended_network():
     with torch.no_grad():
         expected = MirrorExtended(model)(x[None]).softmax(1)[0].numpy()
     np.testing.assert_allclose(proba, expected, atol=1e-5)
+
+
+def test_a_list_of_images_gives_a_list_of_labels_with_same_size_images_batched():
+    segmenter = _pointwise_segmenter(tile_above=30, tile=16, overlap=4)
+    batches = []
+    segmenter.model.register_forward_hook(lambda module, args, out: batches.append(len(args[0])))
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, size, dtype=np.uint8)
+              for size in ((12, 20, 3), (9, 9, 3), (12, 20, 3), (40, 20, 3), (12, 20, 3))]
+    labels = segmenter.predict(images, batch_size=2)
+    assert [label.shape for label in labels] == [image.shape[:2] for image in images]
+    for image, label in zip(images, labels, strict=True):
+        proba = _expected_proba(image)
+        clear = np.abs(proba[1] - proba[0]) > 1e-4
+        np.testing.assert_array_equal(label[clear], proba.argmax(0)[clear])
+    # 40x20 (above tile_above) first, in tiles; then the three 12x20 in batches of 2 and 1,
+    # then 9x9 alone
+    assert batches[-3:] == [2, 1, 1]
+
+
+def test_repr_names_the_model_classes_and_device():
+    text = repr(_pointwise_segmenter(tta_flips=("h",)))
+    assert text == ("Segmenter(pointwise, 2 classes [a, b], 3 input channels, device cpu, tiles "
+                    "of 512 px overlapping 64 px above 1024 px, tta flips ('h',) scales (1.0,))")

@@ -9,12 +9,12 @@ import copy
 from typing import Any
 
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset
 
 from pixelwise.config import DataConfig
 from pixelwise.data.info import DatasetInfo
 from pixelwise.device import DistInfo
-from pixelwise.engine.distributed import shard_sampler
+from pixelwise.engine.distributed import shard_sampler, shard_without_padding
 from pixelwise.errors import ConfigError
 
 
@@ -77,7 +77,7 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
     if dist_info.enabled and train:
         sampler = shard_sampler(dataset, dist_info, shuffle=True, seed=seed)
     elif dist_info.enabled:
-        dataset = Subset(dataset, range(dist_info.rank, len(dataset), dist_info.world_size))
+        dataset = shard_without_padding(dataset, dist_info)
     generator = torch.Generator().manual_seed(seed) if train and sampler is None else None
     return DataLoader(
         dataset,

@@ -4,6 +4,9 @@
 entry point behind ``pixelwise evaluate CKPT --data ...``: it rebuilds the model from one
 ``.safetensors`` file, normalises with the checkpoint's mean/std, and writes ``metrics.json``,
 ``confusion_matrix.png`` and ``per_class_iou.png``.
+
+Under ``torchrun`` each rank scores images ``r, r + W, ...`` (nothing repeated) and the confusion
+matrix is summed over ranks, so the scores equal a single process's exactly; rank 0 writes.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from tqdm import tqdm
 from pixelwise.checkpoint import atomic_write_bytes, load_model
 from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import match_target
+from pixelwise.engine.distributed import process_group, shard_without_padding
 from pixelwise.errors import CheckpointError
 
 
@@ -82,68 +86,83 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     rescaled copies (:func:`pixelwise.inference.tta.tta_logits`).
 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
-    FCN metrics table) and ``files`` (what was written under ``out_dir``, default: a folder named
-    ``eval-<split>`` beside the checkpoint). ``options`` go to ``open_dataset``. ``report``
-    (True: ``report.html`` in the output folder, or a path) also writes the HTML report of
-    :mod:`pixelwise.report` and adds ``per_image_iou`` (dataset order) to the scores.
+    FCN metrics table), ``files`` (what was written under ``out_dir``, default: a folder named
+    ``eval-<split>`` beside the checkpoint; written by rank 0 alone under torchrun) and
+    ``rank``. ``options`` go to ``open_dataset``. ``report`` (True: ``report.html`` in the
+    output folder, or a path) also writes the HTML report of :mod:`pixelwise.report` and adds
+    ``per_image_iou`` (dataset order; under torchrun, rank 0's share) to the scores.
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
-    from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
-    from pixelwise.plots import confusion_matrix_png, per_class_iou_png
-
-    model, meta = load_model(checkpoint)
-    torch_device = pick_device(device)
-    model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
-    data = open_dataset(dataset, root, split, transforms=eval_preset(mean=meta.mean, std=meta.std),
-                        **options)
-    if data.info.num_classes != meta.num_classes:
-        raise CheckpointError(
-            f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
-            f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
-            f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
-        )
     from pixelwise.inference.tta import with_tta
+    from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
     from pixelwise.models import same_size_output
 
-    model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
-    loader = DataLoader(data, batch_size=batch_size, shuffle=False)
-    gallery = None
-    if report:
-        from pixelwise.report import WorstImages
+    with process_group(pick_device(device).type == "cuda") as dist_info:
+        model, meta = load_model(checkpoint)
+        torch_device = pick_device(device, dist_info)
+        model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
+        data = open_dataset(dataset, root, split,
+                            transforms=eval_preset(mean=meta.mean, std=meta.std), **options)
+        if data.info.num_classes != meta.num_classes:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
+                f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
+                f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
+            )
+        model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
+        loader = DataLoader(shard_without_padding(data, dist_info), batch_size=batch_size,
+                            shuffle=False)
+        gallery = None
+        if report:
+            from pixelwise.report import WorstImages
 
-        gallery = WorstImages(meta.num_classes, meta.ignore_index, meta.mean, meta.std)
-    scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
-                      torch.channels_last, progress=progress, observe=gallery, detailed=True)
-    if gallery is not None:
-        scores["per_image_iou"] = gallery.per_image_iou
-    scores["classes"] = list(meta.classes)
-    tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
-              format_object_recall(scores["object_recall"], meta.classes))
-    scores["table"] = "\n".join(table for table in tables if table)
-    out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
+            gallery = WorstImages(meta.num_classes, meta.ignore_index, meta.mean, meta.std)
+        scores = validate(model, loader, meta.num_classes, meta.ignore_index, torch_device,
+                          torch.channels_last, dist_info, progress=progress, observe=gallery,
+                          detailed=True)
+        if gallery is not None:
+            scores["per_image_iou"] = gallery.per_image_iou
+        scores["classes"] = list(meta.classes)
+        tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
+                  format_object_recall(scores["object_recall"], meta.classes))
+        scores["table"] = "\n".join(table for table in tables if table)
+        if dist_info.is_main:
+            out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
+            _write_figures(scores, out)
+            if gallery is not None:
+                from pixelwise.report import write_report
+
+                about = {"checkpoint": f"{checkpoint} (epoch {meta.epoch}, step {meta.step})",
+                         "model": f"{meta.name} {meta.options}",
+                         "data": f"{dataset} {root}".strip(), "split": split, "options": options,
+                         "TTA": f"flips {'h' if tta else 'none'}, scales {list(tta_scales)}",
+                         "device": str(torch_device)}
+                names = ([Path(s.image).name for s in data.samples] if hasattr(data, "samples")
+                         else None)
+                path = out / "report.html" if report is True else Path(report)
+                scores["files"]["report"] = str(write_report(
+                    path, scores, meta.palette, about, gallery.worst, meta.ignore_index, names))
+            atomic_write_bytes(out / "metrics.json",
+                               json.dumps(json_safe(scores), indent=2).encode())
+        scores["rank"] = dist_info.rank
+        return scores
+
+
+def _write_figures(scores: dict[str, Any], out: Path) -> None:
+    """The confusion matrix and per-class IoU figures into ``out``; ``scores["files"]`` lists
+    them with ``metrics.json``, which the caller writes last (it records every file)."""
+    from pixelwise.plots import confusion_matrix_png, per_class_iou_png
+
     out.mkdir(parents=True, exist_ok=True)
+    classes = scores["classes"]
     files = {
         "metrics": out / "metrics.json",
-        "confusion_matrix": confusion_matrix_png(scores["matrix"], meta.classes,
+        "confusion_matrix": confusion_matrix_png(scores["matrix"], classes,
                                                  out / "confusion_matrix.png"),
-        "per_class_iou": per_class_iou_png(scores["iou"], meta.classes, out / "per_class_iou.png"),
+        "per_class_iou": per_class_iou_png(scores["iou"], classes, out / "per_class_iou.png"),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
-    if gallery is not None:
-        from pixelwise.report import write_report
-
-        about = {"checkpoint": f"{checkpoint} (epoch {meta.epoch}, step {meta.step})",
-                 "model": f"{meta.name} {meta.options}",
-                 "data": f"{dataset} {root}".strip(), "split": split, "options": options,
-                 "TTA": f"flips {'h' if tta else 'none'}, scales {list(tta_scales)}",
-                 "device": str(torch_device)}
-        names = [Path(s.image).name for s in data.samples] if hasattr(data, "samples") else None
-        path = out / "report.html" if report is True else Path(report)
-        scores["files"]["report"] = str(write_report(
-            path, scores, meta.palette, about, gallery.worst, meta.ignore_index, names))
-    atomic_write_bytes(files["metrics"], json.dumps(json_safe(scores), indent=2).encode())
-    return scores
 
 
 def json_safe(value: Any) -> Any:

@@ -56,7 +56,12 @@ from pixelwise.engine.data_setup import (
     normalisation,
     open_split,
 )
-from pixelwise.engine.distributed import broadcast_buffers, init_from_env, shutdown
+from pixelwise.engine.distributed import (
+    broadcast_buffers,
+    init_from_env,
+    mean_over_ranks,
+    shutdown,
+)
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
@@ -203,7 +208,9 @@ def train_one_epoch(run: TrainingRun) -> tuple[float, int]:
         image = image.to(run.device, non_blocking=True, memory_format=run.memory_format)
         target = target.to(run.device, non_blocking=True)
         loss = forward_loss(run, image, target)
-        value = loss.item()  # the one host-device sync of the step
+        # The one host-device sync of the step. Under torchrun the mean over ranks: a NaN on one
+        # rank is then seen by all, which stop (or skip the batch) together.
+        value = mean_over_ranks(loss, run.dist_info)
         if not math.isfinite(value):
             on_nonfinite_loss(run, value, index)
             continue

@@ -2,6 +2,7 @@
 
 >>> seg = Segmenter.from_checkpoint("runs/exp/best.safetensors")
 >>> label = seg.predict("photo.png")          # (H, W) class ids (uint8)
+>>> labels = seg.predict(["a.png", "b.png"])  # a list: same-size images run as one batch
 >>> proba = seg.predict_proba(array_hwc_uint8)  # (K, H, W) probabilities
 
 Images are scaled to [0, 1] exactly as the datasets do and normalised with the mean/std stored
@@ -13,6 +14,8 @@ whole.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +25,7 @@ from torch import nn
 from pixelwise.checkpoint import ModelMeta, load_model
 from pixelwise.data.io import ImageLike, to_float_chw
 from pixelwise.device import pick_device
+from pixelwise.errors import ConfigError
 from pixelwise.inference.onnx import load_onnx
 from pixelwise.inference.tta import with_tta
 
@@ -51,6 +55,7 @@ class Segmenter:
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.model = with_tta(model, tta_flips, tta_scales)
+        self.tta_flips, self.tta_scales = tuple(tta_flips), tuple(tta_scales)
         self.meta = meta
         self.tile_above, self.tile, self.overlap = tile_above, tile, overlap
         self.progress = progress  # a progress bar over the tiles of large images
@@ -68,6 +73,14 @@ class Segmenter:
         model, meta = load_model(path)
         return cls(model, meta, device=device, **options)
 
+    def __repr__(self) -> str:
+        classes = ", ".join(self.classes[:5]) + (", ..." if len(self.classes) > 5 else "")
+        tta = (f", tta flips {self.tta_flips} scales {self.tta_scales}"
+               if self.tta_flips or self.tta_scales != (1.0,) else "")
+        return (f"Segmenter({self.meta.name}, {self.meta.num_classes} classes [{classes}], "
+                f"{self.meta.in_channels} input channels, device {self.device}, tiles of "
+                f"{self.tile} px overlapping {self.overlap} px above {self.tile_above} px{tta})")
+
     @property
     def classes(self) -> list[str]:
         return self.meta.classes
@@ -77,18 +90,22 @@ class Segmenter:
         return self.meta.palette
 
     @torch.inference_mode()
-    def predict(self, image: ImageLike) -> np.ndarray:
+    def predict(self, image: ImageLike | Sequence[ImageLike],
+                batch_size: int = 8) -> np.ndarray | list[np.ndarray]:
         """Label map ``(H, W)`` of class ids (uint8 for up to 256 classes, else int16).
 
-        Tiled images never hold all class probabilities at once, so memory stays flat in the
-        image size (see :func:`pixelwise.inference.tiling.predict_tiled`).
+        Given a list (or tuple) of images, returns a list of label maps in the same order: the
+        images are all decoded first, and those of one size that run whole go through the model
+        ``batch_size`` at a time. Tiled images never hold all class probabilities at once, so
+        memory stays flat in the image size (see :func:`pixelwise.inference.tiling.predict_tiled`).
         """
+        if isinstance(image, (list, tuple)):
+            return self._predict_list([to_float_chw(i, self.meta.in_channels) for i in image],
+                                      batch_size)
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
             return self._tiled(chw, return_proba=False)
-        from pixelwise.inference.tiling import label_dtype
-
-        return self._whole(chw).argmax(0).cpu().numpy().astype(label_dtype(self.meta.num_classes))
+        return self._labels(self._whole(chw[None]))[0]
 
     @torch.inference_mode()
     def predict_proba(self, image: ImageLike) -> np.ndarray:
@@ -96,11 +113,36 @@ class Segmenter:
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
             return self._tiled(chw, return_proba=True)[1]
-        return self._whole(chw).float().cpu().numpy()
+        return self._whole(chw[None])[0].float().cpu().numpy()
 
-    def _whole(self, chw: torch.Tensor) -> torch.Tensor:
-        """Softmax ``(K, H, W)`` of the whole image in one forward pass."""
-        return self.model(self._normalise(chw.to(self.device)[None])).softmax(1)[0]
+    def _predict_list(self, chws: list[torch.Tensor], batch_size: int) -> list[np.ndarray]:
+        """Label maps of float ``(C, H, W)`` images, in order; same-size whole images batched."""
+        if batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {batch_size}; try 8")
+        labels: list[np.ndarray | None] = [None] * len(chws)
+        same_size: dict[tuple[int, int], list[int]] = defaultdict(list)
+        for index, chw in enumerate(chws):
+            if self._needs_tiling(chw):
+                labels[index] = self._tiled(chw, return_proba=False)
+            else:
+                same_size[tuple(chw.shape[-2:])].append(index)
+        for indices in same_size.values():
+            for start in range(0, len(indices), batch_size):
+                chunk = indices[start:start + batch_size]
+                batch = self._labels(self._whole(torch.stack([chws[i] for i in chunk])))
+                for index, label in zip(chunk, batch, strict=True):
+                    labels[index] = label
+        return labels
+
+    def _whole(self, batch: torch.Tensor) -> torch.Tensor:
+        """Softmax ``(N, K, H, W)`` of whole images ``(N, C, H, W)`` in one forward pass."""
+        return self.model(self._normalise(batch.to(self.device))).softmax(1)
+
+    def _labels(self, proba: torch.Tensor) -> np.ndarray:
+        """``(N, H, W)`` class ids of softmax ``(N, K, H, W)``, in the compact dtype."""
+        from pixelwise.inference.tiling import label_dtype
+
+        return proba.argmax(1).cpu().numpy().astype(label_dtype(self.meta.num_classes))
 
     def _tiled(self, chw: torch.Tensor, return_proba: bool):
         from pixelwise.inference.tiling import predict_tiled

@@ -295,7 +295,8 @@ def predict_tiled(
                           "try allocating it with the image's height and width")
 
     label = proba = None
-    bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile")
+    bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile",
+               desc=f"tiles of a {height}x{width} image")
     band = _Band(rows=max(s.size for s in row_spans), cols=col_spans[-1].start + col_spans[-1].size)
     ends = [s.start for s in row_spans[1:]] + [row_spans[-1].start + row_spans[-1].size]
     for rows, end in zip(row_spans, ends, strict=True):

@@ -1,0 +1,74 @@
+"""`predict`, `evaluate` and a failing rank under torchrun: two CPU processes (gloo on
+127.0.0.1), one thread each (issue 12)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from pixelwise.cli import main
+
+HERE = Path(__file__).resolve().parent
+SRC = HERE.parents[1] / "src"
+FORMATS = ["--format", "png", "overlay", "npy", "coco"]
+
+
+def torchrun(*args: str | Path, module: str = "pixelwise",
+             timeout: float = 90) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc-per-node 2 -m MODULE ARGS`` (raises on timeout)."""
+    env = {**os.environ, "PYTHONPATH": f"{SRC}{os.pathsep}{HERE}", "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               "--nproc-per-node", "2", "-m", module, *map(str, args)]
+    return subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+def outputs_of(folder: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(folder.glob("img*"))}
+
+
+def test_two_processes_write_byte_for_byte_what_one_writes(tiny_checkpoint, images, tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert main(["predict", str(tiny_checkpoint), str(images), "--out", str(one), *FORMATS]) == 0
+    done = torchrun("predict", tiny_checkpoint, images, "--out", two, *FORMATS)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "wrote png, overlay, npy, coco for 13 images" in done.stdout  # rank 0 alone reports
+    assert len(outputs_of(one)) == 13 * 4 and outputs_of(two) == outputs_of(one)
+    shares = {path.name: [json.loads(line)["input"] for line in path.read_text().splitlines()
+                          if "outputs" in line] for path in two.glob("manifest*.jsonl")}
+    inputs = sorted(str(p) for p in images.iterdir())
+    assert shares == {"manifest.jsonl": inputs[0::2], "manifest.rank1.jsonl": inputs[1::2]}
+
+
+def test_two_process_evaluate_equals_one_process_exactly(tiny_checkpoint, tmp_path):
+    args = ["evaluate", str(tiny_checkpoint), "--data", "synthetic", "--option", "n=7",
+            "--option", "size=32", "--device", "cpu"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    done = torchrun(*args, "--out", tmp_path / "two")
+    assert done.returncode == 0, done.stderr[-3000:]
+    one, two = (json.loads((tmp_path / d / "metrics.json").read_text()) for d in ("one", "two"))
+    assert one["num_images"] == two["num_images"] == 7  # shards of 4 and 3, none repeated
+    assert {k: v for k, v in two.items() if k != "files"} == \
+        {k: v for k, v in one.items() if k != "files"}
+
+
+def test_an_unreadable_image_on_one_rank_stops_every_rank_with_its_error(
+        tiny_checkpoint, images, tmp_path):
+    (images / "img01.png").write_text("not an image")  # rank 1's first image
+    started = time.monotonic()
+    done = torchrun("predict", tiny_checkpoint, images, "--out", tmp_path / "out", timeout=60)
+    assert done.returncode != 0 and time.monotonic() - started < 60
+    reason = f"{images / 'img01.png'}: the file must be a readable image"
+    assert f"error: {reason}" in done.stderr  # rank 1
+    assert f"error: rank 0 stopped because rank 1 failed: {reason}" in done.stderr
+
+
+def test_a_nan_loss_on_one_rank_stops_every_rank_with_the_error(tiny_config, tmp_path):
+    done = torchrun("train", tiny_config, f"train.out_dir={tmp_path / 'run'}", "train.epochs=1",
+                    "data.batch_size=2", module="nan_on_one_rank", timeout=90)
+    assert done.returncode != 0
+    assert done.stderr.count("error: training loss must be finite, got nan at epoch 1, "
+                             "batch 2") == 2  # both ranks, at the same batch
