@@ -79,8 +79,9 @@ def test_inputs_sharing_a_stem_keep_their_suffix_in_their_output_names(tiny_chec
     out = tmp_path / "out"
     assert main(["predict", str(tiny_checkpoint), str(folder), "--out", str(out)]) == 0
     names = sorted(n for n in files_under(out) if not n.startswith(("job", "manifest")))
-    assert names == ["a.png.png", "a.png_overlay.png", "a.tif.png", "a.tif_overlay.png",
-                     "c.png", "c_overlay.png"]
+    assert names == ["a.png.png", "a.png_legend.png", "a.png_overlay.png", "a.tif.png",
+                     "a.tif_legend.png", "a.tif_overlay.png", "c.png", "c_legend.png",
+                     "c_overlay.png"]
     segmenter = Segmenter.from_checkpoint(tiny_checkpoint, device="cpu")
     for source, label in (("a.png", "a.png.png"), ("a.tif", "a.tif.png"), ("c.png", "c.png")):
         np.testing.assert_array_equal(np.asarray(Image.open(out / label)),

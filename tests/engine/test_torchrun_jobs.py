@@ -36,7 +36,8 @@ def test_two_processes_write_byte_for_byte_what_one_writes(tiny_checkpoint, imag
     done = torchrun("predict", tiny_checkpoint, images, "--out", two, *FORMATS)
     assert done.returncode == 0, done.stderr[-3000:]
     assert "wrote png, overlay, npy, coco for 13 images" in done.stdout  # rank 0 alone reports
-    assert len(outputs_of(one)) == 13 * 4 and outputs_of(two) == outputs_of(one)
+    assert len(outputs_of(one)) == 13 * 5  # png, overlay and its legend, npy, coco
+    assert outputs_of(two) == outputs_of(one)
     shares = {path.name: [json.loads(line)["input"] for line in path.read_text().splitlines()
                           if "outputs" in line] for path in two.glob("manifest*.jsonl")}
     inputs = sorted(str(p) for p in images.iterdir())
