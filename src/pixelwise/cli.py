@@ -76,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
                           help="extra dataset option, e.g. n=32 (repeatable)")
+    add_backend_arguments(evaluate, calibration_default="the split's first images")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="label maps and overlays for images")
@@ -94,6 +95,7 @@ def build_parser() -> argparse.ArgumentParser:
                          help="geojson/coco: drop objects smaller than this many pixels")
     predict.add_argument("--simplify", type=float, default=0.0,
                          help="geojson/coco: polygon simplification tolerance in pixels")
+    add_backend_arguments(predict, calibration_default="the first inputs")
     predict.set_defaults(run=run_predict)
 
     export = commands.add_parser("export", help="export a checkpoint to ONNX or TorchScript")
@@ -115,6 +117,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra dataset option, e.g. classes=3 for a folder (repeatable)")
     check.set_defaults(run=run_data_check)
     return parser
+
+
+def add_backend_arguments(command: argparse.ArgumentParser, calibration_default: str) -> None:
+    from pixelwise.inference.backends import BACKENDS
+
+    command.add_argument("--backend", choices=[*BACKENDS, "auto"],
+                         help="how the model runs (default: PyTorch fp32, or onnxruntime for an "
+                              ".onnx file); auto measures them here and takes the fastest whose "
+                              "labels agree with fp32")
+    command.add_argument("--calibration", metavar="DIR",
+                         help="images for onnx-int8 and auto: DIR's first four (default: "
+                              f"{calibration_default})")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -164,8 +178,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
-                      batch_size=args.batch_size, device=args.device,
-                      **parse_options(args.option))
+                      batch_size=args.batch_size, device=args.device, backend=args.backend,
+                      calibration=args.calibration, **parse_options(args.option))
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
     return 0
@@ -174,13 +188,14 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pixelwise.inference.predict import Segmenter
+    from pixelwise.inference.predict import CALIBRATION_IMAGES, Segmenter
     from pixelwise.outputs import predict_to_files
 
+    files = expand_inputs(args.inputs)
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
-        tta_scales=tuple(args.tta_scales), progress=True)
-    files = expand_inputs(args.inputs)
+        tta_scales=tuple(args.tta_scales), progress=True, backend=args.backend,
+        calibration=args.calibration or files[:CALIBRATION_IMAGES])
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
                          source_name=path.name, min_area=args.min_area, simplify=args.simplify)

@@ -45,6 +45,7 @@ from pixelwise.models.geometry import geometry_of
 log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
+CALIBRATED = ("onnx-int8", "auto")  # the names that need calibration images
 MIN_AGREEMENT = 0.995  # argmax agreement with fp32 a backend needs for `auto` to choose it
 ROUNDS = 3  # interleaved timing rounds of `choose_backend`
 

@@ -28,12 +28,13 @@ from pixelwise.checkpoint import ModelMeta, load_model
 from pixelwise.data.io import IMAGE_SUFFIXES, ImageLike, to_float_chw
 from pixelwise.device import pick_device
 from pixelwise.errors import DataError
-from pixelwise.inference.backends import BackendChoice, build_backend, choose_backend
+from pixelwise.inference.backends import CALIBRATED, BackendChoice, build_backend, choose_backend
 from pixelwise.inference.onnx import OnnxModule, load_onnx
 from pixelwise.inference.tta import with_tta
 from pixelwise.models.layers import reflect_indices
 
 CALIBRATION_IMAGES = 4  # images taken from a calibration folder (the first, sorted by name)
+TILE = 512  # default tile size of images predicted tile by tile
 
 
 class Segmenter:
@@ -60,7 +61,7 @@ class Segmenter:
     """
 
     def __init__(self, model: nn.Module, meta: ModelMeta, device: str | torch.device = "auto",
-                 tile_above: int = 1024, tile: int = 512, overlap: int = 64, tile_batch: int = 4,
+                 tile_above: int = 1024, tile: int = TILE, overlap: int = 64, tile_batch: int = 4,
                  tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,),
                  progress: bool = False, backend: str | None = None,
                  calibration: str | Path | Sequence[ImageLike] | None = None) -> None:
@@ -79,7 +80,8 @@ class Segmenter:
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.backend = backend or ("onnx" if isinstance(model, OnnxModule) else "torch")
         self.backend_choice: BackendChoice | None = None
-        inputs = [self._calibration_input(image) for image in calibration_images(calibration)]
+        inputs = ([self._calibration_input(image) for image in calibration_images(calibration)]
+                  if self.backend in CALIBRATED else [])
         if self.backend == "auto":
             runner, self.backend_choice = choose_backend(model, self.device, meta.in_channels,
                                                          inputs)
@@ -149,11 +151,7 @@ class Segmenter:
         is smaller than the tile, as a valid U-Net's tiles are)."""
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
-            size = self.geometry.nearest_input_size(self.tile)
-            height, width = chw.shape[-2:]
-            rows = reflect_indices((height - size) // 2, (height - size) // 2 + size, height)
-            cols = reflect_indices((width - size) // 2, (width - size) // 2 + size, width)
-            chw = chw[:, torch.from_numpy(rows)][:, :, torch.from_numpy(cols)]
+            chw = centre_tile(chw, self.geometry.nearest_input_size(self.tile))
         return self._normalise(chw.to(self.device)[None])
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
@@ -180,3 +178,12 @@ def calibration_images(source: str | Path | Sequence[ImageLike] | None) -> list[
         raise DataError(f"calibration folder {folder} must contain images "
                         f"({', '.join(IMAGE_SUFFIXES)}), got none")
     return images[:CALIBRATION_IMAGES]
+
+
+def centre_tile(chw: torch.Tensor, size: int) -> torch.Tensor:
+    """The ``size`` x ``size`` centre of ``chw`` ``(C, H, W)``, mirrored past its borders where
+    the image is smaller (as a valid U-Net's tiles are)."""
+    height, width = chw.shape[-2:]
+    rows = reflect_indices((height - size) // 2, (height - size) // 2 + size, height)
+    cols = reflect_indices((width - size) // 2, (width - size) // 2 + size, width)
+    return chw[:, torch.from_numpy(rows)][:, :, torch.from_numpy(cols)]
