@@ -155,8 +155,9 @@ def available_backends(model: nn.Module, device: torch.device) -> tuple[list[str
     names = ["onnx", "onnx-int8"] if isinstance(model, OnnxModule) else ["torch", "torch-bf16"]
     if "torch-bf16" in names and not bf16_supported(device.type):
         names.remove("torch-bf16")
-        skipped["torch-bf16"] = (f"this {device.type} has no native bf16 "
-                                 "(torch.ops.mkldnn._is_mkldnn_bf16_supported() is false)")
+        skipped["torch-bf16"] = (
+            "this CPU has no native bf16 (torch.ops.mkldnn._is_mkldnn_bf16_supported() is false)"
+            if device.type == "cpu" else f"this {device.type} device does not support bf16")
     if isinstance(model, OnnxModule):
         return names, skipped
     if device.type != "cpu":
