@@ -78,6 +78,38 @@ def test_predict_writes_label_png_and_overlay_per_image(trained, tmp_path):
         assert overlay.shape == (*size, 3)
 
 
+def test_predict_backend_auto_logs_its_choice_calibrated_on_the_inputs(trained, tmp_path,
+                                                                        monkeypatch, caplog):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))
+    images = tmp_path / "images"
+    images.mkdir()
+    for i, (image, _) in enumerate(SyntheticShapes(n=2, size=48, seed=5)):
+        Image.fromarray((image.permute(1, 2, 0) * 255).byte().numpy()).save(images / f"{i}.png")
+    best = trained / "run" / "best.safetensors"
+    with caplog.at_level("INFO", logger="pixelwise.inference.backends"):
+        assert main(["predict", str(best), str(images), "--out", str(tmp_path / "out"),
+                     "--backend", "auto", "--device", "cpu"]) == 0
+    assert "backend auto: chose" in caplog.text and "2 calibration images" in caplog.text
+    fp32 = Segmenter.from_checkpoint(best, device="cpu")
+    label = np.asarray(Image.open(tmp_path / "out" / "0.png"))
+    assert (label == fp32.predict(images / "0.png")).mean() >= 0.995
+
+
+def test_evaluate_through_onnx_gives_the_fp32_scores(trained, tmp_path, monkeypatch):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))
+    best = trained / "run" / "best.safetensors"
+    scores = {}
+    for backend in ("torch", "onnx"):
+        assert main(["evaluate", str(best), "--data", "synthetic", "--device", "cpu",
+                     "--option", "n=4", "--option", "size=32", "--backend", backend,
+                     "--out", str(tmp_path / backend)]) == 0
+        scores[backend] = json.loads((tmp_path / backend / "metrics.json").read_text())
+    assert scores["onnx"]["pixel_accuracy"] == pytest.approx(scores["torch"]["pixel_accuracy"],
+                                                             abs=1e-3)
+
+
 def test_demo_config_file_matches_the_demo():
     from pixelwise.config import load_config
 

@@ -105,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--report", nargs="?", const=True, default=False, metavar="PATH",
                           help="also write a self-contained HTML report (default PATH: "
                                "report.html in the output folder)")
+    add_backend_arguments(evaluate, calibration_default="the split's first images")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser(
@@ -142,6 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "allow, 1 to 4; 0 decodes in the main process)")
     predict.add_argument("--progress", action=argparse.BooleanOptionalAction,
                          help="progress bars (default: only when stderr is a terminal)")
+    add_backend_arguments(predict, calibration_default="the first inputs")
     predict.set_defaults(run=run_predict)
 
     serve = commands.add_parser("serve", help="serve a model over HTTP, with a page to look at it")
@@ -181,6 +183,18 @@ def build_parser() -> argparse.ArgumentParser:
                        help="extra dataset option, e.g. classes=3 for a folder (repeatable)")
     check.set_defaults(run=run_data_check)
     return parser
+
+
+def add_backend_arguments(command: argparse.ArgumentParser, calibration_default: str) -> None:
+    from pixelwise.inference.backends import BACKENDS
+
+    command.add_argument("--backend", choices=[*BACKENDS, "auto"],
+                         help="how the model runs (default: PyTorch fp32, or onnxruntime for an "
+                              ".onnx file); auto measures them here and takes the fastest whose "
+                              "labels agree with fp32")
+    command.add_argument("--calibration", metavar="DIR",
+                         help="images for onnx-int8 and auto: DIR's first four (default: "
+                              f"{calibration_default})")
 
 
 def run_demo(args: argparse.Namespace) -> int:
@@ -231,6 +245,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
                       batch_size=args.batch_size, device=args.device, report=args.report,
+                      backend=args.backend, calibration=args.calibration,
                       **parse_options(args.option))
     if scores["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
@@ -259,6 +274,7 @@ def run_predict(args: argparse.Namespace) -> int:
         formats=tuple(args.formats), device=args.device, tta_flips=("h",) if args.tta else (),
         tta_scales=tuple(args.tta_scales), min_area=args.min_area, simplify=args.simplify,
         background=parse_background(args.background), coco_segmentation="rle" if args.coco_rle else "auto",
+        backend=args.backend, calibration=args.calibration,
         skip_bad=args.skip_bad, recursive=args.recursive, workers=args.workers,
         progress=sys.stderr.isatty() if args.progress is None else args.progress))
     if summary.rank == 0:  # under torchrun only rank 0 reports

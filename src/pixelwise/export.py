@@ -23,10 +23,7 @@ it has the legacy exporter's limits; the parity check tells.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import inspect
-import io
 import json
 import warnings
 from collections.abc import Callable, Sequence
@@ -39,13 +36,11 @@ from torch import Tensor, nn
 
 from pixelwise.checkpoint import METADATA_KEY, load_model
 from pixelwise.errors import ConfigError, import_extra
-from pixelwise.inference.onnx import OnnxModule
+from pixelwise.inference.onnx import TOLERANCE, OnnxModule, write_onnx
 from pixelwise.models.geometry import geometry_of
 
-TOLERANCE = 1e-3
 # odd, not multiples of 32, tall and wide: the sizes most likely to expose a fixed shape
 PARITY_SIZES = ((64, 64), (37, 91), (50, 33), (97, 130))
-EXPORTERS = ("auto", "dynamo", "legacy")
 
 
 @dataclass(frozen=True)
@@ -137,31 +132,6 @@ def _cpu_eval_copy(model: nn.Module) -> nn.Module:
     return copy.deepcopy(model).to("cpu").eval()
 
 
-def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
-    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"),
-            3: torch.export.Dim("width")}
-    name = next(iter(inspect.signature(model.forward).parameters))  # dynamic_shapes keys
-    # torch.export prints its progress and, when it refuses a model, the whole graph; the
-    # exception carries the same, so keep the console for the parity report
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        torch.onnx.export(model, (sample,), str(path), input_names=["image"],
-                          output_names=["logits"], opset_version=opset, dynamo=True,
-                          dynamic_shapes={name: dims}, verbose=False)
-
-
-def _export_legacy(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
-    axes = {0: "batch", 2: "height", 3: "width"}
-    # the tracer's warnings about shape-dependent Python code are what the parity check tests
-    # on several sizes, so the report speaks for them
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-        warnings.simplefilter("ignore", category=DeprecationWarning)
-        warnings.simplefilter("ignore", category=FutureWarning)
-        torch.onnx.export(model, (sample,), str(path), input_names=["image"],
-                          output_names=["logits"], opset_version=opset, dynamo=False,
-                          dynamic_axes={"image": axes, "logits": axes})
-
-
 def export_onnx(
     model: nn.Module,
     path: str | Path,
@@ -191,27 +161,14 @@ def export_onnx(
     """
     if opset < 17:
         raise ConfigError(f"opset must be >= 17, got {opset}; try 18")
-    if exporter not in EXPORTERS:
-        raise ConfigError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}; "
-                          "try 'auto'")
     onnx = import_extra("onnx", "export")
     model = _cpu_eval_copy(model)
     in_channels = in_channels or input_channels(model)
     sizes = list(sizes or parity_sizes(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sample = torch.randn(1, in_channels, *sizes[0])
-    used = exporter
-    if exporter in ("auto", "dynamo"):
-        try:
-            _export_dynamo(model, sample, path, opset)
-            used = "dynamo"
-        except torch.onnx.OnnxExporterError:
-            if exporter == "dynamo":
-                raise
-            used = "legacy"
-    if used == "legacy":
-        _export_legacy(model, sample, path, opset)
+    used = write_onnx(model, path, torch.randn(1, in_channels, *sizes[0]), opset=opset,
+                      exporter=exporter)
     if metadata is not None:
         graph = onnx.load(str(path))
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(metadata)})
@@ -240,7 +197,7 @@ def export_torchscript(
     sizes = list(sizes or parity_sizes(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with warnings.catch_warnings():  # see _export_legacy: the parity check speaks instead
+    with warnings.catch_warnings():  # see write_onnx: the parity check speaks for the tracer
         warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
         traced = torch.jit.trace(model, torch.randn(1, in_channels, *sizes[0]))
     extra = {f"{METADATA_KEY}.json": json.dumps(metadata)} if metadata is not None else {}

@@ -216,9 +216,44 @@ def test_model_runs_once_per_batch_of_tiles_and_never_to_probe():
     calls = []
     model.register_forward_pre_hook(lambda *_: calls.append(None))
     # 37 x 45, tile 16, overlap 4: rows start 0, 12, 21 and columns 0, 12, 24, 29 (all 16 wide);
-    # 4 tiles per row in batches of 3 make 2 passes a row, 6 in all
+    # 12 equal tiles, batches filled across tile rows: ceil(12 / 3) = 4 passes
     predict_tiled(model, image_chw(3, 37, 45), 16, 4, batch_size=3)
-    assert len(calls) == 6
+    assert len(calls) == 4
+
+
+@pytest.mark.parametrize("batch_size, calls_expected", [(1, 12), (5, 3), (12, 1), (50, 1)])
+def test_equal_tiles_take_ceil_tiles_over_batch_calls(batch_size, calls_expected):
+    model = Identity()
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(None))
+    predict_tiled(model, image_chw(3, 37, 45), 16, 4, batch_size=batch_size)
+    assert len(calls) == calls_expected
+
+
+def test_tiles_of_another_size_get_their_own_batches():
+    from pixelwise.inference.tiling import plan_grid, tile_batches
+
+    # 40 x 43, tile 16, overlap 4, align 4: starts 0, 12 and a last column at 24 that is 19
+    # wide (it ends on the border); 3 x 3 tiles, 6 of 16 x 16 and 3 of 16 x 19. Batches of 3
+    # reach back lag = ceil(2 / 3) = 1 tile row, so the wide batch runs short (rows 0 and 1)
+    # when row 2 starts, and row 2's wide tile runs alone at the end
+    grid = plan_grid(Geometry(align=4), 40, 43, (16, 16), (4, 4), 4)
+    batches = list(tile_batches(grid, 3))
+    assert [(b[0].cols.size, [t.row for t in b]) for b in batches] == [
+        (16, [0, 0, 1]), (19, [0, 1]), (16, [1, 2, 2]), (19, [2])]
+    assert sorted((t.row, t.cols.start) for b in batches for t in b) == [
+        (r, c) for r in range(3) for c in (0, 12, 24)]
+
+
+@pytest.mark.parametrize("batch_size", [2, 3, 7, 64])
+def test_batched_tiles_equal_one_tile_at_a_time(batch_size):
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(2, 6, 3, padding=1), nn.ReLU(), nn.Conv2d(6, 4, 3, padding=1))
+    image = image_chw(2, 83, 71, seed=9)
+    one = predict_tiled(model, image, 20, 6, 1, return_proba=True, align=2)
+    batched = predict_tiled(model, image, 20, 6, batch_size, return_proba=True, align=2)
+    np.testing.assert_array_equal(batched[0], one[0])
+    np.testing.assert_allclose(batched[1], one[1], atol=1e-5)
 
 
 def test_valid_model_stating_no_geometry_raises_config_error_naming_the_fix():

@@ -19,10 +19,10 @@ from typing import Any
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
-from pixelwise.checkpoint import atomic_write_bytes, load_model
+from pixelwise.checkpoint import ModelMeta, atomic_write_bytes, load_model
 from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import match_target
 from pixelwise.engine.distributed import process_group, shard_without_padding
@@ -79,11 +79,14 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
              out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
              device: str = "auto", progress: bool = True, tta_scales: tuple[float, ...] = (1.0,),
-             report: bool | str | Path = False, **options: Any) -> dict[str, Any]:
+             report: bool | str | Path = False, backend: str | None = None,
+             calibration: str | Path | None = None, **options: Any) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
 
     ``tta`` averages the softmax of the image and its horizontal flip, ``tta_scales`` over
-    rescaled copies (:func:`pixelwise.inference.tta.tta_logits`).
+    rescaled copies (:func:`pixelwise.inference.tta.tta_logits`). ``backend`` runs the model
+    as :class:`~pixelwise.inference.predict.Segmenter` does (None: PyTorch fp32); "onnx-int8"
+    and "auto" calibrate on the folder ``calibration``, default the split's first images.
 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
     FCN metrics table), ``files`` (what was written under ``out_dir``, default: a folder named
@@ -110,6 +113,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
                 f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
                 f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
             )
+        if backend is not None:
+            model = _with_backend(model, backend, torch_device, meta, data, calibration)
         model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
         loader = DataLoader(shard_without_padding(data, dist_info), batch_size=batch_size,
                             shuffle=False)
@@ -163,6 +168,29 @@ def _write_figures(scores: dict[str, Any], out: Path) -> None:
         "per_class_iou": per_class_iou_png(scores["iou"], classes, out / "per_class_iou.png"),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
+
+
+def _with_backend(model: nn.Module, backend: str, device: torch.device, meta: ModelMeta,
+                  data: Dataset, calibration: str | Path | None) -> nn.Module:
+    """``model`` run as ``backend`` (the "auto" choice is logged), calibrated on the folder
+    ``calibration`` or the first ``CALIBRATION_IMAGES`` images of ``data`` (normalised; for a
+    valid U-Net the centre tile prediction would give it)."""
+    from pixelwise.inference.backends import CALIBRATED, build_backend, choose_backend
+    from pixelwise.inference.predict import CALIBRATION_IMAGES, TILE, Segmenter, centre_tile
+    from pixelwise.models.geometry import geometry_of
+
+    if backend not in CALIBRATED:
+        return build_backend(backend, model, device, meta.in_channels)
+    if calibration is not None:  # a folder of image files, prepared as prediction prepares them
+        return Segmenter(model, meta, device, backend=backend, calibration=calibration).model
+    geometry = geometry_of(model)
+    inputs = [data[i][0] for i in range(min(CALIBRATION_IMAGES, len(data)))]
+    if not geometry.same_size:
+        inputs = [centre_tile(x, geometry.nearest_input_size(TILE)) for x in inputs]
+    inputs = [x[None].to(device) for x in inputs]
+    if backend == "auto":
+        return choose_backend(model, device, meta.in_channels, inputs)[0]
+    return build_backend(backend, model, device, meta.in_channels, inputs)
 
 
 def json_safe(value: Any) -> Any:

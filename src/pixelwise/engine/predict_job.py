@@ -76,6 +76,8 @@ class PredictionJob:
     simplify: float = 0.0  # geojson / coco
     background: tuple[int, ...] | None = None  # classes that are not objects; None: the checkpoint's
     coco_segmentation: str = "auto"  # "auto": polygons, RLE for objects with holes; "rle": all RLE
+    backend: str | None = None  # Segmenter's backend (None: PyTorch fp32, or the ONNX file's)
+    calibration: str | Path | None = None  # folder for onnx-int8 / auto; None: the first inputs
     skip_bad: bool = False  # skip unreadable inputs (reported, counted) instead of stopping
     recursive: bool = False  # folders: also the images of their subfolders
     workers: int | None = None  # decoding processes per rank; None: what the machine has
@@ -114,17 +116,19 @@ class Task:
 
 def run_prediction_job(job: PredictionJob) -> JobSummary:
     """Run ``job`` in this process, one of a torchrun job's when torchrun started it."""
-    from pixelwise.inference.predict import Segmenter
+    from pixelwise.inference.predict import CALIBRATION_IMAGES, Segmenter
 
     cuda = pick_device(job.device).type == "cuda"
     with process_group(cuda) as info:
-        segmenter = Segmenter.from_checkpoint(
-            job.checkpoint, device=pick_device(job.device, info), tta_flips=job.tta_flips,
-            tta_scales=job.tta_scales, progress=job.progress and info.is_main)
         out_dir = Path(job.out_dir)
         manifest = Manifest(out_dir)
         tasks = plan(find_sources(job.inputs, job.recursive, manifest.output_files()), out_dir,
                      job.formats)
+        calibration = job.calibration or [t.source.path for t in tasks[:CALIBRATION_IMAGES]]
+        segmenter = Segmenter.from_checkpoint(
+            job.checkpoint, device=pick_device(job.device, info), tta_flips=job.tta_flips,
+            tta_scales=job.tta_scales, progress=job.progress and info.is_main,
+            backend=job.backend, calibration=calibration)
         settings = job_settings(job)
         key = settings_key(settings)
         todo = [t for t in tasks if not manifest.is_done(t.source, t.outputs, key)]
@@ -243,7 +247,7 @@ def job_settings(job: PredictionJob) -> dict:
             "tta_scales": list(job.tta_scales), "min_area": job.min_area,
             "simplify": job.simplify,
             "background": None if job.background is None else list(job.background),
-            "coco_segmentation": job.coco_segmentation}
+            "coco_segmentation": job.coco_segmentation, "backend": job.backend}
 
 
 def settings_key(settings: dict) -> str:

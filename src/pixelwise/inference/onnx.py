@@ -7,11 +7,21 @@ metadata (model spec, classes, palette, mean/std) as JSON under the checkpoint f
 `METADATA_KEY`, available as `OnnxModule.metadata`; `load_onnx` reads both. The model spec gives
 `OnnxModule.geometry`, the same `pixelwise.models.Geometry` the PyTorch model states, so tiling
 treats both alike.
+
+`write_onnx` writes a PyTorch model as ONNX with dynamic batch, height and width: the one writer
+behind `pixelwise.export.export_onnx` (which adds metadata and a parity check) and the "onnx"
+inference backends (:mod:`pixelwise.inference.backends`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import inspect
+import io
 import json
+import logging
+import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +29,12 @@ import torch
 from torch import Tensor, nn
 
 from pixelwise.checkpoint import METADATA_KEY, ModelMeta
-from pixelwise.errors import CheckpointError, import_extra
+from pixelwise.errors import CheckpointError, ConfigError, import_extra
 from pixelwise.models.geometry import SAME_SIZE, Geometry
 from pixelwise.models.registry import model_geometry
+
+EXPORTERS = ("auto", "dynamo", "legacy")
+TOLERANCE = 1e-3  # the largest logit difference from PyTorch an exported file may have
 
 
 class OnnxModule(nn.Module):
@@ -80,3 +93,68 @@ def _spec_geometry(metadata: dict[str, Any] | None) -> Geometry:
     if metadata is None or not {"name", "num_classes", "options"} <= set(metadata):
         return SAME_SIZE
     return model_geometry(metadata["name"], metadata["num_classes"], **metadata["options"])
+
+
+def write_onnx(model: nn.Module, path: str | Path, sample: Tensor, *, opset: int = 18,
+               exporter: str = "auto") -> str:
+    """Write ``model`` (on the CPU, in eval mode) to ``path`` as ONNX with dynamic batch, height
+    and width, traced on ``sample`` ``(1, C, H, W)``; return the exporter used.
+
+    ``exporter`` (see :mod:`pixelwise.export`): "dynamo" (``torch.export``; keeps size arithmetic
+    symbolic), "legacy" (TorchScript tracing; handles models that branch on sizes, such as the
+    valid U-Net's input check, but bakes Python-side shape decisions in), or "auto": "dynamo",
+    and "legacy" when ``torch.export`` refuses the model.
+    """
+    if exporter not in EXPORTERS:
+        raise ConfigError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}; "
+                          "try 'auto'")
+    if exporter in ("auto", "dynamo"):
+        try:
+            _export_dynamo(model, sample, Path(path), opset)
+            return "dynamo"
+        except torch.onnx.OnnxExporterError:
+            if exporter == "dynamo":
+                raise
+    _export_legacy(model, sample, Path(path), opset)
+    return "legacy"
+
+
+def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
+    dims = {0: torch.export.Dim("batch"), 2: torch.export.Dim("height"),
+            3: torch.export.Dim("width")}
+    name = next(iter(inspect.signature(model.forward).parameters))  # dynamic_shapes keys
+    # torch.export prints its progress and, when it refuses a model, the whole graph; the
+    # exception carries the same, so keep the console for the parity report. One file, weights
+    # inside (every model here is far below protobuf's 2 GB), so it can be moved and renamed.
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()), \
+            _quiet("onnxscript", "onnx_ir"):
+        torch.onnx.export(model, (sample,), str(path), input_names=["image"],
+                          output_names=["logits"], opset_version=opset, dynamo=True,
+                          dynamic_shapes={name: dims}, verbose=False, external_data=False)
+
+
+@contextlib.contextmanager
+def _quiet(*loggers: str) -> Iterator[None]:
+    """Hold these loggers at WARNING: the exporter's optimiser logs every rewrite at INFO, which
+    the CLI's INFO logging would print."""
+    levels = {name: logging.getLogger(name).level for name in loggers}
+    for name in loggers:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+
+
+def _export_legacy(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
+    axes = {0: "batch", 2: "height", 3: "width"}
+    # the tracer's warnings about shape-dependent Python code are what the parity check tests
+    # on several sizes, so the report speaks for them
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", category=DeprecationWarning)
+        warnings.simplefilter("ignore", category=FutureWarning)
+        torch.onnx.export(model, (sample,), str(path), input_names=["image"],
+                          output_names=["logits"], opset_version=opset, dynamo=False,
+                          dynamic_axes={"image": axes, "logits": axes})

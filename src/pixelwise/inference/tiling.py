@@ -29,9 +29,11 @@ context distort predictions; tile edges on the image border are not down-weighte
 the model sees what whole-image inference sees. "constant" averages tiles equally. Softmax
 probabilities are blended, then normalised by the summed weights.
 
-Memory is flat in the image height: tiles are processed one band (tile row) at a time; float
-accumulators cover one band only, and rows the band completes are finalised (argmax) into the
-output label map, which may be a preallocated array or a `numpy.memmap`.
+Tiles run in batches of `batch_size` equal-sized tiles filled across tile rows (`tile_batches`),
+so a grid of equal tiles takes `ceil(tiles / batch_size)` model calls. Memory is flat in the
+image height: float accumulators cover only the tile rows in flight (the few rows one batch
+spans), and rows whose tiles are all done are finalised (argmax) into the output label map,
+which may be a preallocated array or a `numpy.memmap`.
 """
 
 from __future__ import annotations
@@ -289,25 +291,61 @@ def predict_tiled(
     height, width = source.height, source.width
     geometry = geometry_of(model) if geometry is None else geometry
     grid = plan_grid(geometry, height, width, tile, overlap, align)
-    row_spans, col_spans, margin = grid.rows, grid.cols, grid.margin
     if out is not None and out.shape != (height, width):
         raise ConfigError(f"out must have shape {(height, width)}, got {out.shape}; "
                           "try allocating it with the image's height and width")
 
     label = proba = None
-    bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile",
+    bar = tqdm(total=len(grid.rows) * len(grid.cols), disable=not progress, unit="tile",
                desc=f"tiles of a {height}x{width} image")
-    band = _Band(rows=max(s.size for s in row_spans), cols=col_spans[-1].start + col_spans[-1].size)
-    ends = [s.start for s in row_spans[1:]] + [row_spans[-1].start + row_spans[-1].size]
-    for rows, end in zip(row_spans, ends, strict=True):
-        band.add_row(_predict_row(model, source, rows, col_spans, margin, batch_size, device,
-                                  preprocess, window), rows)
+    band = _Band(cols=grid.cols[-1].start + grid.cols[-1].size)
+    ends = [s.start for s in grid.rows[1:]] + [grid.rows[-1].start + grid.rows[-1].size]
+    left = [len(grid.cols)] * len(grid.rows)  # tiles of each tile row not yet predicted
+    done = 0  # tile rows written into the label map
+    for batch in tile_batches(grid, batch_size):
+        for tile_, probabilities in zip(batch, _run_tiles(model, source, batch, grid.margin,
+                                                          device, preprocess), strict=True):
+            band.add(tile_.rows, tile_.cols, probabilities, _tile_weights(tile_, source, window))
+            left[tile_.row] -= 1
         if label is None:  # the first tiles have told the number of classes
             label, proba = _outputs(band.classes, (height, width), num_classes, return_proba, out)
-        bar.update(len(col_spans))
-        band.finalise(end, label, proba)  # no later tile touches the rows above `end`
+        bar.update(len(batch))
+        while done < len(grid.rows) and left[done] == 0:
+            band.finalise(ends[done], label, proba)  # no later tile touches the rows above
+            done += 1
     bar.close()
     return (label, proba) if return_proba else label
+
+
+@dataclass(frozen=True)
+class Tile:
+    """One tile of the grid: output pixels `rows` x `cols`, in tile row `row`."""
+
+    row: int
+    rows: Span
+    cols: Span
+
+
+def tile_batches(grid: TileGrid, batch_size: int) -> Iterator[list[Tile]]:
+    """The grid's tiles in batches of `batch_size` tiles of one size, in raster order.
+
+    A batch fills across tile rows, so a grid of equal tiles runs in `ceil(tiles / batch_size)`
+    model calls. Tiles of another size (the last row or column of a "same" model can be up to
+    `align - 1` pixels longer) wait in their own batch; a batch holding a tile from further back
+    than a full batch of equal tiles can reach (`lag` tile rows) runs short, so no more than
+    `lag + 1` tile rows are ever in flight and memory stays flat in the image height.
+    """
+    lag = -(-(batch_size - 1) // len(grid.cols))
+    waiting: dict[tuple[int, int], list[Tile]] = {}
+    for row, rows in enumerate(grid.rows):
+        for size in [s for s, batch in waiting.items() if batch[0].row < row - lag]:
+            yield waiting.pop(size)
+        for cols in grid.cols:
+            batch = waiting.setdefault((rows.size, cols.size), [])
+            batch.append(Tile(row, rows, cols))
+            if len(batch) == batch_size:
+                yield waiting.pop((rows.size, cols.size))
+    yield from sorted(waiting.values(), key=lambda batch: batch[0].row)
 
 
 def _outputs(classes: int, shape: tuple[int, int], num_classes: int | None, return_proba: bool,
@@ -322,59 +360,64 @@ def _outputs(classes: int, shape: tuple[int, int], num_classes: int | None, retu
     return label, np.empty((classes, *shape), np.float32) if return_proba else None
 
 
-def _predict_row(model: Model, source: _Source, rows: Span, col_spans: list[Span],
-                 margin: tuple[int, int], batch_size: int, device: torch.device,
-                 preprocess: Callable[[Tensor], Tensor] | None,
-                 window: str) -> Iterator[tuple[Span, np.ndarray, np.ndarray]]:
-    """Yield `(cols, probabilities (K, h, w), weights (h, w))` for each tile of one band."""
-    row_index = reflect_indices(rows.start - margin[0], rows.start + rows.size + margin[0],
-                                source.height)
-    row_weights = window_1d(rows.size, rows.start == 0,
-                            rows.start + rows.size >= source.height, window)
-    by_width: dict[int, list[Span]] = {}
-    for cols in col_spans:
-        by_width.setdefault(cols.size, []).append(cols)
-    for spans in by_width.values():
-        for first in range(0, len(spans), batch_size):
-            batch_spans = spans[first:first + batch_size]
-            tiles = [source.read(row_index, reflect_indices(c.start - margin[1],
-                                                            c.start + c.size + margin[1],
-                                                            source.width))
-                     for c in batch_spans]
-            batch = _run(model, tiles, device, preprocess)
-            if batch.shape[2:] != (rows.size, batch_spans[0].size):
-                raise ConfigError(
-                    f"model output must be {(rows.size, batch_spans[0].size)} for an input tile "
-                    f"of {tuple(tiles[0].shape[1:])}, as the model's geometry states, got "
-                    f"{batch.shape[2:]}; try geometry=pixelwise.models.Geometry(align=..., "
-                    "border=..., smallest_input=...) describing the model"
-                )
-            for cols, probabilities in zip(batch_spans, batch, strict=True):
-                col_weights = window_1d(cols.size, cols.start == 0,
-                                        cols.start + cols.size >= source.width, window)
-                yield cols, probabilities, np.outer(row_weights, col_weights)
+def _run_tiles(model: Model, source: _Source, batch: list[Tile], margin: tuple[int, int],
+               device: torch.device, preprocess: Callable[[Tensor], Tensor] | None) -> np.ndarray:
+    """Softmax probabilities `(N, K, h, w)` of a batch of equal-sized tiles, each read with
+    `margin` extra input pixels per side (mirrored past the image border)."""
+    tiles = [source.read(reflect_indices(t.rows.start - margin[0],
+                                         t.rows.start + t.rows.size + margin[0], source.height),
+                         reflect_indices(t.cols.start - margin[1],
+                                         t.cols.start + t.cols.size + margin[1], source.width))
+             for t in batch]
+    probabilities = _run(model, tiles, device, preprocess)
+    expected = (batch[0].rows.size, batch[0].cols.size)
+    if probabilities.shape[2:] != expected:
+        raise ConfigError(
+            f"model output must be {expected} for an input tile of {tuple(tiles[0].shape[1:])}, "
+            f"as the model's geometry states, got {probabilities.shape[2:]}; try "
+            "geometry=pixelwise.models.Geometry(align=..., border=..., smallest_input=...) "
+            "describing the model"
+        )
+    return probabilities
+
+
+def _tile_weights(tile: Tile, source: _Source, window: str) -> np.ndarray:
+    """Blending weights `(h, w)` of a tile, flat on the sides that lie on the image border."""
+    rows, cols = tile.rows, tile.cols
+    return np.outer(window_1d(rows.size, rows.start == 0, rows.start + rows.size >= source.height,
+                              window),
+                    window_1d(cols.size, cols.start == 0, cols.start + cols.size >= source.width,
+                              window))
 
 
 class _Band:
-    """Float accumulators for one band of rows, shifted down as rows are finalised."""
+    """Float accumulators for the tile rows in flight, shifted up as rows are finalised."""
 
-    def __init__(self, rows: int, cols: int) -> None:
+    def __init__(self, cols: int) -> None:
         self.sum: np.ndarray | None = None  # (K, rows, cols), allocated once a tile tells K
-        self.weight = np.zeros((rows, cols), np.float32)
+        self.weight = np.zeros((0, cols), np.float32)
         self.top = 0  # image row of the band's first row
 
     @property
     def classes(self) -> int:
         return len(self.sum)
 
-    def add_row(self, tiles: Iterator[tuple[Span, np.ndarray, np.ndarray]], rows: Span) -> None:
+    def add(self, rows: Span, cols: Span, probabilities: np.ndarray, weights: np.ndarray) -> None:
+        """Add one tile's weighted probabilities `(K, h, w)` over image `rows` x `cols`."""
+        if self.sum is None:
+            self.sum = np.zeros((len(probabilities), *self.weight.shape), np.float32)
         y = rows.start - self.top
-        for cols, probabilities, weights in tiles:
-            if self.sum is None:
-                self.sum = np.zeros((len(probabilities), *self.weight.shape), np.float32)
-            region = (slice(y, y + rows.size), slice(cols.start, cols.start + cols.size))
-            self.sum[(slice(None), *region)] += probabilities * weights
-            self.weight[region] += weights
+        self._grow(y + rows.size)
+        region = (slice(y, y + rows.size), slice(cols.start, cols.start + cols.size))
+        self.sum[(slice(None), *region)] += probabilities * weights
+        self.weight[region] += weights
+
+    def _grow(self, rows: int) -> None:
+        """Make room for `rows` rows (reached after the first batches, then kept)."""
+        extra = rows - len(self.weight)
+        if extra > 0:
+            self.weight = np.pad(self.weight, ((0, extra), (0, 0)))
+            self.sum = np.pad(self.sum, ((0, 0), (0, extra), (0, 0)))
 
     def finalise(self, stop: int, label: np.ndarray, proba: np.ndarray | None) -> None:
         """Write image rows `[top, stop)` (cropped to the image) and drop them from the band."""
@@ -386,8 +429,9 @@ class _Band:
             label[self.top:self.top + keep] = mean.argmax(0)
             if proba is not None:
                 proba[:, self.top:self.top + keep] = mean
-        self.sum = np.roll(self.sum, -done, axis=1)
+        # shift the rows still in flight to the top, in place (numpy handles the overlap)
+        self.sum[:, :-done] = self.sum[:, done:]
         self.sum[:, -done:] = 0
-        self.weight = np.roll(self.weight, -done, axis=0)
+        self.weight[:-done] = self.weight[done:]
         self.weight[-done:] = 0
         self.top = stop
