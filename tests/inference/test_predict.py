@@ -116,5 +116,5 @@ def test_a_list_of_images_gives_a_list_of_labels_with_same_size_images_batched()
 
 def test_repr_names_the_model_classes_and_device():
     text = repr(_pointwise_segmenter(tta_flips=("h",)))
-    assert text == ("Segmenter(pointwise, 2 classes [a, b], 3 input channels, device cpu, tiles "
-                    "of 512 px overlapping 64 px above 1024 px, tta flips ('h',) scales (1.0,))")
+    assert text == ("Segmenter(pointwise, 2 classes [a, b], 3 input channels, device cpu, backend "
+                    "torch, tiles of 512 px overlapping 64 px above 1024 px, tta flips ('h',) scales (1.0,))")

@@ -47,7 +47,7 @@ from pixelwise.engine.manifest import (
     sha256_of,
     write_job_file,
 )
-from pixelwise.errors import ConfigError, DataError, PixelwiseError
+from pixelwise.errors import CheckpointError, ConfigError, DataError, PixelwiseError
 from pixelwise.outputs import (
     georeference_for,
     output_paths,
@@ -118,6 +118,9 @@ def run_prediction_job(job: PredictionJob) -> JobSummary:
     """Run ``job`` in this process, one of a torchrun job's when torchrun started it."""
     from pixelwise.inference.predict import CALIBRATION_IMAGES, Segmenter
 
+    if not Path(job.checkpoint).is_file():  # before the inputs are listed: said first
+        raise CheckpointError(f"checkpoint {job.checkpoint} must be an existing file, got none "
+                              "there; try a run's best.safetensors or an exported .onnx file")
     cuda = pick_device(job.device).type == "cuda"
     with process_group(cuda) as info:
         out_dir = Path(job.out_dir)
