@@ -8,7 +8,7 @@ from torch import nn
 pytest.importorskip("onnxruntime")
 pytest.importorskip("onnxscript")
 
-from pixelwise.engine.checkpoint import ModelMeta, save_weights  # noqa: E402
+from pixelwise.checkpoint import ModelMeta, save_weights  # noqa: E402
 from pixelwise.errors import ConfigError  # noqa: E402
 from pixelwise.export import (  # noqa: E402
     export_checkpoint,

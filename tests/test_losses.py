@@ -11,7 +11,6 @@ from pixelwise.losses import (
     LOSSES,
     build_loss,
     instances_from_classes,
-    median_frequency_weights,
     unet_border_weights,
     unet_weight_map,
 )
@@ -96,17 +95,6 @@ def test_unknown_loss_and_wrong_weights_raise_config_error():
         build_loss("hinge", 3)
     with pytest.raises(ConfigError, match="class_weights must be 3"):
         build_loss("ce", 3, class_weights=[1.0, 2.0])
-
-
-def test_median_frequency_weights_by_hand():
-    # Frequencies 0.1, 0.3, 0.6 (median 0.3); the empty class gets 0.
-    assert median_frequency_weights([10, 30, 60, 0]) == pytest.approx([3.0, 1.0, 0.5, 0.0])
-
-
-def test_median_frequency_weights_with_segnet_image_pixels():
-    # Class 1 only in a 100-pixel image of 400: f = 20/100 and 80/400 for class 0 (the median of
-    # [0.2, 0.2] is 0.2).
-    assert median_frequency_weights([80, 20], image_pixels=[400, 100]) == pytest.approx([1, 1])
 
 
 def brute_force_border(instances, w0=10.0, sigma=5.0):

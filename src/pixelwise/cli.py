@@ -1,8 +1,10 @@
 """The ``pixelwise`` command: a thin argparse layer over the Python API.
 
 Each subcommand parses its arguments, calls one API function and prints what it returns.
-Failures the user can fix (:class:`~pixelwise.errors.PixelwiseError`) print one line
-``error: ...`` to stderr and exit with status 2, without a traceback.
+Every failure the user can fix (:class:`~pixelwise.errors.PixelwiseError`, a mistyped command
+line, a path the file system refuses, a data check that finds problems, an export that fails its
+parity check) prints one line ``error: ...`` to stderr and exits with status 2 (:func:`fail`),
+without a traceback.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import argparse
 import logging
 import sys
 from pathlib import Path
+from typing import NoReturn
 
-from pixelwise.errors import ConfigError, PixelwiseError
+from pixelwise.errors import ConfigError, DataError, PixelwiseError
 from pixelwise.outputs import FORMATS
 
 
@@ -25,8 +28,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except PixelwiseError as err:
-        print(f"error: {one_line(err)}", file=sys.stderr)
-        return 2
+        return fail(one_line(err))
+    except OSError as err:  # the file system refused a path: a file where a folder must go, ...
+        return fail(f"{err}; check the path and its permissions")
+
+
+def fail(message: str) -> int:
+    """Print the one line ``error: message`` to stderr; return the exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
 
 
 def one_line(err: PixelwiseError) -> str:
@@ -39,10 +49,26 @@ def one_line(err: PixelwiseError) -> str:
     return " ".join(line.strip() for line in text.splitlines())
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from pixelwise import __version__
+class _Parser(argparse.ArgumentParser):
+    """argparse with the one error line of every other failure: a mistyped command line prints
+    ``error: ...`` (no usage block) and exits with status 2, as argparse itself does."""
 
-    parser = argparse.ArgumentParser(
+    def error(self, message: str) -> NoReturn:
+        raise SystemExit(fail(f"{message}; try {self.prog} --help"))
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer of at least 1."""
+    value = int(text)  # argparse reports a ValueError as "invalid positive_int value"
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from pixelwise.version import __version__
+
+    parser = _Parser(
         prog="pixelwise", description="Semantic segmentation: FCN and U-Net, train to predict.")
     parser.add_argument("--version", action="version", version=f"pixelwise {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -71,7 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
     evaluate.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
                           help="also average over these input scales, e.g. 0.75 1 1.25")
-    evaluate.add_argument("--batch-size", type=int, default=1)
+    evaluate.add_argument("--batch-size", type=positive_int, default=1)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
@@ -176,7 +202,8 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from pixelwise.inference.predict import Segmenter, expand_inputs, predict_to_files
+    from pixelwise.inference.predict import Segmenter
+    from pixelwise.outputs import predict_to_files
 
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
@@ -189,12 +216,36 @@ def run_predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
+    from pixelwise.data.io import IMAGE_SUFFIXES
+
+    files: list[Path] = []
+    for item in map(Path, inputs):
+        if item.is_dir():
+            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+        elif item.is_file():
+            files.append(item)
+        else:
+            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
+    if not files:
+        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
+                        f"{[str(i) for i in inputs]}")
+    return files
+
+
 def run_export(args: argparse.Namespace) -> int:
     from pixelwise.export import export_checkpoint
 
     report = export_checkpoint(args.checkpoint, args.out, args.format)
     print(report)
-    return 0 if report.passed else 1
+    if not report.passed:
+        raise PixelwiseError(
+            f"the {report.format} export {report.path} must match PyTorch within "
+            f"{report.tolerance:g}, got {report.max_abs_diff:.2e}; try the other --format, or "
+            "see docs/export.md"
+        )
+    return 0
 
 
 def run_models(args: argparse.Namespace) -> int:
@@ -211,4 +262,5 @@ def run_data_check(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
     from pixelwise.data.checks import run_data_check
 
-    return run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    return 0

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
@@ -133,20 +134,49 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"config file must exist, got {str(path)!r}; try one from configs/")
-        try:
-            from_file = OmegaConf.load(path)
-        except Exception as err:  # YAML syntax errors come in several types
-            raise ConfigError(f"config file {path} must be valid YAML: {err}") from None
-        cfg = _merge(cfg, from_file, str(path))
+        cfg = _merge(cfg, _read_yaml(path), str(path))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(
                 f"override must look like key=value, got {item!r}; try e.g. optim.lr=0.01"
             )
-        cfg = _merge(cfg, OmegaConf.from_dotlist([item]), f"override {item!r}")
-    config = OmegaConf.to_object(cfg)
+        cfg = _merge(cfg, _from_dotlist([item], f"override {item!r}"), f"override {item!r}")
+    try:
+        config = OmegaConf.to_object(cfg)
+    except OmegaConfBaseException as err:  # e.g. an interpolation ${...} naming no key
+        raise ConfigError(
+            f"config value for {err.full_key!r} must resolve to a value, got: "
+            f"{str(err).splitlines()[0]}; try a plain value"
+        ) from None
     validate(config)
     return config
+
+
+def _read_yaml(path: Path) -> DictConfig:
+    """The sections of a YAML config file; ConfigError naming the file when it cannot be one."""
+    try:
+        content = OmegaConf.load(path)
+    # PyYAML's parser errors, a file that is not text, and (omegaconf's OSError) a top level
+    # that is a plain value instead of a mapping or a list.
+    except (yaml.YAMLError, UnicodeDecodeError, OSError) as err:
+        raise ConfigError(f"config file {path} must be valid YAML: {err}") from None
+    if not isinstance(content, DictConfig):
+        raise ConfigError(
+            f"config file {path} must hold a mapping of sections (model, data, optim, train), "
+            "got a list; try e.g. `train: {epochs: 1}`"
+        )
+    return content
+
+
+def _from_dotlist(items: list[str], source: str) -> DictConfig:
+    """``key=value`` strings as a config, values typed as YAML types them."""
+    try:
+        return OmegaConf.from_dotlist(items)
+    except yaml.YAMLError as err:
+        raise ConfigError(
+            f"the value of {source} must be valid YAML, got: {str(err).splitlines()[0]}; "
+            "try e.g. [1, 2] for a list, or quotes around text"
+        ) from None
 
 
 def validate(config: Config) -> None:
@@ -199,4 +229,4 @@ def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:
     bad = [item for item in items if "=" not in item]
     if bad:
         raise ConfigError(f"options must look like key=value, got {bad}; try n=32")
-    return OmegaConf.to_container(OmegaConf.from_dotlist(list(items)))
+    return OmegaConf.to_container(_from_dotlist(list(items), f"options {list(items)}"))

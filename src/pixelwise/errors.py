@@ -5,6 +5,11 @@ message of the form "X must be Y, got Z; try W", naming the file involved. The C
 a one-line error and a non-zero exit instead of a traceback.
 """
 
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
 
 class PixelwiseError(Exception):
     """Base class of every error pixelwise raises on purpose."""
@@ -15,7 +20,8 @@ class DataError(PixelwiseError, ValueError):
 
 
 class ConfigError(PixelwiseError, ValueError):
-    """A configuration key is unknown or a value has the wrong type or range."""
+    """A configuration key or option is unknown, or a value (of a setting, or an argument of a
+    call such as a loss's logits) has the wrong type, shape or range."""
 
 
 class CheckpointError(PixelwiseError, ValueError):
@@ -32,3 +38,15 @@ class DivergenceError(PixelwiseError, FloatingPointError):
 
 class MissingExtraError(PixelwiseError, ImportError):
     """An optional extra (export, geo, vector, ...) is needed but not installed."""
+
+
+def import_extra(name: str, extra: str) -> ModuleType:
+    """Import module ``name`` of the optional extra ``extra`` (an optional dependency group such
+    as ``geo`` or ``export``), or raise MissingExtraError saying which extra to install."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as error:
+        raise MissingExtraError(
+            f"{name} must be installed for this feature, got ImportError; "
+            f"try pip install 'pixelwise[{extra}]'"
+        ) from error

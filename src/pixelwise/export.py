@@ -37,9 +37,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from pixelwise.errors import ConfigError
-from pixelwise.inference.onnx import METADATA_KEY, OnnxModule
-from pixelwise.postprocess import import_extra
+from pixelwise.checkpoint import METADATA_KEY, load_model
+from pixelwise.errors import ConfigError, import_extra
+from pixelwise.inference.onnx import OnnxModule
+from pixelwise.models.geometry import geometry_of
 
 TOLERANCE = 1e-3
 # odd, not multiples of 32, tall and wide: the sizes most likely to expose a fixed shape
@@ -98,17 +99,14 @@ def input_channels(model: nn.Module) -> int:
 
 
 def parity_sizes(model: nn.Module) -> list[tuple[int, int]]:
-    """Input sizes for the parity check: `PARITY_SIZES`, or for a valid U-Net four distinct
-    sizes it accepts (all even there)."""
-    from pixelwise.models import unet_nearest_valid_input_size
-    from pixelwise.models.unet import UNet
-
-    if isinstance(model, UNet) and model.padding == "valid":
-        # valid sizes are smallest + k * 2**depth: take k = 0..4, mixing tall and wide
-        smallest = unet_nearest_valid_input_size(1, model.depth)
-        size = [smallest + k * 2**model.depth for k in range(5)]
-        return [(size[1], size[1]), (size[0], size[3]), (size[2], size[0]), (size[4], size[2])]
-    return list(PARITY_SIZES)
+    """Input sizes for the parity check: `PARITY_SIZES`, or for a valid model (a valid U-Net)
+    four distinct sizes its geometry accepts (all even there)."""
+    geometry = geometry_of(model)
+    if geometry.same_size:
+        return list(PARITY_SIZES)
+    # accepted sizes are smallest_input + k * align: take k = 0..4, mixing tall and wide
+    size = [geometry.smallest_input + k * geometry.align for k in range(5)]
+    return [(size[1], size[1]), (size[0], size[3]), (size[2], size[0]), (size[4], size[2])]
 
 
 def check_parity(
@@ -261,8 +259,6 @@ def export_checkpoint(
     file, so `OnnxModule(out).metadata` rebuilds a `Segmenter` without the checkpoint.
     `options` go to `export_onnx` / `export_torchscript`.
     """
-    from pixelwise.engine.checkpoint import load_model
-
     if format not in ("onnx", "torchscript"):
         raise ConfigError(f"format must be 'onnx' or 'torchscript', got {format!r}; try 'onnx'")
     model, meta = load_model(checkpoint)

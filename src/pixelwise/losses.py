@@ -2,7 +2,8 @@
 to a scalar and all skipping `ignore_index` pixels the same way: an ignored pixel adds nothing
 to the loss and nothing to the normaliser. A batch with no labelled pixel gives a loss of 0.
 
-- `ce`: cross-entropy with optional class weights (e.g. `median_frequency_weights`, as SegNet).
+- `ce`: cross-entropy with optional class weights (e.g. SegNet's median-frequency weights,
+  `pixelwise.data.stats.median_frequency_weights`).
 - `dice`: soft multi-class Dice loss, `1 - mean_c (2 sum p g + s) / (sum p + sum g + s)`.
 - `ce_dice`: the sum of the two.
 - `focal`: focal loss `-(1 - p_t)^gamma log p_t` (Lin et al. 2017), class weights as alpha.
@@ -21,7 +22,8 @@ import torch.nn.functional as F
 from scipy import ndimage
 from torch import nn
 
-from pixelwise.errors import ConfigError, DataError
+from pixelwise.errors import ConfigError
+from pixelwise.labels import check_labels
 
 LOSSES = ("ce", "dice", "ce_dice", "focal", "unet_weighted_ce")
 
@@ -77,24 +79,18 @@ class _SegmentationLoss(nn.Module):
     def _valid(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """Mask `(N, H, W)` of labelled pixels; raises `DataError` on values outside the classes."""
         if logits.dim() != 4 or logits.shape[1] != self.num_classes:
-            raise ValueError(
+            raise ConfigError(
                 f"logits must be (N, {self.num_classes}, H, W), got {tuple(logits.shape)}; "
                 f"try a model built with num_classes={self.num_classes}"
             )
         if target.shape != (logits.shape[0], *logits.shape[2:]):
-            raise ValueError(
+            raise ConfigError(
                 f"target must be (N, H, W) = {(logits.shape[0], *logits.shape[2:])} to match the "
                 f"logits, got {tuple(target.shape)}; try cropping the mask like the output "
                 "(U-Net 'valid' padding returns a smaller map)"
             )
-        valid = target != self.ignore_index
-        if ((target[valid] < 0) | (target[valid] >= self.num_classes)).any():
-            bad = target[valid & ((target < 0) | (target >= self.num_classes))].unique()
-            raise DataError(
-                f"target values must be class ids 0..{self.num_classes - 1} or the ignore index "
-                f"{self.ignore_index}, got {bad.tolist()[:10]}; try `pixelwise data check`"
-            )
-        return valid
+        check_labels(target, self.num_classes, self.ignore_index)
+        return target != self.ignore_index
 
     def _weighted_mean(self, per_pixel: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
         """`sum w l / sum w`, 0 when no pixel has weight (every pixel ignored)."""
@@ -256,26 +252,3 @@ def unet_weight_map(
     class_term = np.where(foreground, class_weights[1], class_weights[0]).astype(np.float32)
     return class_term + unet_border_weights(instances, w0, sigma)
 
-
-def median_frequency_weights(
-    counts: Sequence[int] | np.ndarray, image_pixels: Sequence[int] | np.ndarray | None = None
-) -> list[float]:
-    """Median-frequency class weights `median(f) / f_c` (Eigen & Fergus 2015, used by SegNet).
-
-    `counts[c]`: pixels of class c. `f_c = counts[c] / image_pixels[c]`, where
-    `image_pixels[c]` is the number of pixels of the images that contain class c (SegNet's
-    definition); without it, the total of `counts`. Classes with no pixel get weight 0.
-    """
-    counts = np.asarray(counts, dtype=np.float64)
-    if counts.ndim != 1 or (counts < 0).any() or counts.sum() == 0:
-        raise ValueError(
-            f"counts must be non-negative pixel counts per class, not all 0, got {counts.tolist()}; "
-            "try pixelwise.data.checks.check_dataset(dataset).class_counts"
-        )
-    denominator = counts.sum() if image_pixels is None else np.asarray(image_pixels, np.float64)
-    present = counts > 0
-    frequency = np.zeros_like(counts)
-    frequency[present] = counts[present] / np.broadcast_to(denominator, counts.shape)[present]
-    weights = np.zeros_like(counts)
-    weights[present] = np.median(frequency[present]) / frequency[present]
-    return weights.tolist()

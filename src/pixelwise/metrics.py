@@ -30,7 +30,8 @@ import torch
 import torch.distributed as dist
 from scipy import ndimage
 
-from pixelwise.errors import DataError, MissingExtraError
+from pixelwise.errors import ConfigError, import_extra
+from pixelwise.labels import check_labels
 
 Averaging = Literal["pooled", "per_image"]
 _SCALARS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
@@ -74,9 +75,9 @@ class ConfusionMatrix:
         self, num_classes: int, ignore_index: int = 255, averaging: Averaging = "pooled"
     ) -> None:
         if num_classes < 1:
-            raise ValueError(f"num_classes must be >= 1, got {num_classes}; try 21 for VOC")
+            raise ConfigError(f"num_classes must be >= 1, got {num_classes}; try 21 for VOC")
         if averaging not in ("pooled", "per_image"):
-            raise ValueError(
+            raise ConfigError(
                 f"averaging must be 'pooled' or 'per_image', got {averaging!r}; try 'pooled' "
                 "(one matrix over the dataset, as FCN reports)"
             )
@@ -98,7 +99,7 @@ class ConfusionMatrix:
         """Count a batch: integer label maps `pred` and `target`, both `(N, H, W)` or `(H, W)`.
 
         Raises `DataError` when `target` holds a value that is neither a class nor the ignore
-        index, `ValueError` when `pred` holds a value outside `0..K-1`.
+        index, `ConfigError` when `pred` holds a value outside `0..K-1`.
         """
         pred, target = self._checked(pred, target)
         k = self.num_classes
@@ -117,27 +118,21 @@ class ConfusionMatrix:
 
     def _checked(self, pred: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, ...]:
         if pred.shape != target.shape or pred.dim() not in (2, 3):
-            raise ValueError(
+            raise ConfigError(
                 f"pred and target must both be (N, H, W) or (H, W) label maps of one shape, got "
                 f"{tuple(pred.shape)} and {tuple(target.shape)}; try logits.argmax(1) for pred"
             )
         if pred.is_floating_point() or target.is_floating_point():
-            raise ValueError(
+            raise ConfigError(
                 f"pred and target must be integer label maps, got {pred.dtype} and "
                 f"{target.dtype}; try logits.argmax(1) for pred"
             )
         pred, target = pred.long(), target.long().to(pred.device)
         if pred.dim() == 2:
             pred, target = pred[None], target[None]
-        bad_target = ((target < 0) | (target >= self.num_classes)) & (target != self.ignore_index)
-        if bad_target.any():
-            raise DataError(
-                f"target values must be class ids 0..{self.num_classes - 1} or the ignore index "
-                f"{self.ignore_index}, got {sorted(target[bad_target].unique().tolist())[:10]}; "
-                "try `pixelwise data check` on the dataset"
-            )
+        check_labels(target, self.num_classes, self.ignore_index)
         if pred.numel() and (pred.min() < 0 or pred.max() >= self.num_classes):
-            raise ValueError(
+            raise ConfigError(
                 f"pred values must be class ids 0..{self.num_classes - 1}, got "
                 f"{int(pred.min())}..{int(pred.max())}; try a model with num_classes="
                 f"{self.num_classes}"
@@ -202,7 +197,7 @@ def format_table(scores: dict, class_names: Sequence[str]) -> str:
     and pixels) and which classes were absent (NaN, left out of the means).
     """
     if len(class_names) != len(scores["iou"]):
-        raise ValueError(
+        raise ConfigError(
             f"class_names must name each of the {len(scores['iou'])} classes, got "
             f"{len(class_names)}; try dataset.info.classes"
         )
@@ -255,12 +250,7 @@ def adapted_rand_error(
     error of Arganda-Carreras et al. 2015), through `skimage.metrics.adapted_rand_error`.
     0 is a perfect segmentation, 1 the worst.
     """
-    try:
-        from skimage.metrics import adapted_rand_error as skimage_are
-    except ImportError as error:
-        raise MissingExtraError(
-            "adapted_rand_error needs scikit-image; try pip install 'pixelwise[vector]'"
-        ) from error
+    skimage_are = import_extra("skimage.metrics", "vector").adapted_rand_error
     target_segments, _ = ndimage.label(_numpy(target) == foreground)
     pred_segments, _ = ndimage.label(_numpy(pred) == foreground)
     error, _, _ = skimage_are(target_segments, pred_segments, ignore_labels=(0,))

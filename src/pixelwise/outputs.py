@@ -1,5 +1,6 @@
 """Prediction files people use downstream: palette PNGs, colour overlays, GeoTIFF/BigTIFF,
-NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`).
+NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`;
+`predict_to_files` predicts one image with a `Segmenter` and writes it).
 
 A label map is an integer array `(H, W)` of class ids. A palette is a sequence of `(r, g, b)`
 tuples, one per class id, as in `DatasetInfo.palette`. The palette PNG stores the class ids
@@ -12,19 +13,27 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import tifffile
 from PIL import Image
 
-from pixelwise.errors import ConfigError
+from pixelwise.errors import ConfigError, import_extra
+from pixelwise.labels import label_dtype
 from pixelwise.postprocess import (
     GeoReference,
     find_instances,
-    import_extra,
+    read_georeference,
     to_coco,
     to_geojson,
 )
+
+if TYPE_CHECKING:  # torch only when predicting: `pixelwise --help` imports this module
+    import torch
+
+    from pixelwise.data.io import ImageLike
+    from pixelwise.inference.predict import Segmenter
 
 Palette = Sequence[tuple[int, int, int]]
 
@@ -33,12 +42,12 @@ def _palette_array(palette: Palette) -> np.ndarray:
     """`(K, 3)` uint8 array of a palette, checked."""
     array = np.asarray(palette)
     if array.ndim != 2 or array.shape[1] != 3 or len(array) == 0:
-        raise ValueError(
+        raise ConfigError(
             f"palette must be a non-empty sequence of (r, g, b) tuples, got shape {array.shape}; "
             "try pixelwise.data.palette.default_palette(num_classes)"
         )
     if array.min() < 0 or array.max() > 255:
-        raise ValueError(
+        raise ConfigError(
             f"palette values must lie in 0..255, got {array.min()}..{array.max()}; "
             "try 8-bit colours"
         )
@@ -48,12 +57,12 @@ def _palette_array(palette: Palette) -> np.ndarray:
 def _check_label(label: np.ndarray, num_colours: int) -> np.ndarray:
     label = np.asarray(label)
     if label.ndim != 2 or not np.issubdtype(label.dtype, np.integer):
-        raise ValueError(
+        raise ConfigError(
             f"label must be an integer (H, W) array, got {label.dtype} {label.shape}; "
             "try model(x).argmax(1)[0].numpy()"
         )
     if label.size and (label.min() < 0 or label.max() >= num_colours):
-        raise ValueError(
+        raise ConfigError(
             f"label values must lie in 0..{num_colours - 1} (one palette colour each), got "
             f"{label.min()}..{label.max()}; try a palette with {int(label.max()) + 1} colours"
         )
@@ -75,18 +84,18 @@ def color_overlay(
     Returns `(H, W, 3)` uint8.
     """
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"alpha must lie in [0, 1], got {alpha}; try 0.5")
+        raise ConfigError(f"alpha must lie in [0, 1], got {alpha}; try 0.5")
     image = np.asarray(image)
     if image.ndim == 2:
         image = np.repeat(image[..., None], 3, axis=2)
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-        raise ValueError(
+        raise ConfigError(
             f"image must be (H, W, 3) uint8, got {image.dtype} {image.shape}; "
             "try converting it to 8-bit RGB first"
         )
     colours = colorize(label, palette)
     if colours.shape[:2] != image.shape[:2]:
-        raise ValueError(
+        raise ConfigError(
             f"label must have the image's size {image.shape[:2]}, got {colours.shape[:2]}; "
             "try predicting on the same image"
         )
@@ -173,7 +182,7 @@ def write_prediction(
     `out/slide1.geojson`, "coco" `out/slide1.coco.json` (polygons; `source_name` is the image's
     file name), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with `georef`).
     `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
-    Integer labels are stored as uint8 (<= 256 classes) or int16 (`compact_label`).
+    Integer labels are stored as `label_dtype`: uint8 (<= 256 classes) or int16 (`compact_label`).
     """
     unknown = [f for f in formats if f not in FORMATS]
     if unknown:
@@ -213,19 +222,50 @@ def write_prediction(
 
 
 def compact_label(label: np.ndarray) -> np.ndarray:
-    """The label map as uint8 (<= 256 classes) or int16, as `predict_tiled` returns it, so that
-    an int64 argmax does not make `.npy` and GeoTIFF files eight times larger."""
+    """The label map in `label_dtype` of its classes, as `predict_tiled` returns it, so that an
+    int64 argmax does not make `.npy` and GeoTIFF files eight times larger. A map already uint8
+    or int16, or holding values that are not class ids int16 can store (negative, or above
+    32767), is returned as it is."""
     label = np.asarray(label) if not isinstance(label, np.ndarray) else label
     if label.dtype in (np.uint8, np.int16) or label.size == 0:
         return label
     low, high = int(label.min()), int(label.max())
-    if low >= 0 and high < 256:
-        return label.astype(np.uint8)
-    if low >= np.iinfo(np.int16).min and high <= np.iinfo(np.int16).max:
-        return label.astype(np.int16)
+    if low >= 0 and high <= np.iinfo(np.int16).max:
+        return label.astype(label_dtype(high + 1))
     return label
 
 
 def _write_json(path: Path, data: dict) -> Path:
     path.write_text(json.dumps(data))
     return path
+
+
+def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
+                     formats: tuple[str, ...] = ("png", "overlay"),
+                     source_name: str | None = None, min_area: int = 0,
+                     simplify: float = 0.0) -> dict[str, Path]:
+    """Predict ``image`` and write it in ``formats`` via :func:`write_prediction`
+    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
+
+    A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
+    """
+    from pixelwise.data.io import to_float_chw
+
+    georef = None
+    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
+            {"geotiff", "geojson"} & set(formats)):
+        georef = read_georeference(image)
+
+    chw = to_float_chw(image, segmenter.meta.in_channels)
+    label = segmenter.predict(chw)
+    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
+                            class_names=segmenter.classes, image=display_image(chw),
+                            georef=georef, min_area=min_area, simplify=simplify,
+                            source_name=source_name)
+
+
+def display_image(chw: torch.Tensor) -> np.ndarray:
+    """A float ``(C, H, W)`` image in [0, 1] as 8-bit for display (overlays, figures):
+    ``(H, W)`` grey for one band, else ``(H, W, 3)`` RGB from the first three bands."""
+    shown = (chw.clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy()
+    return shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]

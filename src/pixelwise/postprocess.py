@@ -15,7 +15,6 @@ Needs the `vector` extra (scikit-image, shapely, pycocotools); georeferencing ne
 
 from __future__ import annotations
 
-import importlib
 import json
 import warnings
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import ndimage
 
-from pixelwise.errors import ConfigError, DataError, MissingExtraError
+from pixelwise.errors import ConfigError, DataError, import_extra
 
 
 @dataclass(frozen=True)
@@ -73,17 +72,6 @@ class Instance:
     bbox: tuple[int, int, int, int]
     mask: np.ndarray
     polygon: Any
-
-
-def import_extra(name: str, extra: str) -> Any:
-    """Import a module of an optional extra, or say which extra to install."""
-    try:
-        return importlib.import_module(name)
-    except ImportError as error:
-        raise MissingExtraError(
-            f"{name} must be installed for this output, got ImportError; "
-            f"try pip install 'pixelwise[{extra}]'"
-        ) from error
 
 
 def class_areas(label: np.ndarray, num_classes: int) -> np.ndarray:

@@ -7,7 +7,7 @@ from conftest import require_shared, rgb, write_png
 from PIL import Image
 
 from pixelwise.data import FolderDataset, SyntheticShapes
-from pixelwise.data.checks import check_dataset, class_pixel_counts, quick_check, run_data_check
+from pixelwise.data.checks import check_dataset, quick_check, run_data_check
 from pixelwise.errors import DataError
 
 GOOD = np.array([[0, 0, 1, 1], [0, 2, 2, 255]], dtype=np.uint8)
@@ -59,13 +59,13 @@ def test_every_seeded_problem_is_reported_with_its_file(tmp_path):
 def test_mask_value_problem_lists_the_values(tmp_path):
     report = check_dataset(seeded_folder(tmp_path), "folder", classes=3, progress=False)
     (problem,) = [p for p in report.problems if p.kind == "mask values"]
-    assert "values [7, 9]" in problem.message
+    assert "got [7, 9]" in problem.message
 
 
-def test_run_data_check_prints_every_problem_and_exits_non_zero(tmp_path, capsys):
-    code = run_data_check(seeded_folder(tmp_path), "folder", classes=3)
+def test_run_data_check_prints_every_problem_then_raises(tmp_path, capsys):
+    with pytest.raises(DataError, match="must find no problem, got 8; try fixing the files"):
+        run_data_check(seeded_folder(tmp_path), "folder", classes=3)
     out = capsys.readouterr().out
-    assert code == 1
     assert "8 problem(s):" in out
     for kind, name in EXPECTED:
         assert any(kind in line and name in line for line in out.splitlines()), (kind, name)
@@ -75,7 +75,7 @@ def test_clean_folder_reports_counts_frequencies_and_weights(tmp_path, capsys):
     for name in ("a", "b"):
         write_png(tmp_path / "train" / "images" / f"{name}.png", rgb(2, 4))
         write_png(tmp_path / "train" / "masks" / f"{name}.png", GOOD)
-    assert run_data_check(tmp_path, "folder", classes=["sky", "road", "car"]) == 0
+    assert run_data_check(tmp_path, "folder", classes=["sky", "road", "car"]).ok
     out = capsys.readouterr().out
     assert "2 image/mask pairs" in out and "2x4 (2)" in out and "No problems found." in out
     # Per image 3 sky, 2 road, 2 car, 1 ignored; all classes in both 8-pixel images:
@@ -86,9 +86,9 @@ def test_clean_folder_reports_counts_frequencies_and_weights(tmp_path, capsys):
     assert "sky" in out and "0.6667" in out
 
 
-def test_missing_root_is_a_clear_failure_not_a_traceback(tmp_path, capsys):
-    assert run_data_check(tmp_path / "nowhere", "camvid") == 1
-    assert "the folder must exist" in capsys.readouterr().out
+def test_missing_root_is_our_error_naming_the_folder(tmp_path):
+    with pytest.raises(DataError, match="nowhere.*the folder must exist"):
+        run_data_check(tmp_path / "nowhere", "camvid")
 
 
 def test_quick_check_refuses_bad_data_with_the_file_name(tmp_path):
@@ -107,7 +107,7 @@ def test_quick_check_reads_the_first_samples(tmp_path):
 
 def test_synthetic_data_is_scanned_through_its_items():
     data = SyntheticShapes(4, 32)
-    counts = class_pixel_counts(data)
+    counts = check_dataset(data, progress=False).class_counts
     expected = sum(np.bincount(data[i][1].numpy().ravel(), minlength=5) for i in range(4))
     assert counts == expected.tolist()
     quick_check(data)

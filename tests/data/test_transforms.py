@@ -8,7 +8,6 @@ from pixelwise.data.transforms import (
     RECOMMENDED,
     UNetElasticDeform,
     eval_preset,
-    recommended_preset,
     train_preset,
 )
 
@@ -129,9 +128,10 @@ def test_eval_preset_only_normalises():
 
 
 @pytest.mark.parametrize("kind", RECOMMENDED)
-def test_recommended_presets_run_and_return_the_contract_types(kind):
+def test_recommended_settings_run_and_return_the_contract_types(kind):
     channels = len(RECOMMENDED[kind]["mean"])
-    image, mask = recommended_preset(kind)(torch.rand(channels, 50, 60), blocky_mask(0)[:50, :60])
+    transform = train_preset(ignore_index=IGNORE, **RECOMMENDED[kind])
+    image, mask = transform(torch.rand(channels, 50, 60), blocky_mask(0)[:50, :60])
     assert image.dtype == torch.float32 and image.shape[0] == channels
     assert mask.dtype == torch.int64 and mask.shape == image.shape[1:]
 

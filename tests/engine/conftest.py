@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from pixelwise.engine.checkpoint import read_weights
+from pixelwise.checkpoint import read_weights
 
 TINY_CONFIG = """\
 model:

@@ -22,21 +22,24 @@ def test_auto_class_weights_are_segnet_median_frequency_of_the_training_masks():
         counts += per_class
         image_pixels += (per_class > 0) * mask.numel()
     frequency = counts / image_pixels
-    np.testing.assert_allclose(class_weights_for(config, 5), np.median(frequency) / frequency)
+    np.testing.assert_allclose(class_weights_for(config, 5, train),
+                               np.median(frequency) / frequency)
 
 
 def test_auto_class_weights_of_an_opened_training_set_ignore_its_augmentation():
     config = DataConfig(dataset="synthetic", class_weights="auto", crop_size=16,
                         options={"n": 6, "size": 32})
     train_set = open_split(config, "train", train=True)
-    assert class_weights_for(config, 5, train_set) == class_weights_for(config, 5)
+    plain = open_dataset("synthetic", "", "train", n=6, size=32)
+    assert class_weights_for(config, 5, train_set) == class_weights_for(config, 5, plain)
     assert train_set.transforms is not None and train_set[0][1].shape == (16, 16)
 
 
 def test_explicit_class_weights_must_have_one_per_class():
-    assert class_weights_for(DataConfig(class_weights=[1, 2, 3]), 3) == [1.0, 2.0, 3.0]
+    train = SyntheticShapes(n=1, size=32)
+    assert class_weights_for(DataConfig(class_weights=[1, 2, 3]), 3, train) == [1.0, 2.0, 3.0]
     with pytest.raises(ConfigError, match="one weight per class"):
-        class_weights_for(DataConfig(class_weights=[1, 2]), 3)
+        class_weights_for(DataConfig(class_weights=[1, 2]), 3, train)
 
 
 def test_normalisation_must_match_the_channel_count():

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from pixelwise.checkpoint import read_weights
 from pixelwise.cli import main
 from pixelwise.config import load_config
 from pixelwise.engine import train as train_module
-from pixelwise.engine.checkpoint import read_state, read_weights
+from pixelwise.engine.checkpoint import read_state
 from pixelwise.metrics import ConfusionMatrix
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

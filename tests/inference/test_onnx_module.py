@@ -31,3 +31,27 @@ def test_missing_or_corrupt_file_raises_checkpoint_error(tmp_path):
     (tmp_path / "bad.onnx").write_bytes(b"not a model")
     with pytest.raises(CheckpointError, match="must load in onnxruntime"):
         OnnxModule(tmp_path / "bad.onnx")
+
+
+def test_onnx_module_states_the_geometry_of_its_model_spec(tmp_path):
+    torch.manual_seed(0)
+    options = {"in_channels": 1, "base_channels": 4, "depth": 2, "padding": "valid"}
+    model = build("unet", 2, **options).eval()
+    spec = {"name": "unet", "num_classes": 2, "options": options}
+    assert export_onnx(model, tmp_path / "v.onnx", exporter="legacy", sizes=[(48, 52)],
+                       metadata=spec).passed
+    exported = OnnxModule(tmp_path / "v.onnx", threads=1)
+    assert exported.geometry == model.geometry
+    # so tiling plans both from the same geometry: a valid tile, the centre output, mirroring
+    image = np.random.default_rng(0).normal(size=(1, 30, 37)).astype(np.float32)
+    expected = predict_tiled(model, image, 52, 0, align=4, return_proba=True)[1]
+    np.testing.assert_allclose(predict_tiled(exported, image, 52, 0, align=4, return_proba=True)[1],
+                               expected, atol=1e-5)
+
+
+def test_onnx_file_without_a_model_spec_is_taken_as_same_size(tmp_path):
+    from pixelwise.models import SAME_SIZE
+
+    model = torch.nn.Conv2d(1, 2, 1).eval()
+    assert export_onnx(model, tmp_path / "c.onnx", exporter="legacy", sizes=[(9, 7)]).passed
+    assert OnnxModule(tmp_path / "c.onnx", threads=1).geometry == SAME_SIZE

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta
+from pixelwise.checkpoint import ModelMeta
 from pixelwise.errors import DataError
 from pixelwise.inference.predict import Segmenter
 
@@ -64,7 +64,7 @@ def test_large_images_are_tiled_with_the_same_result(image):
 
 
 def test_wrong_channel_count_is_a_data_error():
-    with pytest.raises(DataError, match="3 channels"):
+    with pytest.raises(DataError, match=r"must have 3 channel\(s\), got 2"):
         _pointwise_segmenter().predict(np.zeros((8, 8, 2), np.uint8))
 
 
@@ -74,3 +74,23 @@ def test_tiled_labels_equal_whole_image_labels(image):
     clear = np.abs(whole[1] - whole[0]) > 1e-4
     assert tiled.dtype == np.uint8
     np.testing.assert_array_equal(tiled[clear], whole.argmax(0)[clear])
+
+
+def test_valid_unet_images_are_tiled_and_equal_the_mirror_extended_network():
+    from pixelwise.models import MirrorExtended, build
+
+    torch.manual_seed(0)
+    options = {"in_channels": 3, "base_channels": 4, "depth": 2, "padding": "valid"}
+    model = build("unet", 2, **options).eval()
+    meta = ModelMeta(name="unet", num_classes=2, options=options, classes=["a", "b"],
+                     palette=[(0, 0, 0), (255, 255, 255)], ignore_index=255, in_channels=3,
+                     mean=MEAN, std=STD)
+    # far below tile_above: tiled because the model's geometry says its output is smaller;
+    # tile 64 -> output 24, tiles on multiples of align 4, so they agree with the whole image
+    image = np.random.default_rng(1).integers(0, 256, (21, 27, 3), dtype=np.uint8)
+    proba = Segmenter(model, meta, device="cpu", tile=64, overlap=8).predict_proba(image)
+    x = (torch.from_numpy(image).permute(2, 0, 1).float() / 255 - torch.tensor(MEAN)[:, None, None])
+    x = x / torch.tensor(STD)[:, None, None]
+    with torch.no_grad():
+        expected = MirrorExtended(model)(x[None]).softmax(1)[0].numpy()
+    np.testing.assert_allclose(proba, expected, atol=1e-5)

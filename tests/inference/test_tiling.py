@@ -16,6 +16,7 @@ from pixelwise.inference.tiling import (
     tile_spans,
     window_1d,
 )
+from pixelwise.models import Geometry
 
 
 def image_chw(channels: int, height: int, width: int, seed: int = 0) -> np.ndarray:
@@ -36,7 +37,8 @@ class Identity(nn.Module):
 
 class ValidPoolNet(nn.Module):
     """Valid 3x3 conv, 2x2 max-pool, valid 3x3 conv, 2x nearest upsampling: a one-level valid
-    U-Net without the skip. Output = input - 6 per axis (margin 3); needs even (size - 2)."""
+    U-Net without the skip. Output = input - 6 per axis (margin 3); needs even (size - 2) >= 6.
+    It states no geometry (as a user's own module would not): tests pass VALID_POOL_NET."""
 
     def __init__(self, channels: int, classes: int) -> None:
         super().__init__()
@@ -48,6 +50,9 @@ class ValidPoolNet(nn.Module):
 
     def forward(self, x):
         return self.body(x)
+
+
+VALID_POOL_NET = Geometry(align=2, border=3, smallest_input=8)
 
 
 def test_tile_spans_same_model_end_at_border_by_hand():
@@ -126,7 +131,8 @@ def test_valid_model_overlap_tile_equals_network_on_mirror_padded_image():
     height, width, margin = 45, 59, 3
     image = image_chw(2, height, width, seed=4)
     tile = 20  # output 14 per tile; align 2 keeps the pooling grid; stride 14, tiles abut
-    label, proba = predict_tiled(model, image, tile, 0, 4, align=2, return_proba=True)
+    label, proba = predict_tiled(model, image, tile, 0, 4, align=2, geometry=VALID_POOL_NET,
+                                 return_proba=True)
     # whole-image reference: mirror by the margin, more at the bottom/right for an even size
     padded = np.pad(image, ((0, 0), (margin, margin + 1), (margin, margin + 1)), mode="reflect")
     expected = whole(model, padded)[:, :height, :width]
@@ -137,7 +143,8 @@ def test_valid_model_overlap_tile_equals_network_on_mirror_padded_image():
 def test_valid_model_abutting_tiles_in_paper_scheme_cover_border_by_mirroring():
     model = ValidPoolNet(1, 2).eval()
     image = image_chw(1, 14, 14, seed=5)  # exactly one 14x14 output tile
-    proba = predict_tiled(model, image, 20, 0, return_proba=True, window="constant")[1]
+    proba = predict_tiled(model, image, 20, 0, return_proba=True, window="constant",
+                          geometry=VALID_POOL_NET)[1]
     padded = np.pad(image, ((0, 0), (3, 3), (3, 3)), mode="reflect")
     np.testing.assert_allclose(proba, whole(model, padded), atol=1e-6)
 
@@ -202,3 +209,23 @@ def test_float_buffers_do_not_grow_with_image_height():
 def test_rejects_tile_smaller_than_alignment():
     with pytest.raises(ConfigError, match="at least align=32"):
         predict_tiled(Identity(), image_chw(1, 40, 40), 16, 4, align=32)
+
+
+def test_model_runs_once_per_batch_of_tiles_and_never_to_probe():
+    model = Identity()
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(None))
+    # 37 x 45, tile 16, overlap 4: rows start 0, 12, 21 and columns 0, 12, 24, 29 (all 16 wide);
+    # 4 tiles per row in batches of 3 make 2 passes a row, 6 in all
+    predict_tiled(model, image_chw(3, 37, 45), 16, 4, batch_size=3)
+    assert len(calls) == 6
+
+
+def test_valid_model_stating_no_geometry_raises_config_error_naming_the_fix():
+    with pytest.raises(ConfigError, match=r"must be \(20, 20\) .* got \(14, 14\); try geometry="):
+        predict_tiled(ValidPoolNet(1, 2), image_chw(1, 30, 30), 20, 4)
+
+
+def test_tile_the_geometry_rejects_raises_config_error_naming_the_nearest():
+    with pytest.raises(ConfigError, match="got 21; try 22"):
+        predict_tiled(ValidPoolNet(1, 2), image_chw(1, 30, 30), 21, 0, geometry=VALID_POOL_NET)

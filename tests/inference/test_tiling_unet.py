@@ -61,6 +61,17 @@ def test_valid_unet_overlap_tile_equals_network_on_mirror_padded_whole_image():
     np.testing.assert_array_equal(label, expected.argmax(0))
 
 
+def test_valid_unet_tiles_are_planned_from_its_geometry_with_one_pass_per_batch():
+    model = unet("valid")
+    calls = []
+    model.register_forward_pre_hook(lambda *_: calls.append(None))
+    # tile 108 -> output 20, overlap 0, align 8: output tiles step by 16, 3 rows x 4 columns over
+    # 45 x 59; a row's 4 tiles are one batch of 4, so 3 passes and no probe
+    label = predict_tiled(model, np.zeros((1, 45, 59), np.float32), 108, 0, 4, align=2**DEPTH)
+    assert label.shape == (45, 59)
+    assert len(calls) == 3
+
+
 @pytest.mark.shared_data
 @pytest.mark.skipif(not ISBI_SLICE.is_file(), reason="needs ../shared/data/isbi2012 "
                     "(or PIXELWISE_SHARED_DATA)")

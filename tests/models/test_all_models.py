@@ -1,10 +1,13 @@
 """Every registered model, with every backbone it offers, at tiny widths: parametrised over the
 registry so that a newly registered model is tested without writing a line."""
 
+import functools
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from pixelwise.errors import ConfigError
 from pixelwise.models import BACKBONES, available, build, model_options
 
 TINY = {"base_channels": 4, "depth": 2}
@@ -12,12 +15,16 @@ ODD_SIZES = [(5, 7), (13, 21), (31, 33), (97, 131)]
 
 
 def variants(options: dict) -> list[dict]:
-    """One option set per backbone / encoder the model offers (its own layers otherwise)."""
+    """One option set per backbone / encoder the model offers (its own layers otherwise), and
+    its unpadded ("valid") form where it has one."""
     if "backbone" in options:
         return [{"backbone": b, **({"fc_channels": 16} if b == "vgg16" else {})} for b in BACKBONES]
+    out: list[dict] = [{}]
+    if "padding" in options:
+        out.append({"padding": "valid"})
     if "encoder" in options:  # depth is fixed by an encoder
-        return [{}] + [{"encoder": e, "depth": None} for e in ("resnet18", "resnet34", "resnet50")]
-    return [{}]
+        out += [{"encoder": e, "depth": None} for e in ("resnet18", "resnet34", "resnet50")]
+    return out
 
 
 def cases() -> list[tuple[str, dict]]:
@@ -31,7 +38,8 @@ def cases() -> list[tuple[str, dict]]:
 
 def case_id(case: tuple[str, dict]) -> str:
     name, options = case
-    return f"{name}-{options.get('backbone') or options.get('encoder') or 'own'}"
+    padding = "-valid" if options.get("padding") == "valid" else ""
+    return f"{name}-{options.get('backbone') or options.get('encoder') or 'own'}{padding}"
 
 
 CASES = cases()
@@ -58,14 +66,65 @@ def compute_cases() -> list[tuple[str, dict]]:
 COMPUTE_CASES = compute_cases()
 
 
+def meta_model(case: tuple[str, dict]) -> torch.nn.Module:
+    """The case's model on the meta device (shapes only, no memory, no compute), built once."""
+    return _meta_model(case_id(case))
+
+
+@functools.cache
+def _meta_model(key: str) -> torch.nn.Module:
+    name, options = next(c for c in CASES if case_id(c) == key)
+    with torch.device("meta"):
+        return build(name, 3, **options)
+
+
 @pytest.mark.parametrize("case", CASES, ids=case_id)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
-def test_logits_have_the_input_size_at_odd_sizes(case, train):
-    name, options = case
-    with torch.device("meta"):
-        model = build(name, 3, **options).train(train)
-        for size in ODD_SIZES:
-            assert model(torch.empty(2, 2, *size)).shape == (2, 3, *size), size
+def test_logits_have_the_declared_size_at_odd_sizes(case, train):
+    # same-size models at the odd sizes themselves, valid ones at the nearest size they accept
+    model = meta_model(case).train(train)
+    geometry = model.geometry
+    for size in ODD_SIZES:
+        height, width = (geometry.nearest_input_size(s) for s in size)
+        expected = (2, 3, geometry.output_size(height), geometry.output_size(width))
+        assert model(torch.empty(2, 2, height, width, device="meta")).shape == expected, size
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not meta_model(c).geometry.same_size],
+                         ids=case_id)
+def test_valid_models_accept_exactly_the_declared_sizes(case):
+    model = meta_model(case)
+    geometry = model.geometry
+    for size in range(geometry.smallest_input - 3, geometry.smallest_input + 2 * geometry.align):
+        x = torch.empty(1, 2, size, geometry.smallest_input, device="meta")
+        if geometry.accepts(size):
+            assert model(x).shape[-2] == geometry.output_size(size), size
+        else:
+            with pytest.raises(ConfigError):
+                model(x)
+
+
+@pytest.mark.parametrize("case", CASES, ids=case_id)
+def test_declared_alignment_is_the_total_downsampling(case):
+    # A map of stride r gains 8 * align / r cells when the input gains 8 * align pixels, so the
+    # coarsest map of the whole network gains exactly 8 cells when align is its stride (globally
+    # pooled maps, as in MobileNetV3's squeeze-excitation, gain none and tell nothing).
+    model = meta_model(case)
+    geometry = model.geometry
+    widths: list[int] = []
+    hooks = [module.register_forward_hook(
+        lambda _, __, out: widths.append(out.shape[-1]) if isinstance(out, torch.Tensor) else None
+    ) for module in model.modules()]
+    runs = []
+    first = geometry.input_size_at_least(37)
+    for width in (first, first + 8 * geometry.align):
+        widths.clear()
+        model(torch.empty(1, 2, geometry.nearest_input_size(37), width, device="meta"))
+        runs.append(list(widths))
+    for hook in hooks:
+        hook.remove()
+    gains = [after - before for before, after in zip(*runs, strict=True)]
+    assert min(gain for gain in gains if gain > 0) == 8
 
 
 @pytest.mark.parametrize("case", COMPUTE_CASES, ids=case_id)

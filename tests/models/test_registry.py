@@ -47,3 +47,14 @@ def test_every_model_accepts_in_channels(name):
 def test_numpy_integer_num_classes_is_accepted():
     model = build("unet", num_classes=np.int64(4), base_channels=4, depth=1)
     assert model.head.out_channels == 4 and type(model.head.out_channels) is int
+
+
+def test_model_geometry_of_a_spec_is_the_built_models_without_reading_weights():
+    from pixelwise.models import Geometry, model_geometry
+
+    valid = {"in_channels": 1, "base_channels": 4, "depth": 2, "padding": "valid"}
+    assert model_geometry("unet", 2, **valid) == build("unet", 2, **valid).geometry
+    assert model_geometry("unet", 2, **valid) == Geometry(align=4, border=20, smallest_input=44)
+    # no ImageNet file is read (nor downloaded): weights change no shape
+    assert model_geometry("fcn8s", 21, backbone="resnet18", pretrained_backbone=True) == Geometry(
+        align=32)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sample_files import SYNTHETIC_CONFIG, write_pair
+from sample_files import train_synthetic_run, write_pair
 
 from pixelwise.cli import main
 
@@ -38,11 +38,7 @@ train:
 @pytest.fixture(scope="module")
 def synthetic_run(tmp_path_factory) -> Path:
     """A finished one-epoch run on synthetic shapes (5 classes); returns its run folder."""
-    out = tmp_path_factory.mktemp("synthetic") / "run"
-    config = out.parent / "synthetic.yaml"
-    config.write_text(SYNTHETIC_CONFIG.format(out=out))
-    assert main(["train", str(config)]) == 0
-    return out
+    return train_synthetic_run(tmp_path_factory.mktemp("synthetic") / "run")
 
 
 @dataclass

@@ -18,14 +18,19 @@ from pathlib import Path
 
 import torch
 
+import pixelwise.checkpoint
+import pixelwise.engine.checkpoint
 from pixelwise.cli import main
-from pixelwise.engine import checkpoint
+
+# The weights go through the format module's atomic_write_bytes, the training state through the
+# engine's reference to the same function: both are replaced.
+WRITERS = (pixelwise.checkpoint, pixelwise.engine.checkpoint)
 
 
 def kill_during_write(name: str, number: int) -> None:
-    """Replace `checkpoint.atomic_write_bytes` so that its `number`-th write of a file called
-    `name` dies half-way."""
-    real = checkpoint.atomic_write_bytes
+    """Replace `atomic_write_bytes` so that its `number`-th write of a file called `name` dies
+    half-way."""
+    real = pixelwise.checkpoint.atomic_write_bytes
     calls = {"n": 0}
 
     def write(path: Path, data: bytes) -> None:
@@ -37,7 +42,8 @@ def kill_during_write(name: str, number: int) -> None:
         os.fsync(fd)
         os.kill(os.getpid(), signal.SIGKILL)
 
-    checkpoint.atomic_write_bytes = write
+    for module in WRITERS:
+        module.atomic_write_bytes = write
 
 
 if __name__ == "__main__":

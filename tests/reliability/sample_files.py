@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from pixelwise.cli import main
+
 SIZE = 32
 # A one-epoch tiny U-Net on synthetic shapes (5 classes); `out` is the run folder.
 SYNTHETIC_CONFIG = """\
@@ -27,6 +29,14 @@ train:
   progress: false
   out_dir: {out}
 """
+
+
+def train_synthetic_run(out: Path) -> Path:
+    """Train `SYNTHETIC_CONFIG` into the run folder `out` (a second or two); returns `out`."""
+    config = out.parent / "synthetic.yaml"
+    config.write_text(SYNTHETIC_CONFIG.format(out=out))
+    assert main(["train", str(config)]) == 0
+    return out
 
 
 def write_pair(folder: Path, name: str, seed: int, size: tuple[int, int] = (SIZE, SIZE),

@@ -54,7 +54,7 @@ def test_rgb_image_to_a_grey_model_is_named(folder_run, run_cli, tmp_path):
     image = folder_run.train / "images" / "rgb.png"
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(image)
     result = run_cli("predict", checkpoint, image, "--out", tmp_path / "out")
-    assert_one_line_error(result, str(image), "1 channels", "got 3")
+    assert_one_line_error(result, str(image), "1 channel(s)", "got 3")
 
 
 def test_grey_image_to_an_rgb_model_is_converted(synthetic_run, tmp_path):

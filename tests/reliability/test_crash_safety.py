@@ -18,7 +18,8 @@ from pathlib import Path
 import torch
 from sample_files import SYNTHETIC_CONFIG
 
-from pixelwise.engine.checkpoint import newest_whole, read_state, read_weights
+from pixelwise.checkpoint import read_weights
+from pixelwise.engine.checkpoint import newest_whole, read_state
 from pixelwise.errors import CheckpointError
 
 DRIVER = Path(__file__).with_name("crash_driver.py")

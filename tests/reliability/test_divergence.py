@@ -14,8 +14,9 @@ import pytest
 import torch
 from sample_files import SYNTHETIC_CONFIG
 
+from pixelwise.checkpoint import read_weights
 from pixelwise.cli import main
-from pixelwise.engine.checkpoint import read_state, read_weights
+from pixelwise.engine.checkpoint import read_state
 
 POISONED_CALL = 3
 

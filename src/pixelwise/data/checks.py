@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from pixelwise.data import io
 from pixelwise.data.datasets import FileDataset, open_dataset
-from pixelwise.errors import DataError, PixelwiseError
-from pixelwise.losses import median_frequency_weights
+from pixelwise.data.stats import median_frequency_weights
+from pixelwise.errors import ConfigError, DataError
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,11 @@ def check_dataset(
     else:
         if kind is None:
             raise DataError(f"kind must name the dataset layout of {dataset_or_root}, got None")
+        if "strict" in options:
+            raise ConfigError(
+                f"options of a data check must not include strict (the check reports what "
+                f"strict refuses), got strict={options['strict']!r}; try without it"
+            )
         strict = {} if kind == "synthetic" else {"strict": False}
         dataset = open_dataset(kind, dataset_or_root, split, **strict, **options)
         name = f"{kind} '{split}'" + ("" if kind == "synthetic" else f" at {dataset_or_root}")
@@ -151,7 +156,7 @@ def _scan_file_sample(dataset: FileDataset, index: int, report: DataReport) -> n
         report.sizes[raw.shape[:2]] += 1
         report.channels[raw.shape[2]] += 1
         try:
-            image = dataset.fit_channels(raw, sample)
+            image = io.fit_channels(raw, dataset.info.in_channels, sample.image)
         except DataError as error:
             report.problems.append(Problem("wrong channel count", sample.image, str(error)))
     try:
@@ -170,15 +175,8 @@ def _scan_file_sample(dataset: FileDataset, index: int, report: DataReport) -> n
         )
     bad = dataset.invalid_values(mask)
     if bad:
-        report.problems.append(
-            Problem(
-                "mask values",
-                sample.mask,
-                f"{sample.mask}: values {bad[:10]} are neither class ids "
-                f"0..{dataset.info.num_classes - 1} nor the ignore index "
-                f"{dataset.info.ignore_index}",
-            )
-        )
+        message = str(dataset.label_error(sample, bad))
+        report.problems.append(Problem("mask values", sample.mask, message))
         return None
     return mask
 
@@ -203,11 +201,6 @@ def _count_classes(mask: np.ndarray, report: DataReport) -> None:
         report.class_counts[class_id] += int(counts[class_id])
         report.image_pixels[class_id] += int(mask.size)
     report.ignored_pixels += int(mask.size - labelled.size)
-
-
-def class_pixel_counts(dataset: Dataset) -> list[int]:
-    """Pixels of each class over all masks of `dataset` (one full scan, no progress bar)."""
-    return check_dataset(dataset, progress=False).class_counts
 
 
 def quick_check(dataset: Dataset, samples: int = 3) -> None:
@@ -242,16 +235,15 @@ def _check_headers(dataset: FileDataset) -> None:
             )
 
 
-def run_data_check(root: str | Path, kind: str, split: str = "train", **options) -> int:
-    """Print the data check report of `open_dataset(kind, root, split, **options)`.
-
-    Returns the exit code: 0 when no problem was found, 1 otherwise (also when the dataset
-    cannot be opened at all, e.g. a missing folder, whose message is printed instead).
-    """
-    try:
-        report = check_dataset(root, kind, split, **options)
-    except PixelwiseError as error:
-        print(f"data check failed: {error}")
-        return 1
+def run_data_check(root: str | Path, kind: str, split: str = "train", **options) -> DataReport:
+    """Print the data check report of `open_dataset(kind, root, split, **options)`; return it
+    when no problem was found, else raise `DataError` counting the problems listed above it
+    (`pixelwise data check` prints that as its one error line and exits with status 2)."""
+    report = check_dataset(root, kind, split, **options)
     print(report.format())
-    return 0 if report.ok else 1
+    if not report.ok:
+        raise DataError(
+            f"the data check of {report.name} must find no problem, got "
+            f"{len(report.problems)}; try fixing the files listed above"
+        )
+    return report

@@ -13,7 +13,6 @@ instead of raising; `pixelwise.data.checks` uses this to report every problem at
 
 from __future__ import annotations
 
-import inspect
 import logging
 import re
 from collections import Counter
@@ -22,15 +21,16 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import tifffile
 import torch
 from torch.utils.data import Dataset
 
-from pixelwise.data import io
+from pixelwise.data import io, tables
 from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
 from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.errors import ConfigError, DataError
+from pixelwise.labels import invalid_labels, label_error
+from pixelwise.options import check_int, check_options, is_integer, signature_options
 
 logger = logging.getLogger(__name__)
 
@@ -50,25 +50,49 @@ class Sample:
 
 
 class FileDataset(Dataset):
-    """Shared loading for datasets of image/mask files (subclasses find the `samples`)."""
+    """Shared loading for datasets of image/mask files, one subclass per layout.
+
+    A published layout (VOC, CamVid, ISBI 2012, Cityscapes) says what its masks mean, in `info`
+    and `value_map` (raw mask value -> class id or ignore index, from `tables`), and where its
+    files are, in `find_samples`; this constructor, the reading and the checks are shared.
+    `FolderDataset` has a constructor of its own (two folders and the classes) around the same
+    `_take_samples`.
+    """
+
+    info: DatasetInfo
+    value_map: Mapping[int, int] = {}
+    colour_map: Mapping[tuple[int, int, int], int] | None = None
+    band_range: list[tuple[float, float]] | None = None
 
     def __init__(
         self,
-        samples: list[Sample],
-        info: DatasetInfo,
+        root: str | Path,
+        split: str = "train",
         *,
-        value_map: Mapping[int, int] | None = None,
-        colour_map: Mapping[tuple[int, int, int], int] | None = None,
-        band_range: list[tuple[float, float]] | None = None,
         transforms: Transforms | None = None,
         max_pixels: int = io.MAX_PIXELS,
-        unpaired: list[Path] | None = None,
         strict: bool = True,
     ) -> None:
-        self.samples, self.info, self.value_map = samples, info, dict(value_map or {})
-        self.colour_map, self.band_range = colour_map, band_range
+        self.root, self.split = Path(root), split
+        self._take_samples(*self.find_samples(), transforms, max_pixels, strict)
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        """The layout's pairs under `self.root` for `self.split`, in order, and the files found
+        without a partner."""
+        raise NotImplementedError
+
+    def _take_samples(
+        self,
+        samples: list[Sample],
+        unpaired: list[Path],
+        transforms: Transforms | None,
+        max_pixels: int,
+        strict: bool,
+    ) -> None:
+        """Keep the samples; with `strict`, refuse files without a partner and an empty set."""
+        check_int("max_pixels", max_pixels, minimum=1)
+        self.samples, self.unpaired = samples, sorted(unpaired)
         self.transforms, self.max_pixels = transforms, max_pixels
-        self.unpaired = sorted(unpaired or [])
         if strict and self.unpaired:
             shown = ", ".join(str(path) for path in self.unpaired[:5])
             raise DataError(
@@ -96,11 +120,7 @@ class FileDataset(Dataset):
             )
         bad = self.invalid_values(mask)
         if bad:
-            raise DataError(
-                f"{sample.mask}: mask values must be class ids 0..{self.info.num_classes - 1} "
-                f"or the ignore index {self.info.ignore_index}, got {bad[:10]}; try "
-                "`pixelwise data check` (a colour-coded mask needs a colour_map)"
-            )
+            raise self.label_error(sample, bad)
         image_t = io.image_to_tensor(image, self.band_range)
         mask_t = torch.from_numpy(mask)
         if self.transforms is not None:
@@ -108,22 +128,10 @@ class FileDataset(Dataset):
         return image_t, mask_t
 
     def read_image(self, index: int) -> np.ndarray:
-        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels`."""
+        """Pixels `(H, W, C)` of sample `index` with `C = info.in_channels` (`io.fit_channels`)."""
         sample = self.samples[index]
-        return self.fit_channels(io.read_image(sample.image, sample.page, self.max_pixels), sample)
-
-    def fit_channels(self, image: np.ndarray, sample: Sample) -> np.ndarray:
-        """`image` `(H, W, C)` with the dataset's channel count: a grey image in an RGB dataset
-        is repeated to three channels; any other mismatch raises `DataError`."""
-        wanted, bands = self.info.in_channels, image.shape[2]
-        if bands == wanted:
-            return image
-        if wanted == 3 and bands == 1:
-            return np.repeat(image, 3, axis=2)
-        raise DataError(
-            f"{sample.image}: images of this dataset must have {wanted} channel(s), got "
-            f"{bands}; try converting it to {wanted} channel(s)"
-        )
+        image = io.read_image(sample.image, sample.page, self.max_pixels)
+        return io.fit_channels(image, self.info.in_channels, sample.image)
 
     def read_mask(self, index: int) -> np.ndarray:
         """Class ids `(H, W)` int64 of sample `index` after the layout's value map."""
@@ -154,12 +162,12 @@ class FileDataset(Dataset):
 
     def invalid_values(self, mask: np.ndarray) -> list[int]:
         """Values of the mask file that are neither a class id nor the ignore index, sorted."""
-        info = self.info
-        bad = ((mask < 0) | (mask >= info.num_classes)) & (mask != info.ignore_index)
-        if not bad.any():
-            return []
-        values = np.unique(mask[bad]).tolist()
+        values = invalid_labels(mask, self.info.num_classes, self.info.ignore_index)
         return sorted(-1 - v if self.value_map and v < 0 else v for v in values)
+
+    def label_error(self, sample: Sample, bad: list[int]) -> DataError:
+        """The error for the `invalid_values` `bad` of `sample`'s mask file."""
+        return label_error(f"{sample.mask}: mask", bad, self.info.num_classes, self.info.ignore_index)
 
 
 def pair_by_stem(
@@ -226,9 +234,7 @@ class FolderDataset(FileDataset):
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
     ) -> None:
-        names = (
-            [f"class_{i}" for i in range(classes)] if isinstance(classes, int) else list(classes)
-        )
+        names = _class_names(classes)
         samples, unpaired = pair_by_stem(Path(images), Path(masks))
         if strict and not samples and not unpaired:
             raise DataError(
@@ -238,22 +244,13 @@ class FolderDataset(FileDataset):
         jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
         if strict and jpeg_masks:
             io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
-        in_channels = _first_band_count(samples, max_pixels) if samples else 3
-        info = DatasetInfo(
+        self.colour_map, self.band_range = colour_map, band_range
+        self._take_samples(samples, unpaired, transforms, max_pixels, strict)
+        self.info = DatasetInfo(
             classes=names,
             palette=list(palette) if palette else default_palette(len(names)),
             ignore_index=ignore_index,
-            in_channels=in_channels,
-        )
-        super().__init__(
-            samples,
-            info,
-            colour_map=colour_map,
-            band_range=band_range,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
+            in_channels=_first_band_count(samples, max_pixels) if samples else 3,
         )
         self.binary_masks = binary_masks and len(names) == 2
         self._told_binary = False
@@ -268,6 +265,19 @@ class FolderDataset(FileDataset):
         return mask
 
 
+def _class_names(classes: Sequence[str] | int) -> list[str]:
+    """A folder dataset's class names: the names given, or `class_0, class_1, ...` for a count."""
+    if is_integer(classes):
+        check_int("classes", classes, minimum=1)
+        return [f"class_{i}" for i in range(classes)]
+    if isinstance(classes, str) or not isinstance(classes, Sequence) or not classes:
+        raise ConfigError(
+            f"classes must be the number of classes or their names, got {classes!r}; try "
+            "classes=3 or classes=[background, road, car]"
+        )
+    return list(classes)
+
+
 def _first_band_count(samples: list[Sample], max_pixels: int) -> int:
     """Channel count of the first readable image (3 when none can be read)."""
     for sample in samples:
@@ -278,31 +288,6 @@ def _first_band_count(samples: list[Sample], max_pixels: int) -> int:
     return 3
 
 
-VOC_CLASSES = [
-    "background",
-    "aeroplane",
-    "bicycle",
-    "bird",
-    "boat",
-    "bottle",
-    "bus",
-    "car",
-    "cat",
-    "chair",
-    "cow",
-    "diningtable",
-    "dog",
-    "horse",
-    "motorbike",
-    "person",
-    "pottedplant",
-    "sheep",
-    "sofa",
-    "train",
-    "tvmonitor",
-]
-
-
 class VOCSegmentation(FileDataset):
     """Pascal VOC 2012 (`root` = the `VOC2012` folder or the `VOCdevkit` above it).
 
@@ -311,32 +296,15 @@ class VOCSegmentation(FileDataset):
     21 classes (FCN §4.1's PASCAL VOC setting).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        root = root / "VOC2012" if (root / "VOC2012").is_dir() else root
-        names = _read_split_list(root / "ImageSets" / "Segmentation" / f"{split}.txt")
-        pairs = [
+    info = tables.VOC_INFO
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        root = self.root / "VOC2012" if (self.root / "VOC2012").is_dir() else self.root
+        names = _read_split_list(root / "ImageSets" / "Segmentation" / f"{self.split}.txt")
+        return _existing([
             Sample(root / "JPEGImages" / f"{name}.jpg", root / "SegmentationClass" / f"{name}.png")
             for name in names
-        ]
-        samples, unpaired = _existing(pairs)
-        info = DatasetInfo(VOC_CLASSES, default_palette(21), ignore_index=255, in_channels=3)
-        super().__init__(
-            samples,
-            info,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        ])
 
 
 def _read_split_list(path: Path) -> list[str]:
@@ -357,38 +325,6 @@ def _existing(pairs: list[Sample]) -> tuple[list[Sample], list[Path]]:
     return samples, unpaired
 
 
-CAMVID_CLASSES = [
-    "Sky",
-    "Building",
-    "Pole",
-    "Road",
-    "Pavement",
-    "Tree",
-    "SignSymbol",
-    "Fence",
-    "Car",
-    "Pedestrian",
-    "Bicyclist",
-]
-# SegNet's CamVid colours (the SegNet tutorial's camvid11 palette).
-CAMVID_PALETTE = [
-    (128, 128, 128),
-    (128, 0, 0),
-    (192, 192, 128),
-    (128, 64, 128),
-    (60, 40, 222),
-    (128, 128, 0),
-    (192, 128, 128),
-    (64, 64, 128),
-    (64, 0, 128),
-    (64, 64, 0),
-    (0, 128, 192),
-]
-
-
-CAMVID_VALUES = {**{i: i for i in range(11)}, 11: 255}
-
-
 class CamVid(FileDataset):
     """CamVid in the SegNet layout: `{split}/` RGB PNGs, `{split}annot/` 8-bit masks.
 
@@ -396,30 +332,12 @@ class CamVid(FileDataset):
     Splits `train`, `val`, `test` (367 / 101 / 233 images at 360x480).
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        samples, unpaired = pair_by_stem(root / split, root / f"{split}annot")
-        info = DatasetInfo(CAMVID_CLASSES, CAMVID_PALETTE, ignore_index=255, in_channels=3)
-        super().__init__(
-            samples,
-            info,
-            value_map=CAMVID_VALUES,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+    info, value_map = tables.CAMVID_INFO, tables.CAMVID_VALUES
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        return pair_by_stem(self.root / self.split, self.root / f"{self.split}annot")
 
 
-ISBI_CLASSES = ["membrane", "cell"]
 # Suggested local split of the 30 labelled slices (shared data README): train 0-24, val 25-29.
 ISBI_DEFAULT_SLICES = {"train": range(0, 25), "val": range(25, 30), "trainval": None, "test": None}
 
@@ -435,6 +353,8 @@ class ISBI2012(FileDataset):
     `slices` (indices, a range, or a string "0-24") overrides the split's default selection.
     """
 
+    info, value_map = tables.ISBI_INFO, tables.ISBI_VALUES
+
     def __init__(
         self,
         root: str | Path,
@@ -445,32 +365,27 @@ class ISBI2012(FileDataset):
         max_pixels: int = io.MAX_PIXELS,
         strict: bool = True,
     ) -> None:
-        if split not in ISBI_DEFAULT_SLICES:
+        self.slices = slices
+        super().__init__(root, split, transforms=transforms, max_pixels=max_pixels, strict=strict)
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        if self.split not in ISBI_DEFAULT_SLICES:
             raise DataError(
-                f"split must be one of {', '.join(ISBI_DEFAULT_SLICES)}, got {split!r}; "
+                f"split must be one of {', '.join(ISBI_DEFAULT_SLICES)}, got {self.split!r}; "
                 "try 'train' (slices 0-24) or 'val' (25-29)"
             )
-        root = Path(root)
-        all_samples, unpaired = _isbi_samples(root, "test" if split == "test" else "train")
-        chosen = _parse_slices(slices) if slices is not None else ISBI_DEFAULT_SLICES[split]
-        if chosen is not None:
-            chosen = list(chosen)
-            if any(not 0 <= i < len(all_samples) for i in chosen):
-                raise DataError(
-                    f"{root}: slices must lie in 0..{len(all_samples) - 1}, got {chosen}; "
-                    "try slices='0-24'"
-                )
-            all_samples = [all_samples[i] for i in chosen]
-        info = DatasetInfo(ISBI_CLASSES, [(0, 0, 0), (255, 255, 255)], 255, in_channels=1)
-        super().__init__(
-            all_samples,
-            info,
-            value_map={0: 0, 255: 1},
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        samples, unpaired = _isbi_samples(self.root, "test" if self.split == "test" else "train")
+        slices = self.slices
+        chosen = _parse_slices(slices) if slices is not None else ISBI_DEFAULT_SLICES[self.split]
+        if chosen is None:
+            return samples, unpaired
+        chosen = list(chosen)
+        if any(not 0 <= i < len(samples) for i in chosen):
+            raise DataError(
+                f"{self.root}: slices must lie in 0..{len(samples) - 1}, got {chosen}; "
+                "try slices='0-24'"
+            )
+        return [samples[i] for i in chosen], unpaired
 
 
 def _isbi_samples(root: Path, part: str) -> tuple[list[Sample], list[Path]]:
@@ -478,9 +393,7 @@ def _isbi_samples(root: Path, part: str) -> tuple[list[Sample], list[Path]]:
     volume = root / f"{part}-volume.tif"
     if volume.is_file():
         labels = root / "train-labels.tif" if part == "train" else None
-        with tifffile.TiffFile(volume) as tiff:
-            count = len(tiff.pages)
-        return [Sample(volume, labels, page) for page in range(count)], []
+        return [Sample(volume, labels, page) for page in range(io.tiff_pages(volume))], []
     if part == "test":
         images = _files_by_stem(root / "test" / "image", io.IMAGE_SUFFIXES)
         return [Sample(images[s], None) for s in sorted(images, key=_slice_order)], []
@@ -502,73 +415,12 @@ def _parse_slices(slices: Sequence[int] | int | str) -> list[int]:
         if not match:
             raise DataError(f"slices must look like '0-24', got {slices!r}; try slices='0-24'")
         return list(range(int(match[1]), int(match[2]) + 1))
-    return [int(i) for i in slices]
-
-
-CITYSCAPES_CLASSES = [
-    "road",
-    "sidewalk",
-    "building",
-    "wall",
-    "fence",
-    "pole",
-    "traffic light",
-    "traffic sign",
-    "vegetation",
-    "terrain",
-    "sky",
-    "person",
-    "rider",
-    "car",
-    "truck",
-    "bus",
-    "train",
-    "motorcycle",
-    "bicycle",
-]
-CITYSCAPES_PALETTE = [
-    (128, 64, 128),
-    (244, 35, 232),
-    (70, 70, 70),
-    (102, 102, 156),
-    (190, 153, 153),
-    (153, 153, 153),
-    (250, 170, 30),
-    (220, 220, 0),
-    (107, 142, 35),
-    (152, 251, 152),
-    (70, 130, 180),
-    (220, 20, 60),
-    (255, 0, 0),
-    (0, 0, 142),
-    (0, 0, 70),
-    (0, 60, 100),
-    (0, 80, 100),
-    (0, 0, 230),
-    (119, 11, 32),
-]
-# cityscapesScripts labels.py: label id -> train id for the 19 evaluated classes.
-CITYSCAPES_TRAIN_IDS = {
-    7: 0,
-    8: 1,
-    11: 2,
-    12: 3,
-    13: 4,
-    17: 5,
-    19: 6,
-    20: 7,
-    21: 8,
-    22: 9,
-    23: 10,
-    24: 11,
-    25: 12,
-    26: 13,
-    27: 14,
-    28: 15,
-    31: 16,
-    32: 17,
-    33: 18,
-}
+    if not isinstance(slices, (list, tuple, range)) or not all(map(is_integer, slices)):
+        raise DataError(
+            f"slices must be slice indices, one index or a range like '0-24', got {slices!r}; "
+            "try slices='0-24'"
+        )
+    return list(slices)
 
 
 class Cityscapes(FileDataset):
@@ -579,17 +431,11 @@ class Cityscapes(FileDataset):
     all others are ignored (255), as in the official cityscapesScripts.
     """
 
-    def __init__(
-        self,
-        root: str | Path,
-        split: str = "train",
-        *,
-        transforms: Transforms | None = None,
-        max_pixels: int = io.MAX_PIXELS,
-        strict: bool = True,
-    ) -> None:
-        root = Path(root)
-        image_root, mask_root = root / "leftImg8bit" / split, root / "gtFine" / split
+    info, value_map = tables.CITYSCAPES_INFO, tables.CITYSCAPES_VALUES
+
+    def find_samples(self) -> tuple[list[Sample], list[Path]]:
+        image_root = self.root / "leftImg8bit" / self.split
+        mask_root = self.root / "gtFine" / self.split
         if not image_root.is_dir():
             raise DataError(
                 f"{image_root}: the folder must exist, got nothing there; try a root that "
@@ -605,17 +451,7 @@ class Cityscapes(FileDataset):
             samples += found
             # Only labelIds masks count: the other gtFine files (color, instanceIds) are ignored.
             unpaired += [p for p in missing if "_gtFine_" not in p.name or "_labelIds" in p.name]
-        info = DatasetInfo(CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, 255, in_channels=3)
-        value_map = {label_id: CITYSCAPES_TRAIN_IDS.get(label_id, 255) for label_id in range(256)}
-        super().__init__(
-            samples,
-            info,
-            value_map=value_map,
-            transforms=transforms,
-            max_pixels=max_pixels,
-            unpaired=unpaired,
-            strict=strict,
-        )
+        return samples, unpaired
 
 
 KINDS = ("synthetic", "folder", "voc", "camvid", "isbi2012", "cityscapes")
@@ -652,7 +488,8 @@ def open_dataset(
         raise ConfigError(
             f"dataset must be one of {', '.join(KINDS)}, got {kind!r}; try 'synthetic'"
         )
-    _check_options(builders[kind], options, kind)
+    fixed = {"root", "split", "transforms", "images", "masks"}
+    check_options(f"dataset {kind!r}", options, signature_options(builders[kind], exclude=fixed))
     if kind == "synthetic":
         if split not in _SYNTHETIC_SPLITS:
             raise ConfigError(
@@ -660,6 +497,7 @@ def open_dataset(
                 f"{split!r}; try 'train'"
             )
         seed_offset, n = _SYNTHETIC_SPLITS[split]
+        check_int("seed", options.get("seed", 0), minimum=0)  # before the arithmetic below
         options = {"n": n, **options, "seed": options.get("seed", 0) * 1000 + seed_offset}
         return SyntheticShapes(transforms=transforms, **options)
     if root is None:
@@ -669,21 +507,3 @@ def open_dataset(
         return FolderDataset(base / "images", base / "masks", transforms=transforms, **options)
     return builders[kind](root, split, transforms=transforms, **options)
 
-
-def _check_options(builder: Callable, options: Mapping, kind: str) -> None:
-    fixed = {"self", "root", "split", "transforms", "images", "masks"}
-    parameters = inspect.signature(builder).parameters
-    valid = [name for name in parameters if name not in fixed]
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"options of dataset {kind!r} must be among {', '.join(valid)}, got {unknown}; "
-            "check the spelling"
-        )
-    required = [n for n in valid if parameters[n].default is inspect.Parameter.empty]
-    missing = [name for name in required if name not in options]
-    if missing:
-        raise ConfigError(
-            f"dataset {kind!r} needs the option(s) {', '.join(missing)}, got none; try e.g. "
-            "classes=3 or classes=[background, road, car]"
-        )

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pixelwise.errors import ConfigError
+
 
 @dataclass(frozen=True)
 class DatasetInfo:
@@ -20,12 +22,12 @@ class DatasetInfo:
 
     def __post_init__(self) -> None:
         if len(self.classes) != len(self.palette):
-            raise ValueError(
+            raise ConfigError(
                 f"palette must have one colour per class ({len(self.classes)}), got "
                 f"{len(self.palette)}; try pixelwise.data.palette.default_palette(num_classes)"
             )
         if 0 <= self.ignore_index < len(self.classes):
-            raise ValueError(
+            raise ConfigError(
                 f"ignore_index must not be a class id (0..{len(self.classes) - 1}), got "
                 f"{self.ignore_index}; try 255"
             )

@@ -1,5 +1,9 @@
 """Reading image and mask files into arrays, and images into float tensors.
 
+`to_float_chw` decodes any image a user hands over (file, PIL image, array, tensor) exactly as the
+datasets decode their files, and `fit_channels` is the one rule for an image whose channel count
+differs from the model's or dataset's, so training and prediction see the same pixels.
+
 Images: PNG, JPEG, BMP through Pillow; TIFF (multi-band, 16-bit, float, multi-page stacks)
 through tifffile. Masks: 8-bit index PNGs, palette ("P" mode) PNGs whose pixel values are the
 class ids, 16-bit PNG/TIFF, or RGB colour-coded masks decoded with a colour -> class map. JPEG
@@ -32,6 +36,7 @@ _TIFF_SUFFIXES = (".tif", ".tiff")
 _JPEG_SUFFIXES = (".jpg", ".jpeg")
 
 Colour = tuple[int, int, int]
+ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 # What Pillow and tifffile raise on damaged bytes (found by tests/reliability fuzzing: a bad TIFF
 # header gives TypeError or ZeroDivisionError from inside tifffile, not only TiffFileError).
 _DECODER_ERRORS = (OSError, ValueError, IndexError, KeyError, TypeError, ArithmeticError,
@@ -106,7 +111,7 @@ def read_size(path: Path, page: int | None = None, max_pixels: int = MAX_PIXELS)
     """
     path = Path(path)
     if path.suffix.lower() in _TIFF_SUFFIXES:
-        with _open_tiff(path) as tiff:
+        with _tiff_file(path) as tiff:
             header = tiff.pages[page or 0]
             size = (int(header.imagelength), int(header.imagewidth))
         _check_pixels(path, size[0] * size[1], max_pixels)
@@ -124,12 +129,12 @@ def image_to_tensor(
     band to `(x - low) / (high - low)`, with `band_range[c] = (low, high)` or by default the
     band's own 1st and 99th percentiles in this image, so that each band fills about [0, 1]
     whatever its sensor's range (remote sensing, microscopy). Float images are taken as
-    already scaled unless `band_range` is given (as `pixelwise.inference` does for arrays).
+    already scaled unless `band_range` is given (as `to_float_chw` takes them).
     """
     if array.dtype == np.uint8:
         scaled = array.astype(np.float32) / 255.0
     elif np.issubdtype(array.dtype, np.floating) and band_range is None:
-        scaled = array.astype(np.float32)
+        scaled = array.astype(np.float32, copy=False)  # no copy of a float32 tensor's view
     else:
         values = array.astype(np.float32)
         if band_range is None:
@@ -139,6 +144,55 @@ def image_to_tensor(
         # np.percentile answers in float64: cast back so every image is float32.
         scaled = ((values - low) / np.maximum(high - low, 1e-6)).astype(np.float32)
     return torch.from_numpy(np.ascontiguousarray(scaled.transpose(2, 0, 1)))
+
+
+def fit_channels(image: np.ndarray, channels: int, source: str | Path) -> np.ndarray:
+    """`image` `(H, W, C)` with `channels` bands: a grey image for three channels is repeated to
+    RGB, an RGBA one loses its alpha; any other mismatch raises `DataError` naming `source`."""
+    bands = image.shape[2]
+    if bands == channels:
+        return image
+    if channels == 3 and bands == 1:
+        return np.repeat(image, 3, axis=2)
+    if channels == 3 and bands == 4:
+        return image[..., :3]
+    example = {1: " (e.g. PIL .convert('L'))", 3: " (e.g. PIL .convert('RGB'))"}.get(channels, "")
+    raise DataError(
+        f"{source}: images must have {channels} channel(s), got {bands} (shape "
+        f"{tuple(image.shape)}); try converting it to {channels} channel(s){example}"
+    )
+
+
+def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
+    """`image` as float32 `(C, H, W)` with `C = channels`, scaled as the datasets scale it.
+
+    Accepts a file path, a PIL image, a numpy array `(H, W)` or `(H, W, C)`, or a tensor
+    `(C, H, W)` / `(H, W)` (read on the CPU). Integer images are scaled by `image_to_tensor`
+    (8-bit / 255, 16-bit band by band), except integer tensors, which are taken as 8-bit; float
+    images are taken as already in [0, 1]. Channels are fitted by `fit_channels`.
+    """
+    source = str(image) if isinstance(image, (str, Path)) else "image"  # named in errors
+    return image_to_tensor(fit_channels(_as_hwc(image), channels, source))
+
+
+def _as_hwc(image: ImageLike) -> np.ndarray:
+    """Any accepted image as an `(H, W, C)` array (a view of a CPU tensor, not a copy)."""
+    if isinstance(image, (str, Path)):
+        return read_image(Path(image))
+    if isinstance(image, torch.Tensor):
+        tensor = image.detach().cpu()
+        tensor = tensor.float() if tensor.is_floating_point() else tensor.float() / 255
+        return (tensor[None] if tensor.dim() == 2 else tensor).permute(1, 2, 0).numpy()
+    if isinstance(image, Image.Image):
+        image = np.asarray(image)
+    if not isinstance(image, np.ndarray):
+        raise DataError(
+            f"image must be a path, PIL image, numpy array or tensor, got {type(image).__name__}"
+        )
+    if image.ndim not in (2, 3):
+        raise DataError(f"image arrays must be (H, W) or (H, W, C), got shape {image.shape}; "
+                        "try one image at a time")
+    return image[..., None] if image.ndim == 2 else image
 
 
 @contextlib.contextmanager
@@ -172,8 +226,34 @@ def _open_pil(path: Path, max_pixels: int, load: bool = True) -> Iterator[Image.
         yield image
 
 
+def open_tiff(path: str | Path) -> np.ndarray:
+    """A whole TIFF (its first series) for `predict_tiled`, without reading it when possible.
+
+    Uncompressed, contiguous TIFFs (as written by `tifffile.imwrite` without compression) come
+    back as a read-only `numpy.memmap`, so only the tiles being predicted are read from disk;
+    other TIFFs (compressed, tiled) are read whole. Returns `(H, W)` or `(H, W, C)` (or
+    `(C, H, W)` for planar files). No pixel limit: this is the way in for images too large to
+    decode at once. Raises `DataError` naming the file when it is missing or unreadable.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"image must be an existing TIFF file, got {path}; check the path")
+    with _tiff_file(path) as tiff:
+        series = tiff.series[0]
+        if series.dataoffset is None:  # compressed or tiled: not one contiguous block
+            return series.asarray()
+        dtype = np.dtype(tiff.byteorder + series.dtype.char)
+        return np.memmap(path, dtype, "r", series.dataoffset, series.shape, "C")
+
+
+def tiff_pages(path: Path) -> int:
+    """The number of pages of a TIFF (the slices of a stack such as ISBI 2012's volumes)."""
+    with _tiff_file(path) as tiff:
+        return len(tiff.pages)
+
+
 @contextlib.contextmanager
-def _open_tiff(path: Path) -> Iterator[tifffile.TiffFile]:
+def _tiff_file(path: Path) -> Iterator[tifffile.TiffFile]:
     """`tifffile.TiffFile(path)`; a decoder error while it is open becomes `DataError`."""
     try:
         with tifffile.TiffFile(path) as tiff:
@@ -192,7 +272,7 @@ def _read_tiff(path: Path, page: int | None, max_pixels: int) -> np.ndarray:
 
     The pixel guard applies to one page (`width * height`), before anything is decoded.
     """
-    with _open_tiff(path) as tiff:
+    with _tiff_file(path) as tiff:
         first = tiff.pages[0]
         _check_pixels(path, first.imagewidth * first.imagelength, max_pixels)
         if page is None:

@@ -6,6 +6,8 @@ devkit's `labelcolormap.m`), so VOC palette PNGs and pixelwise outputs show the 
 
 from __future__ import annotations
 
+from pixelwise.errors import ConfigError
+
 
 def default_palette(n: int) -> list[tuple[int, int, int]]:
     """`n` distinct `(r, g, b)` colours: class 0 black, 1 dark red, 2 dark green, ... (VOC map).
@@ -14,7 +16,7 @@ def default_palette(n: int) -> list[tuple[int, int, int]]:
     down, as the VOC devkit does. Ids above 255 wrap to 0..255 first (PNG palettes hold 256).
     """
     if n < 1:
-        raise ValueError(f"n must be a positive number of classes, got {n}; try n=21")
+        raise ConfigError(f"n must be a positive number of classes, got {n}; try n=21")
     colours = []
     for index in range(n):
         value, r, g, b = index % 256, 0, 0, 0

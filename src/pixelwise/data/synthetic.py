@@ -22,6 +22,8 @@ from torch.utils.data import Dataset
 
 from pixelwise.data.info import DatasetInfo
 from pixelwise.data.palette import default_palette
+from pixelwise.errors import ConfigError
+from pixelwise.options import check_int, is_integer
 
 SHAPE_CLASSES = ["background", "circle", "rectangle", "triangle", "line"]
 # Characteristic colour of each shape class (RGB in [0, 1]); jittered per shape.
@@ -50,15 +52,10 @@ class SyntheticShapes(Dataset):
         noise: float = 0.08,
         transforms: Transforms | None = None,
     ) -> None:
-        height, width = (size, size) if isinstance(size, int) else size
-        if n < 0 or height < 16 or width < 16:
-            raise ValueError(
-                f"n must be >= 0 and size >= 16 pixels, got n={n}, size={size}; try n=64, size=64"
-            )
-        if not 0 <= shapes[0] <= shapes[1]:
-            raise ValueError(
-                f"shapes must be a range (low, high) with 0 <= low <= high, got {shapes}"
-            )
+        check_int("n", n, minimum=0)
+        check_int("seed", seed, minimum=0)
+        height, width = _image_size(size)
+        _check_drawing(shapes, noise)
         self.n, self.height, self.width, self.seed = n, height, width, seed
         self.shapes, self.noise, self.transforms = shapes, noise, transforms
         self.info = DatasetInfo(
@@ -83,6 +80,30 @@ class SyntheticShapes(Dataset):
         if self.transforms is not None:
             image_t, mask_t = self.transforms(image_t, mask_t)
         return image_t, mask_t
+
+
+def _image_size(size: int | tuple[int, int]) -> tuple[int, int]:
+    """`(H, W)` of `size` (`H = W` or `(H, W)`), each at least 16 pixels."""
+    pair = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+    if len(pair) != 2 or not all(is_integer(side) and side >= 16 for side in pair):
+        raise ConfigError(
+            f"size must be H = W or (H, W), integers of at least 16 pixels, got {size!r}; "
+            "try size=64"
+        )
+    return pair
+
+
+def _check_drawing(shapes: tuple[int, int], noise: float) -> None:
+    """Raise ConfigError unless `shapes` is a range `(low, high)`, `0 <= low <= high`, and
+    `noise` a number >= 0."""
+    pair = tuple(shapes) if isinstance(shapes, (tuple, list)) else ()
+    if not (len(pair) == 2 and all(map(is_integer, pair)) and 0 <= pair[0] <= pair[1]):
+        raise ConfigError(
+            f"shapes must be a range (low, high) with 0 <= low <= high, got {shapes!r}; "
+            "try shapes=[3, 8]"
+        )
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise < 0:
+        raise ConfigError(f"noise must be a number >= 0, got {noise!r}; try noise=0.08")
 
 
 def render_shapes(

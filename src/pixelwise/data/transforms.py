@@ -192,12 +192,3 @@ RECOMMENDED: dict[str, dict[str, Any]] = {
         std=(0.25,),
     ),
 }
-
-
-def recommended_preset(kind: str, ignore_index: int = 255) -> JointTransform:
-    """`train_preset` with the `RECOMMENDED` settings of a dataset kind."""
-    if kind not in RECOMMENDED:
-        raise ConfigError(
-            f"kind must be one of {', '.join(RECOMMENDED)}, got {kind!r}; try 'folder'"
-        )
-    return train_preset(ignore_index=ignore_index, **RECOMMENDED[kind])

@@ -1,4 +1,4 @@
-"""Checkpoints: model weights in safetensors, training state in a weights-only ``.pt``.
+"""Training state beside the weights: what ``--resume`` needs, written so a crash loses little.
 
 A run folder holds::
 
@@ -6,13 +6,10 @@ A run folder holds::
     previous.safetensors previous.state.pt  the epoch before, kept so a damaged `last` can fall back
     best.safetensors                        weights with the best validation metric
 
-The ``.safetensors`` metadata carries everything needed to rebuild and run the model from that one
-file (model name/num_classes/options, class names, palette, ignore index, mean/std, in_channels,
-pixelwise version), so :func:`load_model` needs nothing else. The state file holds only tensors and
-plain Python values and is read with ``torch.load(weights_only=True)``: nothing is ever unpickled.
-
-Every file is written atomically: a temporary file in the same folder, flushed and fsynced, then
-``os.replace``-d over the target, so a crash leaves either the old or the new file, never half.
+The weights files are the checkpoint format of :mod:`pixelwise.checkpoint`. The state file holds
+only tensors and plain Python values (optimiser, scheduler, step, RNG) and is read with
+``torch.load(weights_only=True)``: nothing is ever unpickled. Every file is written atomically
+(:func:`pixelwise.checkpoint.atomic_write_bytes`).
 """
 
 from __future__ import annotations
@@ -20,132 +17,33 @@ from __future__ import annotations
 import io
 import json
 import os
+import pickle
 import random
 import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+import struct
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
+from pixelwise.checkpoint import (
+    METADATA_KEY,
+    ModelMeta,
+    atomic_write_bytes,
+    read_weights,
+    save_weights,
+)
 from pixelwise.errors import CheckpointError
 
-META_KEY = "pixelwise"
-WRAPPER_PREFIXES = ("module.", "_orig_mod.")  # DistributedDataParallel, torch.compile
-
-
-@dataclass
-class ModelMeta:
-    """What a weights file says about its model (stored as JSON in the safetensors metadata)."""
-
-    name: str
-    num_classes: int
-    options: dict[str, Any]
-    classes: list[str]
-    palette: list[tuple[int, int, int]]
-    ignore_index: int
-    in_channels: int
-    mean: list[float]
-    std: list[float]
-    version: str = ""
-    epoch: int = 0
-    step: int = 0
-    metrics: dict[str, float] = field(default_factory=dict)
-
-    @classmethod
-    def from_json(cls, text: str, path: Path) -> ModelMeta:
-        try:
-            data = json.loads(text)
-            data["palette"] = [tuple(colour) for colour in data["palette"]]
-            return cls(**data)
-        except (ValueError, TypeError, KeyError) as err:
-            raise CheckpointError(
-                f"checkpoint metadata in {path} must be pixelwise model metadata, got {err}; "
-                "try a .safetensors file written by pixelwise train"
-            ) from None
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` so that readers see the old file or the whole new one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)  # make the rename itself durable
-    finally:
-        os.close(dir_fd)
-
-
-def strip_wrapper_prefixes(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Remove ``module.`` (DDP) and ``_orig_mod.`` (torch.compile) prefixes from every key."""
-    cleaned = {}
-    for key, value in state.items():
-        changed = True
-        while changed:
-            changed = False
-            for prefix in WRAPPER_PREFIXES:
-                if key.startswith(prefix):
-                    key, changed = key[len(prefix) :], True
-        cleaned[key] = value
-    return cleaned
-
-
-def save_weights(path: Path, model: nn.Module, meta: ModelMeta) -> None:
-    """Write the model's weights and ``meta`` to one ``.safetensors`` file, atomically."""
-    state = strip_wrapper_prefixes(model.state_dict())
-    # safetensors refuses shared or non-contiguous storage; a plain CPU copy of each is safe.
-    tensors = {key: value.detach().to("cpu").contiguous().clone() for key, value in state.items()}
-    data = safetensors_bytes(tensors, metadata={META_KEY: json.dumps(asdict(meta))})
-    atomic_write_bytes(Path(path), data)
-
-
-def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
-    """Read a pixelwise ``.safetensors`` file: ``(state_dict, meta)``; raises CheckpointError."""
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"checkpoint must be an existing .safetensors file, got {str(path)!r}; "
-            "try runs/<name>/best.safetensors"
-        )
-    try:
-        with safe_open(str(path), framework="pt", device="cpu") as handle:
-            metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as err:
-        raise CheckpointError(
-            f"checkpoint {path} must be a whole safetensors file, got an unreadable one ({err}); "
-            "try the previous or best checkpoint"
-        ) from None
-    if META_KEY not in metadata:
-        raise CheckpointError(
-            f"checkpoint {path} must carry pixelwise metadata, got keys {sorted(metadata)}; "
-            "try a file written by pixelwise train"
-        )
-    return strip_wrapper_prefixes(state), ModelMeta.from_json(metadata[META_KEY], path)
-
-
-def load_model(path: str | Path) -> tuple[nn.Module, ModelMeta]:
-    """Rebuild the model described by one ``.safetensors`` file and load its weights (CPU, eval)."""
-    from pixelwise.models import build
-
-    state, meta = read_weights(path)
-    model = build(meta.name, meta.num_classes, **meta.options)
-    load_state_into(model, state, path)
-    return model.eval(), meta
+# What torch.load(weights_only=True) raises on truncated, bit-flipped or foreign files (found by
+# fuzzing state files: the zip reader, the weights-only unpickler and the legacy format each
+# fail in their own way; AssertionError comes from the legacy loader's storage table).
+TORCH_LOAD_ERRORS = (pickle.UnpicklingError, RuntimeError, OSError, EOFError, ValueError,
+                     IndexError, KeyError, TypeError, AssertionError, struct.error)
 
 
 def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> None:
@@ -159,21 +57,6 @@ def check_same_model(saved: ModelMeta, wanted: ModelMeta, path: str | Path) -> N
             f"checkpoint {path} must hold the configured model and classes, got "
             f"{'; '.join(differ)}; try the run's own config.yaml, or a new train.out_dir"
         )
-
-
-def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:
-    """``model.load_state_dict(state)`` with a CheckpointError naming the file on mismatch."""
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        first = str(err).splitlines()[0]
-        raise CheckpointError(
-            f"weights in {path} must match the model, got: {first}; "
-            "try the model name/options the checkpoint was trained with"
-        ) from None
-
-
-# --- training state -----------------------------------------------------------------------
 
 
 def rng_state() -> dict[str, Any]:
@@ -216,7 +99,7 @@ def read_state(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
         raise CheckpointError(f"training state {path} must exist; try another run folder") from None
-    except Exception as err:  # torch raises several types for truncated or foreign files
+    except TORCH_LOAD_ERRORS as err:
         raise CheckpointError(
             f"training state {path} must be a whole pixelwise state file, got an unreadable one "
             f"({type(err).__name__}); try the previous checkpoint"
@@ -265,10 +148,13 @@ def _pair_steps_agree(run_dir: Path, stem: str) -> bool:
     cheaply: the safetensors header and a memory-mapped, weights-only state."""
     try:
         with safe_open(str(run_dir / f"{stem}.safetensors"), framework="pt") as handle:
-            step = json.loads((handle.metadata() or {})[META_KEY])["step"]
+            step = json.loads((handle.metadata() or {})[METADATA_KEY])["step"]
         state = torch.load(run_dir / f"{stem}.state.pt", map_location="cpu", weights_only=True,
                            mmap=True)
-    except Exception:  # missing, truncated or foreign files all mean "not a whole pair"
+    # Missing, truncated or foreign files all mean "not a whole pair": safetensors' error, a
+    # metadata entry that is absent (KeyError), not JSON (ValueError) or not an object
+    # (TypeError), and whatever torch.load raises.
+    except (SafetensorError, *TORCH_LOAD_ERRORS):
         return False
     return isinstance(state, dict) and state.get("step") == step
 

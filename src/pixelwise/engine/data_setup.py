@@ -13,7 +13,8 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from pixelwise.config import DataConfig
 from pixelwise.data.info import DatasetInfo
-from pixelwise.engine.distributed import DistInfo, shard_sampler
+from pixelwise.device import DistInfo
+from pixelwise.engine.distributed import shard_sampler
 from pixelwise.errors import ConfigError
 
 
@@ -92,13 +93,12 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
 
 
 def class_weights_for(config: DataConfig, num_classes: int,
-                      train_set: Dataset | None = None) -> list[float] | None:
+                      train_set: Dataset) -> list[float] | None:
     """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
     balancing, Eigen & Fergus 2015, with SegNet's per-image denominator, counted over the
     un-augmented training masks: the same weights ``pixelwise data check`` prints).
 
-    ``train_set`` is the training split already opened (its transforms are not applied here);
-    without it the split is opened.
+    ``train_set`` is the training split already opened (its transforms are not applied here).
     """
     weights: Any = config.class_weights
     if weights is None:
@@ -106,11 +106,6 @@ def class_weights_for(config: DataConfig, num_classes: int,
     if weights == "auto":
         from pixelwise.data.checks import check_dataset
 
-        if train_set is None:
-            from pixelwise.data import open_dataset
-
-            train_set = open_dataset(config.dataset, config.root, config.train_split,
-                                     **config.options)
         plain = copy.copy(train_set)  # the same samples, without the augmentation
         plain.transforms = None
         return check_dataset(plain, progress=False).class_weights[:num_classes]
@@ -125,8 +120,9 @@ def class_weights_for(config: DataConfig, num_classes: int,
 def match_target(target: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """The centre of ``target (N, H, W)`` matching ``logits (N, K, H', W')``.
 
-    Only U-Net with ``padding="valid"`` predicts a smaller centre (U-Net §2, Fig. 2); for every
-    other model the shapes already agree and the target is returned unchanged.
+    Only a model whose geometry has a border (the U-Net with ``padding="valid"``, U-Net §2,
+    Fig. 2) predicts a smaller centre; for every other model the shapes already agree and the
+    target is returned unchanged.
     """
     if target.shape[-2:] == logits.shape[-2:]:
         return target

@@ -48,7 +48,8 @@ def run_demo(config: Config, out_dir: str | Path,
     from pixelwise.data import open_dataset
     from pixelwise.engine.evaluate import evaluate
     from pixelwise.engine.train import train
-    from pixelwise.inference.predict import Segmenter, display_image, predict_to_files
+    from pixelwise.inference.predict import Segmenter
+    from pixelwise.outputs import display_image, predict_to_files
     from pixelwise.plots import prediction_grid_png, training_curves_png
 
     out_dir = Path(out_dir)

@@ -2,38 +2,20 @@
 
 Start a run with ``torchrun --nproc-per-node N -m pixelwise train CONFIG``; torchrun sets
 ``RANK``, ``LOCAL_RANK`` and ``WORLD_SIZE``, which :func:`init_from_env` reads. Without them
-everything here degrades to a single process.
+everything here degrades to a single process. The device choice and ``DistInfo`` itself live in
+:mod:`pixelwise.device`, which prediction shares.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
 from torch.utils.data import Dataset, DistributedSampler
 
+from pixelwise.device import SINGLE_PROCESS, DistInfo
 from pixelwise.errors import ConfigError
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    rank: int = 0
-    local_rank: int = 0
-    world_size: int = 1
-
-    @property
-    def is_main(self) -> bool:
-        """Only rank 0 writes checkpoints, logs and progress bars."""
-        return self.rank == 0
-
-    @property
-    def enabled(self) -> bool:
-        return self.world_size > 1
-
-
-SINGLE_PROCESS = DistInfo()
 
 
 def init_from_env(cuda: bool) -> DistInfo:
@@ -54,16 +36,6 @@ def init_from_env(cuda: bool) -> DistInfo:
             torch.cuda.set_device(info.local_rank)
         dist.init_process_group(backend="nccl" if cuda else "gloo")
     return info
-
-
-def pick_device(name: str | torch.device, dist_info: DistInfo = SINGLE_PROCESS) -> torch.device:
-    """The device ``name`` names: "auto" is CUDA when available, else the CPU; under torchrun
-    "cuda" is this process's own GPU (``cuda:LOCAL_RANK``)."""
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and dist_info.enabled:
-        name = f"cuda:{dist_info.local_rank}"
-    return torch.device(name)
 
 
 def shard_sampler(dataset: Dataset, info: DistInfo, shuffle: bool, seed: int) -> DistributedSampler:

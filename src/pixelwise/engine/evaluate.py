@@ -18,9 +18,9 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pixelwise.engine.checkpoint import atomic_write_bytes, load_model
+from pixelwise.checkpoint import atomic_write_bytes, load_model
+from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import match_target
-from pixelwise.engine.distributed import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.errors import CheckpointError
 
 

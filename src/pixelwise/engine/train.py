@@ -34,7 +34,15 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pixelwise.checkpoint import (
+    ModelMeta,
+    atomic_write_bytes,
+    load_state_into,
+    read_weights,
+    save_weights,
+)
 from pixelwise.config import Config, to_dict, to_yaml
+from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine.data_setup import (
     build_loader,
@@ -43,13 +51,7 @@ from pixelwise.engine.data_setup import (
     normalisation,
     open_split,
 )
-from pixelwise.engine.distributed import (
-    DistInfo,
-    broadcast_buffers,
-    init_from_env,
-    pick_device,
-    shutdown,
-)
+from pixelwise.engine.distributed import broadcast_buffers, init_from_env, shutdown
 from pixelwise.engine.evaluate import validate
 from pixelwise.engine.optim import build_optimizer, build_scheduler
 from pixelwise.errors import CheckpointError, ConfigError, DivergenceError
@@ -97,7 +99,7 @@ class TrainingRun:
     optimizer: torch.optim.Optimizer
     scheduler: torch.optim.lr_scheduler.LRScheduler
     scaler: torch.amp.GradScaler
-    meta: ckpt.ModelMeta
+    meta: ModelMeta
     progress: Progress
     writer: Any | None  # TensorBoard SummaryWriter on rank 0 when tensorboard is installed
 
@@ -270,7 +272,7 @@ def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
     ckpt.save_last(run.run_dir, run.model, meta, training_state(
         run.optimizer, run.scheduler, run.scaler, run.progress))
     if improved:
-        ckpt.save_weights(run.run_dir / "best.safetensors", run.model, meta)
+        save_weights(run.run_dir / "best.safetensors", run.model, meta)
 
 
 def should_stop(run: TrainingRun, validated: bool) -> bool:
@@ -353,7 +355,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     )
 
 
-def describe_model(config: Config, info: DatasetInfo) -> ckpt.ModelMeta:
+def describe_model(config: Config, info: DatasetInfo) -> ModelMeta:
     """The metadata of the model ``config`` trains on data described by ``info``: class count
     (``model.num_classes``, 0 takes the data's), ignore index, builder options, mean/std.
 
@@ -370,7 +372,7 @@ def describe_model(config: Config, info: DatasetInfo) -> ckpt.ModelMeta:
             f"got {num_classes}; try model.num_classes=0 (take it from the data)"
         )
     mean, std = normalisation(data, info)
-    return ckpt.ModelMeta(
+    return ModelMeta(
         name=config.model.name, num_classes=num_classes,
         options={"in_channels": info.in_channels, **config.model.options},
         classes=list(info.classes), palette=[tuple(c) for c in info.palette],
@@ -379,7 +381,7 @@ def describe_model(config: Config, info: DatasetInfo) -> ckpt.ModelMeta:
     )
 
 
-def build_model(meta: ckpt.ModelMeta, init_from: str | None) -> nn.Module:
+def build_model(meta: ModelMeta, init_from: str | None) -> nn.Module:
     """The model ``meta`` describes, freshly initialised or with the matching tensors of the
     checkpoint ``init_from`` (``model.init_from``) copied in."""
     from pixelwise.models import build
@@ -388,7 +390,7 @@ def build_model(meta: ckpt.ModelMeta, init_from: str | None) -> nn.Module:
     if init_from:
         from pixelwise.models import init_from as copy_matching
 
-        source, _ = ckpt.read_weights(init_from)
+        source, _ = read_weights(init_from)
         try:
             copied = copy_matching(model, source)
         except CheckpointError as err:
@@ -445,7 +447,7 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     }
 
 
-def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.ModelMeta) -> Progress:
+def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta) -> Progress:
     """Load the newest whole checkpoint of ``run_dir`` into the objects; return the counters.
 
     ``meta`` describes the model and classes of this configuration; a checkpoint of another
@@ -453,7 +455,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.Model
     """
     found = ckpt.newest_whole(run_dir)
     ckpt.check_same_model(found.meta, meta, found.stem.with_suffix(".safetensors"))
-    ckpt.load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
+    load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
     state = found.state
     try:
         optimizer.load_state_dict(state["optimizer"])
@@ -470,7 +472,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ckpt.Model
 
 
 def _version() -> str:
-    from pixelwise import __version__
+    from pixelwise.version import __version__
 
     return __version__
 
@@ -478,7 +480,7 @@ def _version() -> str:
 def write_run_files(run_dir: Path, config: Config, argv: list[str] | None) -> None:
     """``config.yaml`` (the resolved config) and ``run.json`` (seed, versions, command line)."""
     run_dir.mkdir(parents=True, exist_ok=True)
-    ckpt.atomic_write_bytes(run_dir / "config.yaml", to_yaml(config).encode())
+    atomic_write_bytes(run_dir / "config.yaml", to_yaml(config).encode())
     record = {
         "command": argv if argv is not None else sys.argv,
         "seed": config.train.seed,
@@ -489,7 +491,7 @@ def write_run_files(run_dir: Path, config: Config, argv: list[str] | None) -> No
         "platform": platform.platform(),
         "config": to_dict(config),
     }
-    ckpt.atomic_write_bytes(run_dir / "run.json", json.dumps(record, indent=2).encode())
+    atomic_write_bytes(run_dir / "run.json", json.dumps(record, indent=2).encode())
 
 
 def append_csv(path: Path, row: dict[str, Any]) -> None:

@@ -13,27 +13,26 @@ whole.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch import nn
 
-from pixelwise.engine.checkpoint import ModelMeta, load_model
-from pixelwise.engine.distributed import pick_device
-from pixelwise.errors import CheckpointError, DataError
+from pixelwise.checkpoint import ModelMeta, load_model
+from pixelwise.data.io import ImageLike, to_float_chw
+from pixelwise.device import pick_device
+from pixelwise.inference.onnx import load_onnx
 from pixelwise.inference.tta import with_tta
-
-ImageLike = np.ndarray | Image.Image | torch.Tensor | str | Path
 
 
 class Segmenter:
     """Runs a segmentation model on single images of any size (see the module docs).
 
     Args:
-        model, meta: the network and its checkpoint metadata (classes, palette, mean/std).
+        model, meta: the network and its checkpoint metadata (classes, palette, mean/std). The
+            model's ``geometry`` (``pixelwise.models.geometry_of``) sets the tiles' alignment
+            and sends every image of a "valid" model (output smaller than input) through tiling.
         device: "auto" (CUDA when available), "cpu", "cuda" or "cuda:N".
         tile_above, tile, overlap: images larger than ``tile_above`` pixels on a side are
             predicted in ``tile``-pixel tiles overlapping by ``overlap`` pixels.
@@ -45,7 +44,10 @@ class Segmenter:
                  tile_above: int = 1024, tile: int = 512, overlap: int = 64,
                  tta_flips: tuple[str, ...] = (), tta_scales: tuple[float, ...] = (1.0,),
                  progress: bool = False) -> None:
+        from pixelwise.models.geometry import geometry_of
+
         self.device = pick_device(device)
+        self.geometry = geometry_of(model)  # read before TTA wraps the model
         # channels_last: faster convolutions on CPU and CUDA, the layout evaluate uses too.
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.model = with_tta(model, tta_flips, tta_scales)
@@ -103,133 +105,16 @@ class Segmenter:
     def _tiled(self, chw: torch.Tensor, return_proba: bool):
         from pixelwise.inference.tiling import predict_tiled
 
-        tile, align = self._tile_geometry()
         return predict_tiled(
-            self.model, chw, tile=tile, overlap=self.overlap, num_classes=self.meta.num_classes,
-            return_proba=return_proba, align=align, device=self.device,
+            self.model, chw, tile=self.geometry.nearest_input_size(self.tile),
+            overlap=self.overlap, num_classes=self.meta.num_classes, return_proba=return_proba,
+            align=self.geometry.align, geometry=self.geometry, device=self.device,
             preprocess=self._normalise, progress=self.progress,
         )
 
     def _normalise(self, batch: torch.Tensor) -> torch.Tensor:
         return (batch - self._mean) / self._std
 
-    def _is_valid_unet(self) -> bool:
-        return self.meta.name == "unet" and self.meta.options.get("padding") == "valid"
-
     def _needs_tiling(self, chw: torch.Tensor) -> bool:
-        return self._is_valid_unet() or max(chw.shape[-2:]) > self.tile_above
-
-    def _tile_geometry(self) -> tuple[int, int]:
-        """Tile size and alignment: the model's total downsampling, so tiles share its grid."""
-        if self.meta.name == "unet":
-            from pixelwise.models import unet_nearest_valid_input_size
-
-            # depth None means the builder's default: 5 levels with a ResNet encoder, else 4.
-            depth = self.meta.options.get("depth") or (5 if self.meta.options.get("encoder") else 4)
-            tile = (unet_nearest_valid_input_size(self.tile, depth) if self._is_valid_unet()
-                    else self.tile)
-            return tile, 2**depth
-        return self.tile, 32 if self.meta.name.startswith("fcn") else 1
-
-
-def to_float_chw(image: ImageLike, channels: int) -> torch.Tensor:
-    """``image`` as float32 ``(C, H, W)`` scaled as the datasets scale it.
-
-    Accepts a file path, a PIL image, a numpy array ``(H, W)`` or ``(H, W, C)``, or a tensor
-    ``(C, H, W)`` / ``(H, W)``. 8-bit values are divided by 255, 16-bit arrays are scaled band by
-    band (:func:`pixelwise.data.io.image_to_tensor`), floats are taken as already in [0, 1].
-    """
-    from pixelwise.data.io import image_to_tensor, read_image
-
-    source = str(image) if isinstance(image, (str, Path)) else "image"  # named in errors
-    if isinstance(image, (str, Path)):
-        image = read_image(Path(image))
-    if isinstance(image, Image.Image):
-        image = np.asarray(image)
-    if isinstance(image, np.ndarray):
-        array = image[..., None] if image.ndim == 2 else image
-        tensor = (torch.from_numpy(np.ascontiguousarray(array, np.float32)).permute(2, 0, 1)
-                  if np.issubdtype(array.dtype, np.floating) else image_to_tensor(array))
-    elif isinstance(image, torch.Tensor):
-        tensor = image.float() if image.is_floating_point() else image.float() / 255
-        tensor = tensor[None] if tensor.dim() == 2 else tensor
-    else:
-        raise DataError(
-            f"image must be a path, PIL image, numpy array or tensor, got {type(image).__name__}"
-        )
-    if tensor.shape[0] != channels:
-        if tensor.shape[0] == 4 and channels == 3:  # RGBA: drop alpha
-            tensor = tensor[:3]
-        elif tensor.shape[0] == 1 and channels == 3:  # grey into an RGB model
-            tensor = tensor.expand(3, -1, -1)
-        else:
-            mode = "L" if channels == 1 else "RGB"
-            raise DataError(
-                f"{source}: images must have {channels} channels for this model, got "
-                f"{tensor.shape[0]} (shape {tuple(tensor.shape)}); try converting it (e.g. PIL "
-                f".convert('{mode}'))"
-            )
-    return tensor.contiguous()
-
-
-def load_onnx(path: str | Path) -> tuple[nn.Module, ModelMeta]:
-    """An exported ONNX file as a module plus the checkpoint metadata stored inside it."""
-    from pixelwise.inference.onnx import OnnxModule
-
-    module = OnnxModule(path)
-    if module.metadata is None:
-        raise CheckpointError(
-            f"ONNX model {path} must carry pixelwise metadata (classes, mean/std), got none; "
-            "try exporting it with pixelwise export CKPT --format onnx --out FILE"
-        )
-    return module, ModelMeta.from_json(json.dumps(module.metadata), Path(path))
-
-
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
-    """Files as given, and the image files of each folder (sorted); DataError when none exist."""
-    from pixelwise.data.io import IMAGE_SUFFIXES
-
-    files: list[Path] = []
-    for item in map(Path, inputs):
-        if item.is_dir():
-            files += sorted(p for p in item.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        elif item.is_file():
-            files.append(item)
-        else:
-            raise DataError(f"input must be an image file or a folder, got {str(item)!r}")
-    if not files:
-        raise DataError(f"inputs must contain images ({', '.join(IMAGE_SUFFIXES)}), got none in "
-                        f"{[str(i) for i in inputs]}")
-    return files
-
-
-def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Path,
-                     formats: tuple[str, ...] = ("png", "overlay"),
-                     source_name: str | None = None, min_area: int = 0,
-                     simplify: float = 0.0) -> dict[str, Path]:
-    """Predict ``image`` and write it in ``formats`` via :func:`pixelwise.outputs.write_prediction`
-    (``<stem>.png`` palette label map, ``<stem>_overlay.png`` colours over the image, ...).
-
-    A GeoTIFF input passes its CRS and transform on to the geotiff and geojson outputs.
-    """
-    from pixelwise.outputs import write_prediction
-    from pixelwise.postprocess import read_georeference
-
-    georef = None
-    if isinstance(image, (str, Path)) and Path(image).suffix.lower() in (".tif", ".tiff") and (
-            {"geotiff", "geojson"} & set(formats)):
-        georef = read_georeference(image)
-
-    chw = to_float_chw(image, segmenter.meta.in_channels)
-    label = segmenter.predict(chw)
-    return write_prediction(label, out_stem, formats, palette=segmenter.palette,
-                            class_names=segmenter.classes, image=display_image(chw),
-                            georef=georef, min_area=min_area, simplify=simplify,
-                            source_name=source_name)
-
-
-def display_image(chw: torch.Tensor) -> np.ndarray:
-    """A float ``(C, H, W)`` image in [0, 1] as 8-bit for display (overlays, figures):
-    ``(H, W)`` grey for one band, else ``(H, W, 3)`` RGB from the first three bands."""
-    shown = (chw.clamp(0, 1) * 255).round().to(torch.uint8).permute(1, 2, 0).numpy()
-    return shown[..., 0] if shown.shape[2] == 1 else shown[..., :3]
+        """Valid models (output smaller than input) always go tile by tile, with mirroring."""
+        return not self.geometry.same_size or max(chw.shape[-2:]) > self.tile_above

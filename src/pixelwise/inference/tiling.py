@@ -1,17 +1,20 @@
 """Sliding-window (overlap-tile) inference for images of any size, in flat memory.
 
-Two kinds of model are handled, told apart by one probe run on a tile:
+Two kinds of model are handled, told apart by the model's
+:class:`~pixelwise.models.geometry.Geometry` (``model.geometry`` for every model
+``pixelwise.models.build`` returns; a plain module that states none is taken as "same" with
+alignment 1, and ``geometry=`` describes any other):
 
 * **"same" models** (output size == input size: FCN, `unet` with `padding="same"`). Tiles of
   `tile` pixels step by `tile - overlap` (rounded down to a multiple of `align`) and the last
   tile of a row or column ends exactly at the image border, so every tile sees the image border
   the way whole-image inference does (the model's own padding), never a mirrored copy. The last
   tile is up to `align - 1` pixels larger than `tile` so that every tile starts on a multiple of
-  `align`: pass the model's total downsampling (`2 ** depth` for U-Net, 32 for FCN) and each tile
-  sees the same pooling grid as the whole image.
-* **"valid" models** (`unet` with `padding="valid"`, output smaller than input by a margin `m`
-  on each side): the U-Net paper's overlap-tile strategy (Ronneberger et al. 2015, §2 and
-  Fig. 2). Output tiles of the model's output size are laid on a grid over the image; the input
+  `align`: pass the model's total downsampling (`model.geometry.align`: `2 ** depth` for U-Net,
+  32 for FCN) and each tile sees the same pooling grid as the whole image.
+* **"valid" models** (`unet` with `padding="valid"`, output smaller than input by a margin `m`,
+  the geometry's `border`, on each side): the U-Net paper's overlap-tile strategy (Ronneberger
+  et al. 2015, §2 and Fig. 2). Output tiles of the model's output size are laid on a grid over the image; the input
   of each is that tile grown by `m` on every side, read from the image mirrored at its borders,
   so the border pixels get their missing context by mirroring. With `overlap=0`, `align=1` the
   output tiles abut without blending, exactly as in the paper; with `align=2 ** depth` the output
@@ -35,16 +38,17 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, overload
 
 import numpy as np
-import tifffile
 import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from pixelwise.data.io import open_tiff  # noqa: F401  (re-exported: docs/inference.md's way in)
 from pixelwise.errors import ConfigError, DataError
+from pixelwise.labels import label_dtype
+from pixelwise.models.geometry import Geometry, geometry_of
 from pixelwise.models.layers import reflect_indices
 
 Model = nn.Module | Callable[[Tensor], Tensor]
@@ -56,23 +60,6 @@ class Span:
 
     start: int
     size: int
-
-
-def open_tiff(path: str | Path) -> np.ndarray:
-    """Open a TIFF for `predict_tiled` without reading it whole when that is possible.
-
-    Uncompressed, contiguous TIFFs (as written by `tifffile.imwrite` without compression) come
-    back as a read-only `numpy.memmap`, so only the tiles being predicted are read from disk;
-    other TIFFs (compressed, tiled) are read whole with `tifffile.imread`. Returns `(H, W)` or
-    `(H, W, C)` (or `(C, H, W)` for planar files).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"image must be an existing TIFF file, got {path}; check the path")
-    try:
-        return tifffile.memmap(path, mode="r")
-    except ValueError:
-        return tifffile.imread(path)
 
 
 def window_1d(size: int, flat_start: bool, flat_end: bool, kind: str) -> np.ndarray:
@@ -112,11 +99,6 @@ def tile_spans(length: int, tile: int, stride: int, align: int, fixed_size: bool
         return [Span(k * stride, tile) for k in range(count)]
     last = (length - tile) // align * align
     return [Span(s, tile) for s in range(0, last, stride)] + [Span(last, length - last)]
-
-
-def label_dtype(num_classes: int) -> type[np.integer]:
-    """The label map's dtype: uint8 for up to 256 classes, else int16 (smaller files than int64)."""
-    return np.uint8 if num_classes <= 256 else np.int16
 
 
 class _Source:
@@ -200,27 +182,23 @@ def _model_device(model: Model, device: str | torch.device | None) -> torch.devi
 
 @dataclass(frozen=True)
 class TileGrid:
-    """Where the output tiles lie (`rows` x `cols`), the input margin around each (0 for
-    "same" models), and the number of classes the model predicts."""
+    """Where the output tiles lie (`rows` x `cols`) and the input margin around each (0 for
+    "same" models)."""
 
     rows: list[Span]
     cols: list[Span]
     margin: tuple[int, int]
-    classes: int
 
 
-def plan_grid(model: Model, source: _Source, tile: tuple[int, int], overlap: tuple[int, int],
-              align: int, device: torch.device,
-              preprocess: Callable[[Tensor], Tensor] | None) -> TileGrid:
-    """Lay the tiles out after one probe run on the first tile tells the model's kind."""
-    probe_tile = source.read(reflect_indices(0, tile[0], source.height),
-                             reflect_indices(0, tile[1], source.width))
-    classes, *out_tile = _run(model, [probe_tile], device, preprocess).shape[1:]
-    if any(o > t or (t - o) % 2 for o, t in zip(out_tile, tile, strict=True)):
-        raise ConfigError(
-            f"model output must be the input tile or its centre, got {tuple(out_tile)} for a "
-            f"{tile} tile; try a tile size the model accepts"
-        )
+def plan_grid(geometry: Geometry, height: int, width: int, tile: tuple[int, int],
+              overlap: tuple[int, int], align: int) -> TileGrid:
+    """Lay the tiles over a `height` x `width` image from the model's geometry (no model run).
+
+    Raises:
+        ConfigError: the model does not accept `tile` (the message names the nearest size), or
+            its output tile is smaller than `align`.
+    """
+    out_tile = [geometry.output_size(t) for t in tile]
     # step by tile - overlap rounded down to a multiple of align (at least align)
     stride = [max(align, (o - lap) // align * align) for o, lap in zip(out_tile, overlap,
                                                                         strict=True)]
@@ -229,19 +207,18 @@ def plan_grid(model: Model, source: _Source, tile: tuple[int, int], overlap: tup
             f"output tile must be at least align={align} pixels, got {tuple(out_tile)}; "
             "try a larger tile"
         )
-    margin = ((tile[0] - out_tile[0]) // 2, (tile[1] - out_tile[1]) // 2)
-    fixed = margin != (0, 0)
-    return TileGrid(tile_spans(source.height, out_tile[0], stride[0], align, fixed),
-                    tile_spans(source.width, out_tile[1], stride[1], align, fixed),
-                    margin, classes)
+    fixed = not geometry.same_size
+    return TileGrid(tile_spans(height, out_tile[0], stride[0], align, fixed),
+                    tile_spans(width, out_tile[1], stride[1], align, fixed),
+                    (geometry.border, geometry.border))
 
 
 @overload
 def predict_tiled(model: Model, image: np.ndarray | Tensor, tile: int | Sequence[int],
                   overlap: int | Sequence[int], batch_size: int = ..., *,
                   num_classes: int | None = ..., return_proba: Literal[False] = ...,
-                  window: str = ..., align: int = ..., device: str | torch.device | None = ...,
-                  progress: bool = ..., preprocess: Callable[[Tensor], Tensor] | None = ...,
+                  window: str = ..., align: int = ..., geometry: Geometry | None = ...,
+                  device: str | torch.device | None = ..., progress: bool = ..., preprocess: Callable[[Tensor], Tensor] | None = ...,
                   channels_last: bool | None = ..., out: np.ndarray | None = ...) -> np.ndarray: ...
 
 
@@ -249,8 +226,8 @@ def predict_tiled(model: Model, image: np.ndarray | Tensor, tile: int | Sequence
 def predict_tiled(model: Model, image: np.ndarray | Tensor, tile: int | Sequence[int],
                   overlap: int | Sequence[int], batch_size: int = ..., *,
                   num_classes: int | None = ..., return_proba: Literal[True],
-                  window: str = ..., align: int = ..., device: str | torch.device | None = ...,
-                  progress: bool = ..., preprocess: Callable[[Tensor], Tensor] | None = ...,
+                  window: str = ..., align: int = ..., geometry: Geometry | None = ...,
+                  device: str | torch.device | None = ..., progress: bool = ..., preprocess: Callable[[Tensor], Tensor] | None = ...,
                   channels_last: bool | None = ..., out: np.ndarray | None = ...,
                   ) -> tuple[np.ndarray, np.ndarray]: ...
 
@@ -266,6 +243,7 @@ def predict_tiled(
     return_proba: bool = False,
     window: str = "gaussian",
     align: int = 1,
+    geometry: Geometry | None = None,
     device: str | torch.device | None = None,
     progress: bool = False,
     preprocess: Callable[[Tensor], Tensor] | None = None,
@@ -276,19 +254,24 @@ def predict_tiled(
 
     Args:
         model: maps float `(N, C, h, w)` to logits `(N, K, h', w')`, `h' = h` ("same") or the
-            centre `h' < h` ("valid" U-Net). Run under `torch.inference_mode`.
+            centre `h' < h` ("valid" U-Net), as `geometry` states. Run under
+            `torch.inference_mode`, once per batch of tiles.
         image: `(C, H, W)` tensor, or array `(H, W)`, `(H, W, C)` or `(C, H, W)` (a memmap is
             read tile by tile). Arrays are taken as channels-last when the last axis is shorter
             than the first, unless `channels_last` says otherwise.
         tile: model input tile size, int or `(h, w)`; for a valid U-Net one that the network
-            accepts (`pixelwise.models.unet_valid_output_size`).
+            accepts (`geometry.nearest_input_size` gives one).
         overlap: pixels shared by neighbouring output tiles, int or `(h, w)`.
         batch_size: tiles per forward pass.
         num_classes: checked against the model's output channels when given.
         return_proba: also return blended probabilities `(K, H, W)` float32 (memory grows with
             the image: only when asked).
         window: "gaussian" or "constant" blending window.
-        align: tile starts are multiples of this (the model's total downsampling).
+        align: tile starts are multiples of this (the model's total downsampling,
+            `geometry.align`, keeps every tile on the whole image's pooling grid).
+        geometry: the model's size rules (`pixelwise.models.Geometry`); default
+            `model.geometry`, or for a module that states none `SAME_SIZE` (output of the
+            input's size, alignment 1). Tiles are planned from it: nothing is run to find out.
         device: where tiles run; default the model's parameters' device.
         progress: show a tqdm progress bar over tiles.
         preprocess: applied to each float32 batch `(N, C, h, w)` on `device` before the model
@@ -304,30 +287,38 @@ def predict_tiled(
     source = _Source(image, channels_last)
     device = _model_device(model, device)
     height, width = source.height, source.width
-    grid = plan_grid(model, source, tile, overlap, align, device, preprocess)
-    classes, row_spans, col_spans, margin = grid.classes, grid.rows, grid.cols, grid.margin
+    geometry = geometry_of(model) if geometry is None else geometry
+    grid = plan_grid(geometry, height, width, tile, overlap, align)
+    row_spans, col_spans, margin = grid.rows, grid.cols, grid.margin
+    if out is not None and out.shape != (height, width):
+        raise ConfigError(f"out must have shape {(height, width)}, got {out.shape}; "
+                          "try allocating it with the image's height and width")
+
+    label = proba = None
+    bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile")
+    band = _Band(rows=max(s.size for s in row_spans), cols=col_spans[-1].start + col_spans[-1].size)
+    ends = [s.start for s in row_spans[1:]] + [row_spans[-1].start + row_spans[-1].size]
+    for rows, end in zip(row_spans, ends, strict=True):
+        band.add_row(_predict_row(model, source, rows, col_spans, margin, batch_size, device,
+                                  preprocess, window), rows)
+        if label is None:  # the first tiles have told the number of classes
+            label, proba = _outputs(band.classes, (height, width), num_classes, return_proba, out)
+        bar.update(len(col_spans))
+        band.finalise(end, label, proba)  # no later tile touches the rows above `end`
+    bar.close()
+    return (label, proba) if return_proba else label
+
+
+def _outputs(classes: int, shape: tuple[int, int], num_classes: int | None, return_proba: bool,
+             out: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The label map (`out`, or new in the label dtype) and, when asked, the probabilities."""
     if num_classes is not None and classes != num_classes:
         raise ConfigError(
             f"model must output num_classes={num_classes} channels, got {classes}; "
             "check the checkpoint's class list"
         )
-
-    label = np.empty((height, width), label_dtype(classes)) if out is None else out
-    if label.shape != (height, width):
-        raise ConfigError(f"out must have shape {(height, width)}, got {label.shape}; "
-                          "try allocating it with the image's height and width")
-    proba = np.empty((classes, height, width), np.float32) if return_proba else None
-    bar = tqdm(total=len(row_spans) * len(col_spans), disable=not progress, unit="tile")
-    band = _Band(classes, rows=max(s.size for s in row_spans),
-                 cols=col_spans[-1].start + col_spans[-1].size)
-    ends = [s.start for s in row_spans[1:]] + [row_spans[-1].start + row_spans[-1].size]
-    for rows, end in zip(row_spans, ends, strict=True):
-        band.add_row(_predict_row(model, source, rows, col_spans, margin, batch_size, device,
-                                  preprocess, window), rows)
-        bar.update(len(col_spans))
-        band.finalise(end, label, proba)  # no later tile touches the rows above `end`
-    bar.close()
-    return (label, proba) if return_proba else label
+    label = np.empty(shape, label_dtype(classes)) if out is None else out
+    return label, np.empty((classes, *shape), np.float32) if return_proba else None
 
 
 def _predict_row(model: Model, source: _Source, rows: Span, col_spans: list[Span],
@@ -349,8 +340,15 @@ def _predict_row(model: Model, source: _Source, rows: Span, col_spans: list[Span
                                                             c.start + c.size + margin[1],
                                                             source.width))
                      for c in batch_spans]
-            for cols, probabilities in zip(batch_spans, _run(model, tiles, device, preprocess),
-                                           strict=True):
+            batch = _run(model, tiles, device, preprocess)
+            if batch.shape[2:] != (rows.size, batch_spans[0].size):
+                raise ConfigError(
+                    f"model output must be {(rows.size, batch_spans[0].size)} for an input tile "
+                    f"of {tuple(tiles[0].shape[1:])}, as the model's geometry states, got "
+                    f"{batch.shape[2:]}; try geometry=pixelwise.models.Geometry(align=..., "
+                    "border=..., smallest_input=...) describing the model"
+                )
+            for cols, probabilities in zip(batch_spans, batch, strict=True):
                 col_weights = window_1d(cols.size, cols.start == 0,
                                         cols.start + cols.size >= source.width, window)
                 yield cols, probabilities, np.outer(row_weights, col_weights)
@@ -359,14 +357,20 @@ def _predict_row(model: Model, source: _Source, rows: Span, col_spans: list[Span
 class _Band:
     """Float accumulators for one band of rows, shifted down as rows are finalised."""
 
-    def __init__(self, classes: int, rows: int, cols: int) -> None:
-        self.sum = np.zeros((classes, rows, cols), np.float32)
+    def __init__(self, rows: int, cols: int) -> None:
+        self.sum: np.ndarray | None = None  # (K, rows, cols), allocated once a tile tells K
         self.weight = np.zeros((rows, cols), np.float32)
         self.top = 0  # image row of the band's first row
+
+    @property
+    def classes(self) -> int:
+        return len(self.sum)
 
     def add_row(self, tiles: Iterator[tuple[Span, np.ndarray, np.ndarray]], rows: Span) -> None:
         y = rows.start - self.top
         for cols, probabilities, weights in tiles:
+            if self.sum is None:
+                self.sum = np.zeros((len(probabilities), *self.weight.shape), np.float32)
             region = (slice(y, y + rows.size), slice(cols.start, cols.start + cols.size))
             self.sum[(slice(None), *region)] += probabilities * weights
             self.weight[region] += weights

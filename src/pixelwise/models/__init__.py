@@ -2,6 +2,8 @@
 
 >>> model = build("unet", num_classes=2, in_channels=1, base_channels=8, depth=3)
 >>> model = build("fcn8s", num_classes=21, backbone="resnet18", pretrained_backbone=True)
+>>> build("unet", num_classes=2, padding="valid").geometry  # what tiling and export read
+Geometry(align=16, border=92, smallest_input=188)
 """
 
 from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
@@ -9,9 +11,10 @@ from pixelwise.models import unet as _unet  # noqa: F401  (registers unet)
 from pixelwise.models.backbones import BACKBONES
 from pixelwise.models.convolutionalize import convolutionalize
 from pixelwise.models.fcn import init_from
+from pixelwise.models.geometry import SAME_SIZE, Geometry, geometry_of
 from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.presets import PRESETS, describe_preset, preset
-from pixelwise.models.registry import available, build, model_options
+from pixelwise.models.registry import available, build, model_geometry, model_options
 from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
 from pixelwise.models.unet import (
     MirrorExtended,
@@ -24,6 +27,8 @@ from pixelwise.models.unet import (
 
 __all__ = [
     "BACKBONES",
+    "SAME_SIZE",
+    "Geometry",
     "MirrorExtended",
     "ModelInfo",
     "ModelTable",
@@ -35,7 +40,9 @@ __all__ = [
     "count_parameters",
     "describe_models",
     "describe_preset",
+    "geometry_of",
     "init_from",
+    "model_geometry",
     "model_options",
     "preset",
     "same_size_output",

@@ -44,6 +44,12 @@ class Backbone(nn.Module):
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.body(x)
 
+    @property
+    def total_stride(self) -> int:
+        """The backbone's total downsampling: the stride of its deepest stage (the body stops
+        there), which is what a model built on it must align its input tiles to."""
+        return max(stage.stride for stage in self.stages)
+
     def stage(self, stride: int) -> Stage:
         """The stage at ``stride``; raises ConfigError listing the strides available."""
         for stage in self.stages:

@@ -25,6 +25,7 @@ from torch import nn
 
 from pixelwise.errors import CheckpointError, ConfigError
 from pixelwise.models.backbones import BACKBONES, Backbone, Stage, build_backbone
+from pixelwise.models.geometry import Geometry
 from pixelwise.models.layers import bilinear_upsampler, crop
 from pixelwise.models.registry import check_choice, check_int, register
 
@@ -71,6 +72,7 @@ class FCN(nn.Module):
         strides = [32, 16, 8][: skips + 1]
         self.stages: list[Stage] = [backbone.stage(s) for s in strides]
         self.output_stride = strides[-1]  # finest feature map the scores are fused from
+        self.geometry = Geometry(align=backbone.total_stride)  # any input size, output the same
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
         self.score = nn.ModuleDict(
             {str(st.stride): _zero_conv(st.channels, num_classes) for st in self.stages}

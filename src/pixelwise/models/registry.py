@@ -7,14 +7,17 @@ an error listing the valid ones instead of being silently ignored.
 
 from __future__ import annotations
 
-import inspect
-import numbers
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from pixelwise.errors import ConfigError
+from pixelwise.models.geometry import Geometry
+from pixelwise.options import check_choice, check_int, check_options, signature_options
+
+__all__ = ["available", "build", "check_choice", "check_int", "model_geometry", "model_options", "register"]
 
 Builder = Callable[..., nn.Module]
 
@@ -43,12 +46,7 @@ def available() -> list[str]:
 
 def model_options(name: str) -> dict[str, Any]:
     """The options ``name`` accepts, with their defaults (``num_classes`` excluded)."""
-    signature = inspect.signature(_builder(name))
-    return {
-        param.name: param.default
-        for param in signature.parameters.values()
-        if param.kind is inspect.Parameter.KEYWORD_ONLY and param.name != "num_classes"
-    }
+    return signature_options(_builder(name), exclude={"num_classes"}, keyword_only=True)
 
 
 def build(name: str, num_classes: int, **options: Any) -> nn.Module:
@@ -56,35 +54,30 @@ def build(name: str, num_classes: int, **options: Any) -> nn.Module:
 
     The model maps a float ``(N, in_channels, H, W)`` batch of any H, W to logits
     ``(N, num_classes, H, W)`` (``unet`` with ``padding="valid"`` returns the centre crop given by
-    :func:`pixelwise.models.unet_valid_output_size`). ``(name, num_classes, options)`` fully
+    :func:`pixelwise.models.unet_valid_output_size`); ``model.geometry`` (a
+    :class:`~pixelwise.models.Geometry`) states which. ``(name, num_classes, options)`` fully
     describes the model, so checkpoints store exactly that.
 
     Raises:
         ConfigError: unknown name, unknown option, or a bad ``num_classes``.
     """
-    valid = model_options(name)
-    unknown = sorted(set(options) - set(valid))
-    if unknown:
-        raise ConfigError(
-            f"options of model {name!r} must be among {sorted(valid)}, got unknown {unknown}; "
-            "check the spelling"
-        )
+    check_options(f"model {name!r}", options, model_options(name))
     check_int("num_classes", num_classes, minimum=1)
     return _builder(name)(num_classes=int(num_classes), **options)
 
 
-def check_choice(option: str, value: Any, choices: Iterable[Any]) -> None:
-    """Raise ConfigError unless ``value`` is one of ``choices``."""
-    choices = list(choices)
-    if value not in choices:
-        raise ConfigError(f"{option} must be one of {choices}, got {value!r}")
+def model_geometry(name: str, num_classes: int, **options: Any) -> Geometry:
+    """The ``geometry`` of ``build(name, num_classes, **options)``, for a model known only by its
+    spec (an exported ONNX file's metadata).
 
+    The model is built on the meta device (shapes only, no memory, no compute) and without
+    pretrained weights, which change no shape and may not be on this machine.
+    """
+    if options.get("pretrained_backbone"):
+        options = {**options, "pretrained_backbone": False}
+    with torch.device("meta"):
+        return build(name, num_classes, **options).geometry
 
-def check_int(option: str, value: Any, minimum: int) -> None:
-    """Raise ConfigError unless ``value`` is an integer (Python or NumPy, not a bool) of at least
-    ``minimum``."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
 
 
 def _builder(name: str) -> Builder:

@@ -28,6 +28,7 @@ from torch import nn
 
 from pixelwise.errors import ConfigError
 from pixelwise.models.backbones import Backbone, build_backbone
+from pixelwise.models.geometry import Geometry, geometry_of
 from pixelwise.models.layers import centre_crop, crop, reflect_indices
 from pixelwise.models.registry import check_choice, check_int, register
 
@@ -94,6 +95,8 @@ class UNet(nn.Module):
         self.depth = depth
         self.padding = padding
         self.output_stride = 1  # the decoder predicts at full resolution
+        self.geometry = (unet_valid_geometry(depth) if padding == "valid"
+                         else Geometry(align=2**depth))  # depth 2x2 poolings
         pad = 1 if padding == "same" else 0
         widths = [base_channels * 2**level for level in range(depth + 1)]
         self.down = nn.ModuleList(
@@ -149,6 +152,7 @@ class ResNetUNet(nn.Module):
         super().__init__()
         self.encoder = encoder
         self.output_stride = 1
+        self.geometry = Geometry(align=encoder.total_stride)
         *skips, bottom = encoder.stages
         self.skip_names = [stage.name for stage in reversed(skips)]
         self.bottom_name = bottom.name
@@ -203,22 +207,24 @@ def unet_valid_input_sizes(depth: int = 4, max_size: int = 1024) -> list[int]:
     return [s for s in range(1, max_size + 1) if _output_size_or_none(s, depth) is not None]
 
 
-def unet_nearest_valid_input_size(size: int, depth: int = 4) -> int:
-    """The valid input size closest to ``size`` (the larger one on a tie).
-
-    Valid sizes form the progression ``smallest + 2**depth * k``, k >= 0.
-    """
-    step = 2**depth
+def unet_valid_geometry(depth: int) -> Geometry:
+    """The :class:`Geometry` of the ``padding="valid"`` U-Net of ``depth``: valid sizes form the
+    progression ``smallest + 2**depth * k``, k >= 0, and each loses the same border (92 pixels
+    per side at depth 4: 572 -> 388)."""
     smallest = next(s for s in itertools.count(1) if _output_size_or_none(s, depth) is not None)
-    below = smallest + max(0, size - smallest) // step * step
-    return below if size - below < below + step - size else below + step
+    border = (smallest - _output_size_or_none(smallest, depth)) // 2
+    return Geometry(align=2**depth, border=border, smallest_input=smallest)
+
+
+def unet_nearest_valid_input_size(size: int, depth: int = 4) -> int:
+    """The valid input size closest to ``size`` (the larger one on a tie)."""
+    return unet_valid_geometry(depth).nearest_input_size(size)
 
 
 def unet_valid_border(depth: int = 4) -> int:
     """Pixels the ``padding="valid"`` U-Net loses on each side of its input (92 at depth 4:
     572 -> 388); the same for every valid input size."""
-    smallest = unet_nearest_valid_input_size(1, depth)
-    return (smallest - unet_valid_output_size(smallest, depth)) // 2
+    return unet_valid_geometry(depth).border
 
 
 class MirrorExtended(nn.Module):
@@ -228,35 +234,36 @@ class MirrorExtended(nn.Module):
     by mirroring the input image") by the network's border on the top/left and up to the next
     valid size on the bottom/right; the output is cropped back to the input's size. This is the
     whole-image reference that overlap-tile inference reproduces tile by tile, and what
-    validation of a valid U-Net on whole images uses.
+    validation of a valid U-Net on whole images uses. Any model whose :class:`Geometry` has a
+    border can be wrapped; the result keeps its alignment and accepts every size.
     """
 
-    def __init__(self, unet: UNet) -> None:
+    def __init__(self, unet: nn.Module) -> None:
         super().__init__()
-        if getattr(unet, "padding", None) != "valid":
+        valid_geometry = geometry_of(unet)
+        if valid_geometry.same_size:
             raise ConfigError("MirrorExtended needs a U-Net with padding='valid', got "
                               f"{type(unet).__name__}; a 'same' model already keeps the size")
         self.unet = unet
-        self.border = unet_valid_border(unet.depth)
+        self.valid_geometry = valid_geometry
+        self.border = valid_geometry.border
+        self.geometry = Geometry(align=valid_geometry.align)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Logits ``(N, K, H, W)`` of a float batch ``(N, C, H, W)`` of any H, W."""
         height, width = x.shape[-2:]
-        index = [torch.from_numpy(reflect_indices(
-            -self.border, self._valid_at_least(size + 2 * self.border) - self.border, size,
-        )).to(x.device) for size in (height, width)]
+        stops = [self.valid_geometry.input_size_at_least(size + 2 * self.border) - self.border
+                 for size in (height, width)]
+        index = [torch.from_numpy(reflect_indices(-self.border, stop, size)).to(x.device)
+                 for stop, size in zip(stops, (height, width), strict=True)]
         extended = x.index_select(-2, index[0]).index_select(-1, index[1])
         return self.unet(extended)[..., :height, :width]
 
-    def _valid_at_least(self, size: int) -> int:
-        valid = unet_nearest_valid_input_size(size, self.unet.depth)
-        return valid if valid >= size else valid + 2**self.unet.depth
-
 
 def same_size_output(model: nn.Module) -> nn.Module:
-    """``model`` itself, or wrapped in :class:`MirrorExtended` when it is a valid U-Net, so the
-    result maps any input to logits of the input's size."""
-    return MirrorExtended(model) if getattr(model, "padding", None) == "valid" else model
+    """``model`` itself, or wrapped in :class:`MirrorExtended` when its output is smaller than
+    its input (a valid U-Net), so the result maps any input to logits of the input's size."""
+    return model if geometry_of(model).same_size else MirrorExtended(model)
 
 
 def unet_valid_output_size(size: int, depth: int = 4) -> int:
