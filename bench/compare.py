@@ -6,8 +6,8 @@ weights, `torch.inference_mode`) at a multiple of 32 and whether an odd-sized in
 - FCN on ResNet-50: pixelwise `fcn8s(backbone="resnet50")` (FCN-8s skips over stride 8/16/32
   features) vs torchvision `fcn_resnet50` (a dilated ResNet-50 at stride 8 with one FCN head,
   as torchvision builds it).
-- U-Net on ResNet-34: pixelwise `unet(encoder="resnet34")` (default decoder, and a decoder of
-  about smp's widths) vs smp `Unet("resnet34")`.
+- U-Net on ResNet-34: pixelwise `unet(encoder="resnet34")` (default decoder, and
+  `decoder_channels=[256, 128, 64, 32, 16]`, smp's widths) vs smp `Unet("resnet34")`.
 
     python bench/compare.py --size 512 --odd 500 375 --threads 2
 
@@ -34,9 +34,8 @@ def candidates() -> list[tuple[str, Callable[[], torch.nn.Module]]]:
         ("torchvision fcn_resnet50", lambda: fcn_resnet50(weights=None, weights_backbone=None,
                                                           num_classes=21, aux_loss=False)),
         ("pixelwise unet resnet34", lambda: build("unet", 2, encoder="resnet34")),
-        # decoder widths 256, 128, 64, 32, 32: about smp's default (256, 128, 64, 32, 16)
-        ("pixelwise unet resnet34 base 32",
-         lambda: build("unet", 2, encoder="resnet34", base_channels=32)),
+        ("pixelwise unet resnet34 smp widths",
+         lambda: build("unet", 2, encoder="resnet34", decoder_channels=[256, 128, 64, 32, 16])),
     ]
     try:
         import segmentation_models_pytorch as smp

@@ -171,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=run_export)
 
     models = commands.add_parser("models", help="list the models with parameter counts")
+    models.add_argument("--preset", metavar="NAME",
+                        help="show one preset (e.g. realtime): its model, options and config")
     models.set_defaults(run=run_models)
 
     data = commands.add_parser("data", help="dataset tools")
@@ -326,8 +328,11 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from pixelwise.models import describe_models
+    from pixelwise.models import describe_models, describe_preset
 
+    if args.preset:
+        print(describe_preset(args.preset))
+        return 0
     print(describe_models())  # the papers' configurations, built once each (a few seconds)
     return 0
 

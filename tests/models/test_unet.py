@@ -9,6 +9,7 @@ from pixelwise.models import (
     unet_valid_input_sizes,
     unet_valid_output_size,
 )
+from pixelwise.models.unet import SMP_DECODER_CHANNELS
 
 
 def tiny_unet(**options):
@@ -128,6 +129,54 @@ def test_resnet_encoder_decoder_widths_follow_base_channels():
     assert [block[0].out_channels for block in model.decode] == [64, 32, 16, 8, 8]
     # first decoder block sees resnet34 layer3 (256 channels) + the up-sampled 64
     assert model.decode[0][0].in_channels == 256 + 64
+
+
+def test_default_decoder_widths_are_those_of_checkpoints_saved_before_decoder_channels():
+    # a checkpoint stores only the options its config set, so an old one rebuilds these widths
+    with torch.device("meta"):
+        model = build("unet", 2, encoder="resnet34")
+    assert [block[0].out_channels for block in model.decode] == [512, 256, 128, 64, 64]
+
+
+def test_decoder_channels_set_each_decoder_width_and_the_head_input():
+    with torch.device("meta"):
+        model = build("unet", 2, encoder="resnet34", decoder_channels=[256, 128, 64, 32, 16])
+    assert [block[0].out_channels for block in model.decode] == [256, 128, 64, 32, 16]
+    assert model.decode[0][0].in_channels == 256 + 256  # layer3 + the up-sampled 512 -> 256
+    assert model.decode[4][0].in_channels == 16  # full resolution: no skip
+    assert model.head.in_channels == 16
+
+
+def test_smp_decoder_widths_cost_under_half_the_default():
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def gflop(**options):
+        with torch.device("meta"):
+            model = build("unet", 2, encoder="resnet34", **options).eval()
+            with FlopCounterMode(display=False) as counter:
+                model(torch.randn(1, 3, 256, 256))
+        return counter.get_total_flops() / 1e9
+
+    assert gflop(decoder_channels=SMP_DECODER_CHANNELS) < 0.5 * gflop()
+
+
+def test_decoder_channels_keep_any_input_size():
+    model = build("unet", 3, encoder="resnet18", decoder_channels=[8, 8, 4, 4, 2]).eval()
+    with torch.no_grad():
+        assert model(torch.randn(1, 3, 37, 53)).shape == (1, 3, 37, 53)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"decoder_channels": [256, 128, 64, 32, 16]}, "need an encoder"),
+    ({"encoder": "resnet18", "decoder_channels": [256, 128, 64, 32]}, "must be 5 widths"),
+    ({"encoder": "resnet18", "decoder_channels": 64}, "must be 5 widths"),
+    ({"encoder": "resnet18", "decoder_channels": [64] * 5, "base_channels": 32},
+     "base_channels left at 64"),
+    ({"encoder": "resnet18", "decoder_channels": [64, 64, 64, 64, 0]}, "width must be an integer"),
+])
+def test_bad_decoder_channels_raise_config_error(options, message):
+    with torch.device("meta"), pytest.raises(ConfigError, match=message):
+        build("unet", 2, **options)
 
 
 def test_convolutions_are_he_initialised_as_in_the_paper():

@@ -13,6 +13,7 @@ from pixelwise.models.convolutionalize import convolutionalize
 from pixelwise.models.fcn import init_from
 from pixelwise.models.geometry import SAME_SIZE, Geometry, geometry_of
 from pixelwise.models.layers import bilinear_upsample_weight
+from pixelwise.models.presets import PRESETS, describe_preset, preset
 from pixelwise.models.registry import available, build, model_geometry, model_options
 from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
 from pixelwise.models.unet import (
@@ -31,16 +32,19 @@ __all__ = [
     "MirrorExtended",
     "ModelInfo",
     "ModelTable",
+    "PRESETS",
     "available",
     "bilinear_upsample_weight",
     "build",
     "convolutionalize",
     "count_parameters",
     "describe_models",
+    "describe_preset",
     "geometry_of",
     "init_from",
     "model_geometry",
     "model_options",
+    "preset",
     "same_size_output",
     "unet_nearest_valid_input_size",
     "unet_valid_border",

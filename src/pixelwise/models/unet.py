@@ -22,6 +22,7 @@ convolutions learn to absorb (as in other ResNet U-Nets); the plain U-Net has no
 from __future__ import annotations
 
 import itertools
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -137,15 +138,15 @@ class UNet(nn.Module):
 class ResNetUNet(nn.Module):
     """U-Net expanding path on a ResNet encoder: ``(N, C, H, W)`` -> ``(N, num_classes, H, W)``.
 
-    Decoder width at stride ``s`` is ``base_channels * s / 2`` (64 -> 512, 256, 128, 64 at strides
-    16 ... 2), then ``base_channels`` at full resolution, where no encoder map is concatenated.
+    ``widths`` are the decoder's widths at the encoder's skip strides (16, 8, 4, 2) and at full
+    resolution, where no encoder map is concatenated: :func:`resnet_unet_widths`.
     """
 
     def __init__(
         self,
         encoder: Backbone,
         num_classes: int,
-        base_channels: int,
+        widths: tuple[int, ...],
         batch_norm: bool,
         up_mode: str,
     ) -> None:
@@ -156,7 +157,6 @@ class ResNetUNet(nn.Module):
         *skips, bottom = encoder.stages
         self.skip_names = [stage.name for stage in reversed(skips)]
         self.bottom_name = bottom.name
-        widths = [base_channels * stage.stride // 2 for stage in reversed(skips)] + [base_channels]
         self.up = nn.ModuleList(
             up_block(cin, cout, up_mode)
             for cin, cout in zip([bottom.channels, *widths[:-1]], widths, strict=True)
@@ -166,7 +166,7 @@ class ResNetUNet(nn.Module):
             conv_block(width + skip, width, 1, batch_norm)
             for width, skip in zip(widths, skip_channels, strict=True)
         )
-        self.head = nn.Conv2d(base_channels, num_classes, 1)
+        self.head = nn.Conv2d(widths[-1], num_classes, 1)
         he_init([self.up, self.decode, self.head])  # the encoder keeps its own (or ImageNet) init
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -181,6 +181,36 @@ class ResNetUNet(nn.Module):
                 x = torch.cat([skips[level], x], dim=1)
             x = decode(x)
         return self.head(x)
+
+
+# segmentation_models_pytorch's Unet default (decoder_channels=(256, 128, 64, 32, 16)).
+SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
+
+
+def resnet_unet_widths(
+    encoder: Backbone, base_channels: int, decoder_channels: Sequence[int] | None
+) -> tuple[int, ...]:
+    """Decoder widths of the encoder U-Net, one per encoder skip (strides 16, 8, 4, 2 for a
+    ResNet) and one at full resolution.
+
+    ``decoder_channels`` when given; otherwise ``base_channels * stride / 2`` and then
+    ``base_channels`` (512, 256, 128, 64, 64 at 64), the widths of every model saved before the
+    option existed: checkpoints store only the options a config set, so this default stays.
+    """
+    strides = [stage.stride for stage in reversed(encoder.stages[:-1])]
+    if decoder_channels is None:
+        return (*(base_channels * stride // 2 for stride in strides), base_channels)
+    if (not isinstance(decoder_channels, (list, tuple))
+            or len(decoder_channels) != len(strides) + 1 or base_channels != 64):
+        raise ConfigError(
+            f"decoder_channels must be {len(strides) + 1} widths (strides "
+            f"{', '.join(map(str, strides))}, 1) with base_channels left at 64, got "
+            f"decoder_channels={decoder_channels!r}, base_channels={base_channels}; "
+            f"try decoder_channels={list(SMP_DECODER_CHANNELS)}"
+        )
+    for width in decoder_channels:
+        check_int("decoder_channels width", width, minimum=1)
+    return tuple(int(width) for width in decoder_channels)
 
 
 def _output_size_or_none(size: int, depth: int) -> int | None:
@@ -288,6 +318,7 @@ def unet(
     num_classes: int,
     in_channels: int = 3,
     base_channels: int = 64,
+    decoder_channels: Sequence[int] | None = None,
     depth: int | None = None,
     batch_norm: bool = True,
     up_mode: str = "transpose",
@@ -300,6 +331,8 @@ def unet(
 
     ``depth`` is the number of 2x poolings: 4 by default (paper), fixed at 5 with an ``encoder``
     (resnet18 | resnet34 | resnet50; ``pretrained_backbone=True`` loads its ImageNet weights).
+    With an encoder, ``decoder_channels`` sets the five decoder widths (strides 16 ... 1); see
+    :func:`resnet_unet_widths`. :data:`SMP_DECODER_CHANNELS` costs less than half the default.
     """
     check_int("in_channels", in_channels, minimum=1)
     check_int("base_channels", base_channels, minimum=1)
@@ -309,10 +342,10 @@ def unet(
     check_choice("encoder", encoder, ENCODERS)
     check_choice("pretrained_backbone", pretrained_backbone, (True, False))
     if encoder is None:
-        if pretrained_backbone:
+        if pretrained_backbone or decoder_channels is not None:
             raise ConfigError(
-                "pretrained_backbone=True needs a pretrained encoder, got encoder=None; "
-                "try encoder='resnet34'"
+                "pretrained_backbone and decoder_channels need an encoder, got encoder=None; "
+                "try encoder='resnet34' (the plain U-Net's widths follow base_channels)"
             )
         depth = 4 if depth is None else depth
         check_int("depth", depth, minimum=1)
@@ -323,4 +356,5 @@ def unet(
             f"depth={depth!r}; try leaving padding and depth unset"
         )
     backbone = build_backbone(encoder, in_channels=in_channels, pretrained=pretrained_backbone)
-    return ResNetUNet(backbone, num_classes, base_channels, batch_norm, up_mode)
+    widths = resnet_unet_widths(backbone, base_channels, decoder_channels)
+    return ResNetUNet(backbone, num_classes, widths, batch_norm, up_mode)

@@ -1,0 +1,59 @@
+"""Named model choices for a purpose: each preset is a registered model name and its options.
+
+A preset is not a model of its own: configs and checkpoints store the model name and options it
+stands for, so a preset can be retuned later without changing what an old checkpoint rebuilds.
+``pixelwise models --preset NAME`` prints one, with the config that trains it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pixelwise.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    """``build(name, num_classes, **options)`` is the preset's model; ``config`` trains it."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    purpose: str = ""
+    config: str = ""
+
+
+PRESETS: dict[str, Preset] = {
+    # FCN-8s on MobileNetV3-Large: 3.1M parameters, a 360x480 label map in about 0.7x the time of
+    # torchvision's LR-ASPP MobileNetV3 (bench/speed.py; docs/benchmarks.md has the figures).
+    "realtime": Preset(
+        name="fcn8s",
+        options={"backbone": "mobilenet_v3_large"},
+        purpose=">= 30 label maps per second of 360x480 frames on 2 CPU cores",
+        config="configs/camvid_realtime.yaml",
+    ),
+}
+
+
+def preset(name: str) -> tuple[str, dict[str, Any]]:
+    """``(model name, options)`` of preset ``name``, for :func:`pixelwise.models.build`."""
+    if name not in PRESETS:
+        raise ConfigError(f"preset must be one of {sorted(PRESETS)}, got {name!r}")
+    chosen = PRESETS[name]
+    return chosen.name, dict(chosen.options)
+
+
+def describe_preset(name: str, num_classes: int = 11) -> str:
+    """What ``pixelwise models --preset NAME`` prints: purpose, model, size, how to train it."""
+    from pixelwise.models.summary import describe_model
+
+    model_name, options = preset(name)
+    info = describe_model(model_name, num_classes, **options)
+    arguments = "".join(f", {key}={value!r}" for key, value in options.items())
+    return "\n".join([
+        f"preset {name}: {PRESETS[name].purpose}",
+        f"model: {model_name}, options {options} ({info.parameters / 1e6:.2f}M parameters for "
+        f"{num_classes} classes, output stride {info.output_stride})",
+        f"Python: build({model_name!r}, num_classes{arguments})",
+        f"train: pixelwise train {PRESETS[name].config}",
+    ])

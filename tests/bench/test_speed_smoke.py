@@ -1,0 +1,33 @@
+"""bench/speed.py runs end to end at --quick sizes and writes the figures it prints."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "speed.py"
+
+
+def test_quick_run_writes_every_figure_and_the_ratio_to_the_peer(tmp_path):
+    out = tmp_path / "speed.json"
+    # torchvision (a dependency) provides the peer, so this pair never needs smp.
+    completed = subprocess.run(
+        [sys.executable, str(SCRIPT), "--quick", "--threads", "1",
+         "--models", "fcn8s_mobilenet_v3_large,tv_lraspp", "--json", str(out)],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    result = json.loads(out.read_text())
+    rows = {row["label"]: row for row in result["models"]}
+    assert sorted(rows) == ["fcn8s_mobilenet_v3_large", "tv_lraspp_mobilenet_v3"]
+    for row in rows.values():
+        assert row["parameters"] > 1e6
+        assert row["gflop"]["step"] > row["gflop"]["frame"] > 0  # backward costs more than forward
+        assert {"frame", "square", "step_fp32"} <= set(row["seconds"])
+        assert row["rss_mib"]["train"] >= row["rss_mib"]["forward"] > 0
+    assert result["matmul_gflops"]["fp32"] > 0
+    [pair] = result["pairs"]
+    assert (pair["pixelwise"], pair["peer"]) == ("fcn8s_mobilenet_v3_large",
+                                                 "tv_lraspp_mobilenet_v3")
+    assert pair["frame"] > 0 and pair["step_fp32"] > 0
+    assert "ratio pixelwise / peer" in completed.stdout
