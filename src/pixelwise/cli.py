@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pixelwise.errors import ConfigError, DataError, PixelwiseError
+from pixelwise.options import Spelling
 from pixelwise.outputs import FORMATS
 
 
@@ -102,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
     evaluate.add_argument("--option", action="append", default=[], metavar="key=value",
                           help="extra dataset option, e.g. n=32 (repeatable)")
+    evaluate.add_argument("--strict", action="store_true",
+                          help="refuse a checkpoint whose class names differ from the data's "
+                               "(default: a warning naming both)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser("predict", help="label maps and overlays for images")
@@ -130,6 +134,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = commands.add_parser("models", help="list the models with parameter counts")
     models.set_defaults(run=run_models)
+
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True,
+                                            metavar="COMMAND")
+    show = config_commands.add_parser(
+        "show", help="print the resolved configuration: defaults, then CONFIG, then key=value")
+    show.add_argument("config", nargs="?", help="YAML file (default: the defaults alone)")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.name=fcn8s")
+    show.set_defaults(run=run_config_show)
 
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
@@ -164,16 +177,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from pixelwise.config import load_config
+    from pixelwise.engine.checkpoint import check_run_folder
     from pixelwise.engine.train import train
 
-    config_path, overrides = args.config, list(args.overrides)
-    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
-        config_path, overrides = None, [config_path, *overrides]  # `train --resume DIR k=v`
+    config_path, overrides = config_and_overrides(args)
+    if args.resume is not None:
+        check_run_folder(args.resume)
     if config_path is None:
         if args.resume is None:
             raise ConfigError("train needs a CONFIG file, got none; try pixelwise train "
                               "configs/synthetic_demo.yaml, or --resume RUN_DIR to continue a run")
         config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"run folder {args.resume} must hold the run's config.yaml, got "
+                              f"none; try pixelwise train CONFIG --resume {args.resume}")
     config = load_config(config_path, overrides)
     result = train(config, resume=args.resume, argv=args.command_line)
     if result["rank"] != 0:  # under torchrun only rank 0 reports
@@ -184,14 +201,32 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The CONFIG positional and the overrides; a first positional ``k=v`` that is no file is
+    an override (``train --resume DIR k=v``, ``config show k=v``)."""
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
+        config_path, overrides = None, [config_path, *overrides]
+    return config_path, overrides
+
+
+# How the command line spells a dataset option and folder, for the "try ..." of a message.
+CLI_DATA_SPELLING = Spelling("--option {name}={value}", "--root {value}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
+    from pixelwise.data import check_request
+    from pixelwise.device import pick_device
     from pixelwise.engine.evaluate import evaluate
 
+    options = parse_options(args.option)
+    check_request(args.data, args.root, options, CLI_DATA_SPELLING)
+    pick_device(args.device, spelling="--device {value}")
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
-                      batch_size=args.batch_size, device=args.device,
-                      **parse_options(args.option))
+                      batch_size=args.batch_size, device=args.device, strict=args.strict,
+                      **options)
     print(scores["table"])
     print(f"wrote {', '.join(scores['files'].values())}")
     return 0
@@ -200,9 +235,11 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pixelwise.device import pick_device
     from pixelwise.inference.predict import Segmenter
     from pixelwise.outputs import predict_to_files
 
+    pick_device(args.device, spelling="--device {value}")  # a device this machine lacks: one line
     segmenter = Segmenter.from_checkpoint(
         args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
         tta_scales=tuple(args.tta_scales), progress=True)
@@ -248,14 +285,27 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     from pixelwise.models import describe_models
+    from pixelwise.models.weights import describe_imagenet_weights
 
     print(describe_models())  # the papers' configurations, built once each (a few seconds)
+    print(f"\n{describe_imagenet_weights()}")
+    return 0
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    from pixelwise.config import load_config, to_yaml
+
+    config_path, overrides = config_and_overrides(args)
+    print(to_yaml(load_config(config_path, overrides)), end="")
     return 0
 
 
 def run_data_check(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
+    from pixelwise.data import check_request
     from pixelwise.data.checks import run_data_check
 
-    run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    options = parse_options(args.option)
+    check_request(args.dataset, args.root, options, CLI_DATA_SPELLING)
+    run_data_check(args.root, args.dataset, args.split, **options)
     return 0

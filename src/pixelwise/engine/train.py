@@ -42,8 +42,10 @@ from pixelwise.checkpoint import (
     save_weights,
 )
 from pixelwise.config import Config, to_dict, to_yaml
+from pixelwise.config import validate as check_config
 from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine import precise_bn
 from pixelwise.engine.data_setup import (
     build_loader,
     class_weights_for,
@@ -117,6 +119,7 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
     ``config.train.epochs``. ``argv`` is recorded in ``run.json``. ``config`` itself is left
     unchanged.
     """
+    check_config(config)  # a Config built in Python is checked as a loaded one is
     if resume is not None:  # a resumed run keeps writing into its own folder
         config = replace(config, train=replace(config.train, out_dir=str(resume)))
     cuda = config.train.device != "cpu" and torch.cuda.is_available()
@@ -230,7 +233,19 @@ def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
 
 
 def validate_now(run: TrainingRun) -> dict[str, Any]:
-    """The FCN metrics over the whole validation set (all ranks together under torchrun)."""
+    """The FCN metrics over the whole validation set (all ranks together under torchrun).
+
+    In a short run the batch-norm running statistics have not settled yet; they are recomputed
+    over training batches first (``train.precise_bn``, :mod:`pixelwise.engine.precise_bn`)."""
+    updates = run.progress.step * run.config.train.accumulate
+    if precise_bn.needs_recompute(run.config.train.precise_bn, run.model, updates):
+        used = precise_bn.recompute_statistics(run.model, run.train_loader, run.device,
+                                               run.memory_format)
+        if run.progress.epoch <= run.config.train.val_every:  # said once, at the first validation
+            log.info("recomputing batch-norm statistics over %d training batches before each "
+                     "validation while fewer than %d batches are trained (%d so far); "
+                     "train.precise_bn=never turns this off", used, precise_bn.SETTLED_AFTER,
+                     updates)
     broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
     return validate(run.model, run.val_loader, run.meta.num_classes, run.meta.ignore_index,
                     run.device, run.memory_format, run.dist_info, progress=run.config.train.progress)
@@ -262,9 +277,14 @@ def log_epoch(run: TrainingRun, row: dict[str, Any], score: float | None) -> Non
 
 
 def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
-    """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row, the ``last``
-    checkpoint pair (rotating the one before to ``previous``) and, when improved, ``best``."""
+    """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row (and, when validated,
+    ``training_curves.png``), the ``last`` checkpoint pair (rotating the one before to
+    ``previous``) and, when improved, ``best``."""
     append_csv(run.run_dir / "metrics.csv", row)
+    if "mean_iou" in row:  # a validation epoch: redraw the curves beside metrics.csv
+        from pixelwise.plots import training_curves_png
+
+        training_curves_png(run.run_dir / "metrics.csv", run.run_dir / "training_curves.png")
     log_tensorboard(run.writer, row)
     meta = run.meta
     meta.epoch, meta.step = run.progress.epoch, run.progress.step
@@ -309,7 +329,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     run_dir = Path(tc.out_dir)
     if not resuming and dist_info.is_main:  # before any data is read: fail early
         ckpt.start_fresh(run_dir, tc.overwrite)
-    device = pick_device(tc.device, dist_info)
+    device = pick_device(tc.device, dist_info, "train.device={value}")
     seed_everything(tc.seed, tc.deterministic)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not tc.deterministic
@@ -341,7 +361,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     progress = Progress(zero_recall=[0] * meta.num_classes)
     if resuming:
         progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
-        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+        log_resume(run_dir, progress, tc.epochs)
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
     ddp_model = wrap_ddp(model, device, dist_info)  # after restore: DDP copies rank 0's weights
@@ -353,6 +373,17 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, meta=meta, progress=progress,
         writer=writer,
     )
+
+
+def log_resume(run_dir: Path, progress: Progress, epochs: int) -> None:
+    """Say where a resumed run continues, or that it is complete and how to extend it."""
+    if progress.epoch < epochs:
+        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+        return
+    log.warning("run %s is complete: it has trained %d of train.epochs=%d epochs, nothing is "
+                "left to train; to train longer, resume with more epochs: pixelwise train "
+                "--resume %s train.epochs=%d", run_dir, progress.epoch, epochs, run_dir,
+                progress.epoch + max(epochs, 1))
 
 
 def describe_model(config: Config, info: DatasetInfo) -> ModelMeta:
