@@ -20,11 +20,11 @@ def test_defaults_without_file():
 def test_yaml_file_then_overrides_win(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("optim:\n  lr: 0.5\n  name: adamw\ntrain:\n  epochs: 3\n")
-    config = load_config(path, ["optim.lr=0.01", "model.options.base_width=8",
+    config = load_config(path, ["optim.lr=0.01", "model.options.base_channels=8",
                                 "data.mean=[0.1,0.2,0.3]", "data.std=[1,1,1]"])
     assert config.optim.lr == 0.01 and config.optim.name == "adamw"
     assert config.train.epochs == 3
-    assert config.model.options == {"base_width": 8}
+    assert config.model.options == {"base_channels": 8}
     assert config.data.mean == [0.1, 0.2, 0.3]
 
 

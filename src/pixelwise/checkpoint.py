@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import zipfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -132,6 +133,13 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}
     except (SafetensorError, OSError, ValueError) as err:
+        kind = other_format(path)
+        if kind is not None:
+            raise CheckpointError(
+                f"checkpoint {path} must be a .safetensors weights file written by pixelwise "
+                f"train, got {kind}; try the best.safetensors or last.safetensors of its run "
+                "(predict also takes an .onnx file from pixelwise export)"
+            ) from None
         raise CheckpointError(
             f"checkpoint {path} must be a whole safetensors file, got an unreadable one ({err}); "
             "try the previous or best checkpoint"
@@ -142,6 +150,30 @@ def read_weights(path: str | Path) -> tuple[dict[str, torch.Tensor], ModelMeta]:
             "try a file written by pixelwise train"
         )
     return strip_wrapper_prefixes(state), ModelMeta.from_json(metadata[METADATA_KEY], path)
+
+
+def other_format(path: Path) -> str | None:
+    """What a file that is not safetensors is, when it is a format a user may mistake for a
+    checkpoint: "an ONNX model", "a TorchScript module", "a training state file (...)", or
+    None for anything else (then it is taken as damaged). Only the file's suffix and, for a zip
+    archive, its member names are read: nothing is unpickled."""
+    if path.suffix.lower() == ".onnx":
+        return "an ONNX model (from pixelwise export)"
+    if not zipfile.is_zipfile(path):
+        return None
+    try:
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    if any("/code/" in name or name.endswith("/constants.pkl") for name in names):
+        return "a TorchScript module (from pixelwise export)"
+    if any(name.endswith("/data.pkl") for name in names):
+        if path.name.endswith(".state.pt"):
+            return ("a training state file (optimiser, schedule and RNG for --resume; the "
+                    "weights are in the .safetensors file beside it)")
+        return "a torch.save pickle (pixelwise never unpickles one)"
+    return None
 
 
 def load_state_into(model: nn.Module, state: dict[str, torch.Tensor], path: str | Path) -> None:

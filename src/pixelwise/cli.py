@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from pixelwise.errors import ConfigError, PixelwiseError
+from pixelwise.options import Spelling
 from pixelwise.outputs import FORMATS
 
 
@@ -106,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="also write a self-contained HTML report (default PATH: "
                                "report.html in the output folder)")
     add_backend_arguments(evaluate, calibration_default="the split's first images")
+    evaluate.add_argument("--strict", action="store_true",
+                          help="refuse a checkpoint whose class names differ from the data's "
+                               "(default: a warning naming both)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser(
@@ -175,6 +179,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="show one preset (e.g. realtime): its model, options and config")
     models.set_defaults(run=run_models)
 
+    config = commands.add_parser("config", help="configuration tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True,
+                                            metavar="COMMAND")
+    show = config_commands.add_parser(
+        "show", help="print the resolved configuration: defaults, then CONFIG, then key=value")
+    show.add_argument("config", nargs="?", help="YAML file (default: the defaults alone)")
+    show.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. model.name=fcn8s")
+    show.set_defaults(run=run_config_show)
+
     data = commands.add_parser("data", help="dataset tools")
     data_commands = data.add_subparsers(dest="data_command", required=True, metavar="COMMAND")
     check = data_commands.add_parser("check", help="check a dataset folder for problems")
@@ -220,16 +233,20 @@ def run_demo(args: argparse.Namespace) -> int:
 
 def run_train(args: argparse.Namespace) -> int:
     from pixelwise.config import load_config
+    from pixelwise.engine.checkpoint import check_run_folder
     from pixelwise.engine.train import train
 
-    config_path, overrides = args.config, list(args.overrides)
-    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
-        config_path, overrides = None, [config_path, *overrides]  # `train --resume DIR k=v`
+    config_path, overrides = config_and_overrides(args)
+    if args.resume is not None:
+        check_run_folder(args.resume)
     if config_path is None:
         if args.resume is None:
             raise ConfigError("train needs a CONFIG file, got none; try pixelwise train "
                               "configs/synthetic_demo.yaml, or --resume RUN_DIR to continue a run")
         config_path = Path(args.resume) / "config.yaml"
+        if not config_path.is_file():
+            raise ConfigError(f"run folder {args.resume} must hold the run's config.yaml, got "
+                              f"none; try pixelwise train CONFIG --resume {args.resume}")
     config = load_config(config_path, overrides)
     result = train(config, resume=args.resume, argv=args.command_line)
     if result["rank"] != 0:  # under torchrun only rank 0 reports
@@ -240,15 +257,33 @@ def run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str]]:
+    """The CONFIG positional and the overrides; a first positional ``k=v`` that is no file is
+    an override (``train --resume DIR k=v``, ``config show k=v``)."""
+    config_path, overrides = args.config, list(args.overrides)
+    if config_path is not None and "=" in config_path and not Path(config_path).is_file():
+        config_path, overrides = None, [config_path, *overrides]
+    return config_path, overrides
+
+
+# How the command line spells a dataset option and folder, for the "try ..." of a message.
+CLI_DATA_SPELLING = Spelling("--option {name}={value}", "--root {value}")
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
+    from pixelwise.data import check_request
+    from pixelwise.device import pick_device
     from pixelwise.engine.evaluate import evaluate
 
+    options = parse_options(args.option)
+    check_request(args.data, args.root, options, CLI_DATA_SPELLING)
+    pick_device(args.device, spelling="--device {value}")
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
                       tta=args.tta, tta_scales=tuple(args.tta_scales),
                       batch_size=args.batch_size, device=args.device, report=args.report,
                       backend=args.backend, calibration=args.calibration,
-                      **parse_options(args.option))
+                      strict=args.strict, **options)
     if scores["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
     print(scores["table"])
@@ -269,8 +304,10 @@ def run_predict(args: argparse.Namespace) -> int:
             f"{'--out ' + args.out if args.out else 'no --out'}; try pixelwise predict "
             "best.safetensors images/ --out predictions, or --manifest DIR to see how far a job "
             "has got")
+    from pixelwise.device import pick_device
     from pixelwise.engine.predict_job import PredictionJob, run_prediction_job
 
+    pick_device(args.device, spelling="--device {value}")  # a device this machine lacks: one line
     summary = run_prediction_job(PredictionJob(
         checkpoint=args.checkpoint, inputs=args.inputs, out_dir=args.out,
         formats=tuple(args.formats), device=args.device, tta_flips=("h",) if args.tta else (),
@@ -329,17 +366,30 @@ def run_export(args: argparse.Namespace) -> int:
 
 def run_models(args: argparse.Namespace) -> int:
     from pixelwise.models import describe_models, describe_preset
+    from pixelwise.models.weights import describe_imagenet_weights
 
     if args.preset:
         print(describe_preset(args.preset))
         return 0
     print(describe_models())  # the papers' configurations, built once each (a few seconds)
+    print(f"\n{describe_imagenet_weights()}")
+    return 0
+
+
+def run_config_show(args: argparse.Namespace) -> int:
+    from pixelwise.config import load_config, to_yaml
+
+    config_path, overrides = config_and_overrides(args)
+    print(to_yaml(load_config(config_path, overrides)), end="")
     return 0
 
 
 def run_data_check(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
+    from pixelwise.data import check_request
     from pixelwise.data.checks import run_data_check
 
-    run_data_check(args.root, args.dataset, args.split, **parse_options(args.option))
+    options = parse_options(args.option)
+    check_request(args.dataset, args.root, options, CLI_DATA_SPELLING)
+    run_data_check(args.root, args.dataset, args.split, **options)
     return 0

@@ -5,13 +5,21 @@ file overrides some of them and command-line ``key=value`` strings override the 
 ``optim.lr=0.01 data.root=../shared/data/isbi2012``. Unknown keys and values of the wrong type
 raise :class:`~pixelwise.errors.ConfigError` naming the valid keys. omegaconf does the parsing
 and type checks; the result is converted back to these plain dataclasses.
+
+Naming another model (``model.name=fcn8s``) or dataset kind (``data.dataset=camvid``) on the
+command line drops the file's ``model.options`` (``data.options``): they belong to the file's
+model or data. A whole mapping value (``"model.options={backbone: resnet18}"``) replaces the
+mapping instead of merging into it. :func:`validate` checks every name that can be checked
+before training (metric, loss, device, dataset kind, root and options, augmentation keys,
+model name and options), each against the one place that defines it.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +28,17 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, OmegaConfBaseException
 
 from pixelwise.errors import ConfigError
+from pixelwise.options import Spelling, check_choice, check_options, is_integer
+
+log = logging.getLogger("pixelwise")
 
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "linear", "poly", "cosine")
+PRECISE_BN = ("auto", "always", "never")
+# A key naming what the options under the other key belong to: naming another one on the
+# command line drops the file's options.
+OWNERS = {"model.name": "model.options", "data.dataset": "data.options"}
+MAPPINGS = ("model.options", "data.options", "data.augment")  # free-form keyword options
 
 
 @dataclass
@@ -42,7 +58,8 @@ class DataConfig:
     crop_size: Any = None  # training crop: pixels, or [height, width]; None: the kind's default
     batch_size: int = 8
     val_batch_size: int = 1  # 1 works for images of different sizes (VOC); raise it when equal
-    workers: int = 0  # DataLoader worker processes
+    workers: Any = "auto"  # DataLoader worker processes; auto: the CPU cores this process may
+    # use (shared among torchrun processes), less one for the training loop, at most 8
     mean: list[float] | None = None  # per channel; None: the dataset's own statistics
     std: list[float] | None = None
     ignore_index: int | None = None  # None: the dataset's own ignore index
@@ -86,6 +103,8 @@ class TrainConfig:
     out_dir: str = "runs/exp"  # checkpoints, config.yaml, run.json, metrics.csv
     overwrite: bool = False  # a new run may delete an earlier run's checkpoints in out_dir
     progress: bool = True  # tqdm progress bars
+    precise_bn: str = "auto"  # recompute batch-norm statistics over training batches before
+    # validating: auto (while running statistics have not settled: a short run), always, never
 
 
 @dataclass
@@ -98,10 +117,9 @@ class Config:
 
 def _schema() -> DictConfig:
     schema = OmegaConf.structured(Config)
-    # Builder and dataset options are free-form: the builder itself rejects unknown ones.
-    OmegaConf.set_struct(schema.model.options, False)
-    OmegaConf.set_struct(schema.data.options, False)
-    OmegaConf.set_struct(schema.data.augment, False)
+    # Builder and dataset options are free-form: validate() checks them against their owner.
+    for key in MAPPINGS:
+        OmegaConf.set_struct(OmegaConf.select(schema, key), False)
     return schema
 
 
@@ -141,12 +159,25 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         if not path.is_file():
             raise ConfigError(f"config file must exist, got {str(path)!r}; try one from configs/")
         cfg = _merge(cfg, _read_yaml(path), str(path))
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(
                 f"override must look like key=value, got {item!r}; try e.g. optim.lr=0.01"
             )
-        cfg = _merge(cfg, _from_dotlist([item], f"override {item!r}"), f"override {item!r}")
+        parsed.append((item, _from_dotlist([item], f"override {item!r}")))
+    for owner, options in OWNERS.items():  # before any override: `model.options.x=1` may follow
+        named = [OmegaConf.select(o, owner) for _, o in parsed if OmegaConf.select(o, owner)]
+        if named and named[-1] != OmegaConf.select(cfg, owner) and OmegaConf.select(cfg, options):
+            log.info("%s=%s: dropping the file's %s %s (they belong to %s)", owner, named[-1],
+                     options, OmegaConf.to_container(OmegaConf.select(cfg, options)),
+                     OmegaConf.select(cfg, owner))
+            _clear(cfg, options)
+    for item, other in parsed:
+        key = item.partition("=")[0].strip()
+        if key in MAPPINGS and isinstance(OmegaConf.select(other, key), DictConfig):
+            _clear(cfg, key)  # a whole mapping replaces the mapping
+        cfg = _merge(cfg, other, f"override {item!r}")
     try:
         config = OmegaConf.to_object(cfg)
     except OmegaConfBaseException as err:  # e.g. an interpolation ${...} naming no key
@@ -156,6 +187,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         ) from None
     validate(config)
     return config
+
+
+def _clear(cfg: DictConfig, key: str) -> None:
+    """Empty the free-form mapping at ``key`` (one of :data:`MAPPINGS`)."""
+    OmegaConf.update(cfg, key, {}, merge=False)
+    OmegaConf.set_struct(OmegaConf.select(cfg, key), False)
 
 
 def _read_yaml(path: Path) -> DictConfig:
@@ -223,6 +260,35 @@ def validate(config: Config) -> None:
         )
     if (config.data.mean is None) != (config.data.std is None):
         raise ConfigError("data.mean and data.std must be given together or both left null")
+    workers = config.data.workers
+    if workers != "auto" and not (is_integer(workers) and workers >= 0):
+        raise ConfigError(f"data.workers must be 'auto' or an integer >= 0, got {workers!r}; "
+                          "try auto (the CPU cores this process may use)")
+    check_choice("train.precise_bn", config.train.precise_bn, PRECISE_BN)
+    check_names(config)
+
+
+def check_names(config: Config) -> None:
+    """Check each name a config gives against the one place that defines it, so that a typo
+    fails at load, not after an epoch: the metric against the scores validation produces, the
+    loss, the device's spelling, the dataset kind, root and options, the augmentation keys, the
+    model name and options. The values of options are checked where they are used, at set-up."""
+    from pixelwise.data import check_request
+    from pixelwise.data.transforms import augment_options
+    from pixelwise.device import check_device_name
+    from pixelwise.losses import LOSSES
+    from pixelwise.metrics import SCALAR_SCORES
+    from pixelwise.models import model_options
+
+    check_choice("train.metric", config.train.metric, SCALAR_SCORES)
+    check_choice("optim.loss", config.optim.loss, LOSSES)
+    check_device_name(config.train.device, "train.device={value}")
+    check_request(config.data.dataset, config.data.root, config.data.options,
+                  Spelling("data.options.{name}={value}", "data.root={value}"))
+    check_options("data.augment", config.data.augment, augment_options(),
+                  Spelling("data.augment.{name}={value}"))
+    check_options(f"model {config.model.name!r}", config.model.options,
+                  model_options(config.model.name), Spelling("model.options.{name}={value}"))
 
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*([hms])")
@@ -251,12 +317,24 @@ def budget_seconds(text: str | None) -> float | None:
 
 def to_yaml(config: Config) -> str:
     """The resolved configuration as YAML (saved as ``config.yaml`` beside the checkpoints)."""
-    return OmegaConf.to_yaml(OmegaConf.structured(config))
+    return OmegaConf.to_yaml(OmegaConf.structured(_plain(config)))
 
 
 def to_dict(config: Config) -> dict[str, Any]:
     """The resolved configuration as plain JSON-able data."""
-    return OmegaConf.to_container(OmegaConf.structured(config))
+    return OmegaConf.to_container(OmegaConf.structured(_plain(config)))
+
+
+def _plain(config: Config) -> Config:
+    """``config`` with a Python-API colour map (``{(r, g, b): id}``, keys YAML cannot hold) in
+    its YAML form."""
+    if config.data.options.get("colour_map") is None:
+        return config
+    from pixelwise.data.io import colour_map_to_yaml
+
+    options = {**config.data.options,
+               "colour_map": colour_map_to_yaml(config.data.options["colour_map"])}
+    return replace(config, data=replace(config.data, options=options))
 
 
 def parse_options(items: list[str] | tuple[str, ...]) -> dict[str, Any]:

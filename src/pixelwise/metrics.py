@@ -34,14 +34,16 @@ from pixelwise.errors import ConfigError
 from pixelwise.labels import check_labels
 
 Averaging = Literal["pooled", "per_image"]
-_SCALARS = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
+# The scalar scores of `ConfusionMatrix.compute()`, each higher-is-better: what `train.metric` may
+# name to pick the best checkpoint (checked when the config is loaded).
+SCALAR_SCORES = ("pixel_accuracy", "mean_accuracy", "mean_iou", "fw_iou", "mean_dice")
 _PER_CLASS = ("accuracy", "iou", "dice")
 
 
 def scores_from_matrix(matrix: torch.Tensor) -> dict[str, torch.Tensor]:
     """FCN scores of a confusion matrix `(K, K)` or a batch of them `(B, K, K)`.
 
-    Rows are ground truth, columns prediction. Returns float64 tensors: the `_SCALARS` with
+    Rows are ground truth, columns prediction. Returns float64 tensors: the `SCALAR_SCORES` with
     shape `()` / `(B,)` and the per-class `accuracy`, `iou`, `dice` with shape `(K,)` / `(B, K)`.
     """
     n = matrix.double()
@@ -91,7 +93,7 @@ class ConfusionMatrix:
         self.matrix = torch.zeros(k, k, dtype=torch.int64, device=device)
         # Per-image mode: row 0 sums of each score over images, row 1 how many were not NaN.
         self.image_scores = torch.zeros(
-            2, len(_SCALARS) + len(_PER_CLASS) * k, dtype=torch.float64, device=device
+            2, len(SCALAR_SCORES) + len(_PER_CLASS) * k, dtype=torch.float64, device=device
         )
         self.num_images = torch.zeros((), dtype=torch.int64, device=device)
 
@@ -139,7 +141,7 @@ class ConfusionMatrix:
         labelled = per_image.sum((1, 2)) > 0  # an image with only ignore pixels has no score
         scores = scores_from_matrix(per_image[labelled])
         flat = torch.cat(
-            [scores[key][:, None] for key in _SCALARS] + [scores[key] for key in _PER_CLASS], 1
+            [scores[key][:, None] for key in SCALAR_SCORES] + [scores[key] for key in _PER_CLASS], 1
         )
         self.image_scores[0] += flat.nan_to_num(0.0).sum(0)
         self.image_scores[1] += (~flat.isnan()).sum(0)
@@ -163,9 +165,9 @@ class ConfusionMatrix:
             sums, counts = self.image_scores.cpu()
             means = (sums / counts).tolist()  # 0/0 -> NaN when no image defines the score
             k = self.num_classes
-            scores = dict(zip(_SCALARS, means[: len(_SCALARS)], strict=True))
+            scores = dict(zip(SCALAR_SCORES, means[: len(SCALAR_SCORES)], strict=True))
             for offset, key in enumerate(_PER_CLASS):
-                start = len(_SCALARS) + offset * k
+                start = len(SCALAR_SCORES) + offset * k
                 scores[key] = means[start : start + k]
         present = (matrix.sum(0) + matrix.sum(1)) > 0
         scores.update(

@@ -8,6 +8,7 @@ Each function writes one PNG and returns its path.
 from __future__ import annotations
 
 import csv
+import io
 import math
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,13 +19,15 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend must be chosen first)
 import numpy as np  # noqa: E402
 
+from pixelwise.checkpoint import atomic_write_bytes  # noqa: E402
+
 
 def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str],
-                         path: str | Path) -> Path:
+                         path: str | Path, subtitle: str = "") -> Path:
     """Heatmap of the row-normalised confusion matrix (rows: ground truth, columns: prediction).
 
     Each row is divided by its total so a cell reads "fraction of class i predicted as j";
-    rows of absent classes stay 0.
+    rows of absent classes stay 0. ``subtitle`` (e.g. what was evaluated) goes under the title.
     """
     normalised = row_normalise(matrix)
     size = max(4.0, 0.5 * len(classes) + 2)
@@ -40,7 +43,7 @@ def confusion_matrix_png(matrix: Sequence[Sequence[int]], classes: Sequence[str]
             ax.text(j, i, f"{normalised[i, j]:.2f}", ha="center", va="center", fontsize=8,
                     color=colour)
     fig.colorbar(image, ax=ax, label="fraction of ground-truth row")
-    ax.set_title("Confusion matrix (row-normalised)")
+    ax.set_title(_titled("Confusion matrix (row-normalised)", subtitle), fontsize=10)
     return _save(fig, path)
 
 
@@ -51,7 +54,8 @@ def row_normalise(matrix: Sequence[Sequence[int]]) -> np.ndarray:
     return np.divide(counts, totals, out=np.zeros_like(counts), where=totals > 0)
 
 
-def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | Path) -> Path:
+def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | Path,
+                      subtitle: str = "") -> Path:
     """Bar chart of IoU per class; classes with undefined IoU (NaN) are labelled "absent"."""
     values = [0.0 if math.isnan(v) else v for v in iou]
     fig, ax = plt.subplots(figsize=(max(4.0, 0.6 * len(classes) + 2), 3.5))
@@ -63,12 +67,13 @@ def per_class_iou_png(iou: Sequence[float], classes: Sequence[str], path: str | 
     ax.set_xticks(range(len(classes)), classes, rotation=45, ha="right")
     ax.set_ylim(0, 1.05)
     ax.set_ylabel("IoU")
-    ax.set_title("Per-class IoU")
+    ax.set_title(_titled("Per-class IoU", subtitle), fontsize=10)
     return _save(fig, path)
 
 
 def training_curves_png(metrics_csv: str | Path, path: str | Path) -> Path:
-    """Training loss and validation mean IoU per epoch, read from a run's ``metrics.csv``."""
+    """Training loss and validation mean IoU per epoch, read from a run's ``metrics.csv``
+    (epochs are whole numbers on the axis)."""
     with open(metrics_csv, newline="") as handle:
         rows = list(csv.DictReader(handle))
     epochs = [int(row["epoch"]) for row in rows]
@@ -85,7 +90,19 @@ def training_curves_png(metrics_csv: str | Path, path: str | Path) -> Path:
     right.set_ylabel("mean IoU")
     right.set_ylim(0, 1)
     right.set_title("Validation mean IoU")
+    for axis in (left, right):
+        axis.set_xticks(epoch_ticks(epochs))
+        axis.set_xlim(min(epochs, default=1) - 0.5, max(epochs, default=1) + 0.5)
     return _save(fig, path)
+
+
+def epoch_ticks(epochs: Sequence[int]) -> list[int]:
+    """Whole epochs for an axis: every one up to ten, then every k-th (at most about ten)."""
+    if not epochs:
+        return [1]
+    first, last = min(epochs), max(epochs)
+    step = math.ceil((last - first + 1) / 10)
+    return list(range(first, last + 1, step))
 
 
 def prediction_grid_png(images: Sequence[np.ndarray], targets: Sequence[np.ndarray],
@@ -129,10 +146,17 @@ def prediction_grid_png(images: Sequence[np.ndarray], targets: Sequence[np.ndarr
     return _save(fig, path, rect=(0, 0.6 / (2.4 * rows + 0.6), 1, 1))  # room for the legend
 
 
+def _titled(title: str, subtitle: str) -> str:
+    return f"{title}\n{subtitle}" if subtitle else title
+
+
 def _save(fig, path: str | Path, rect: tuple[float, float, float, float] = (0, 0, 1, 1)) -> Path:
+    """Write ``fig`` as PNG atomically: a reader (a browser refreshing the training curves of a
+    running job) sees the old figure or the new one, never half a file."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout(rect=rect)
-    fig.savefig(path, dpi=100)
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
+    atomic_write_bytes(path, buffer.getvalue())
     return path

@@ -68,3 +68,19 @@ def test_match_target_takes_the_centre_for_a_smaller_output():
     target = torch.arange(36).view(1, 6, 6)
     assert torch.equal(match_target(target, torch.zeros(1, 3, 2, 2)), target[:, 2:4, 2:4])
     assert match_target(target, torch.zeros(1, 3, 6, 6)) is target
+
+
+@pytest.mark.parametrize(("cores", "world_size", "workers"), [(1, 1, 0), (2, 1, 1), (16, 2, 7),
+                                                              (64, 1, 8)])
+def test_auto_workers_are_the_cores_this_process_may_use_less_one(cores, world_size, workers,
+                                                                  monkeypatch):
+    from pixelwise.device import DistInfo
+    from pixelwise.engine.data_setup import loader_workers
+
+    monkeypatch.setattr("os.sched_getaffinity", lambda pid: set(range(cores)), raising=False)
+    assert loader_workers("auto", DistInfo(world_size=world_size)) == workers
+    assert loader_workers(3, DistInfo(world_size=world_size)) == 3  # as asked
+
+
+def test_workers_default_to_auto():
+    assert DataConfig().workers == "auto"

@@ -79,7 +79,8 @@ def test_resume_refuses_a_planted_state_file(synthetic_run, tmp_path, marker, ru
 
 
 def test_segmenter_refuses_a_pickle_named_safetensors(planted_run, marker):
-    with pytest.raises(CheckpointError, match=r"best\.safetensors must be a whole safetensors"):
+    with pytest.raises(CheckpointError, match=r"best\.safetensors must be a \.safetensors weights file "
+                                             r"written by pixelwise train, got a torch\.save pickle"):
         Segmenter.from_checkpoint(planted_run / "best.safetensors")
     assert not marker.exists()
 

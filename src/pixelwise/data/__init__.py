@@ -7,6 +7,8 @@ from pixelwise.data.datasets import (
     Cityscapes,
     FolderDataset,
     VOCSegmentation,
+    check_request,
+    dataset_options,
     open_dataset,
 )
 from pixelwise.data.info import DatasetInfo
@@ -22,6 +24,8 @@ __all__ = [
     "FolderDataset",
     "SyntheticShapes",
     "VOCSegmentation",
+    "check_request",
+    "dataset_options",
     "default_palette",
     "open_dataset",
 ]

@@ -31,7 +31,15 @@ from pixelwise.data.synthetic import SyntheticShapes
 from pixelwise.data.transforms import rescale_pair
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.labels import invalid_labels, label_error
-from pixelwise.options import check_int, check_options, is_integer, signature_options
+from pixelwise.options import (
+    PYTHON,
+    Spelling,
+    check_int,
+    check_options,
+    closest_hint,
+    is_integer,
+    signature_options,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -217,7 +225,8 @@ class FolderDataset(FileDataset):
 
     `classes`: class names, or their number (named `class_0`, ...). Masks are index PNGs,
     palette PNGs (pixel values are the class ids), 16-bit PNG/TIFF, or RGB colour-coded with
-    `colour_map = {(r, g, b): class_id}`. With two classes, a mask holding only 0 and 255 is
+    `colour_map = {(r, g, b): class_id}` (or its YAML forms, a list of `{colour: [r, g, b],
+    class: id}` or `{"#rrggbb": id}`: `io.colour_map_from`). With two classes, a mask holding only 0 and 255 is
     read as binary (255 -> class 1), and one log line says so; `binary_masks=False` keeps
     255 as the ignore value instead. Images may be grey, RGB, or multi-band / 16-bit TIFF
     (`in_channels` is taken from the first image; `band_range` fixes the 16-bit scaling).
@@ -231,7 +240,7 @@ class FolderDataset(FileDataset):
         classes: Sequence[str] | int,
         *,
         palette: Sequence[tuple[int, int, int]] | None = None,
-        colour_map: Mapping[tuple[int, int, int], int] | None = None,
+        colour_map: Mapping | list | None = None,
         ignore_index: int = 255,
         binary_masks: bool = True,
         band_range: list[tuple[float, float]] | None = None,
@@ -240,6 +249,7 @@ class FolderDataset(FileDataset):
         strict: bool = True,
     ) -> None:
         names = _class_names(classes)
+        self.colour_map, self.band_range = io.colour_map_from(colour_map), band_range
         samples, unpaired = pair_by_stem(Path(images), Path(masks))
         if strict and not samples and not unpaired:
             raise DataError(
@@ -249,7 +259,6 @@ class FolderDataset(FileDataset):
         jpeg_masks = [s.mask for s in samples if s.mask.suffix.lower() in (".jpg", ".jpeg")]
         if strict and jpeg_masks:
             io.read_mask(jpeg_masks[0])  # raises the DataError that explains the refusal
-        self.colour_map, self.band_range = colour_map, band_range
         self._take_samples(samples, unpaired, transforms, max_pixels, strict)
         self.info = DatasetInfo(
             classes=names,
@@ -478,6 +487,34 @@ class Cityscapes(FileDataset):
 
 KINDS = ("synthetic", "folder", "voc", "camvid", "isbi2012", "cityscapes")
 _SYNTHETIC_SPLITS = {"train": (0, 256), "val": (1, 64), "test": (2, 64)}
+_CONSTRUCTORS = {"synthetic": SyntheticShapes, "folder": FolderDataset, "voc": VOCSegmentation,
+                 "camvid": CamVid, "isbi2012": ISBI2012, "cityscapes": Cityscapes}
+_FIXED = {"root", "split", "transforms", "images", "masks"}  # set by open_dataset itself
+_EXAMPLES = {"classes": 3}  # the value shown in "try classes=3" for a missing option
+
+
+def dataset_options(kind: str) -> dict:
+    """The options `open_dataset(kind, ...)` accepts, with their defaults (`REQUIRED` where
+    there is none)."""
+    if kind not in KINDS:
+        raise ConfigError(f"dataset must be one of {', '.join(KINDS)}, got {kind!r}; "
+                          f"{closest_hint(kind, KINDS) or 'try ' + repr('synthetic')}")
+    return signature_options(_CONSTRUCTORS[kind], exclude=_FIXED)
+
+
+def check_request(kind: str, root: str | Path | None, options: Mapping,
+                  spelling: Spelling = PYTHON) -> None:
+    """ConfigError unless `kind` is one of `KINDS` (a misspelling gets the closest), a file
+    dataset has a `root`, and `options` are the kind's options with every required one given.
+
+    Runs before any file is read: by `open_dataset`, and where a config or a command line is
+    checked (with `spelling` saying how the user writes an option there, e.g. `--option`)."""
+    check_options(f"dataset {kind!r}", options, dataset_options(kind), spelling, _EXAMPLES)
+    if kind != "synthetic" and not root:
+        raise ConfigError(
+            f"dataset {kind!r} needs its folder, got no root; try "
+            f"{spelling.root.format(value='PATH')} (see docs/datasets.md for the layout)"
+        )
 
 
 def open_dataset(
@@ -491,27 +528,14 @@ def open_dataset(
 
     `options` go to the dataset's constructor (e.g. `slices` for ISBI 2012, `classes` and
     `colour_map` for folders, `max_pixels` for all file datasets); unknown ones raise
-    `ConfigError` listing the valid ones. Layouts:
+    `ConfigError` listing the valid ones (:func:`check_request`). Layouts:
 
     - `folder`: `root/{split}/images` and `root/{split}/masks` (FolderDataset, needs `classes`).
     - `synthetic`: SyntheticShapes; split `train` / `val` / `test` use seeds 0 / 1 / 2 (plus
       the `seed` option) and 256 / 64 / 64 images unless `n` is given.
     - `voc`, `camvid`, `isbi2012`, `cityscapes`: the published layouts (docs/datasets.md).
     """
-    builders = {
-        "folder": FolderDataset,
-        "voc": VOCSegmentation,
-        "camvid": CamVid,
-        "isbi2012": ISBI2012,
-        "cityscapes": Cityscapes,
-        "synthetic": SyntheticShapes,
-    }
-    if kind not in builders:
-        raise ConfigError(
-            f"dataset must be one of {', '.join(KINDS)}, got {kind!r}; try 'synthetic'"
-        )
-    fixed = {"root", "split", "transforms", "images", "masks"}
-    check_options(f"dataset {kind!r}", options, signature_options(builders[kind], exclude=fixed))
+    check_request(kind, root, options)
     if kind == "synthetic":
         if split not in _SYNTHETIC_SPLITS:
             raise ConfigError(
@@ -522,10 +546,7 @@ def open_dataset(
         check_int("seed", options.get("seed", 0), minimum=0)  # before the arithmetic below
         options = {"n": n, **options, "seed": options.get("seed", 0) * 1000 + seed_offset}
         return SyntheticShapes(transforms=transforms, **options)
-    if root is None:
-        raise ConfigError(f"root must be the dataset folder for {kind!r}, got None; try root=PATH")
     if kind == "folder":
         base = Path(root) / split
         return FolderDataset(base / "images", base / "masks", transforms=transforms, **options)
-    return builders[kind](root, split, transforms=transforms, **options)
-
+    return _CONSTRUCTORS[kind](root, split, transforms=transforms, **options)

@@ -27,7 +27,7 @@ import tifffile
 import torch
 from PIL import Image
 
-from pixelwise.errors import DataError
+from pixelwise.errors import ConfigError, DataError
 
 MAX_PIXELS = 100_000_000
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
@@ -312,6 +312,56 @@ def _check_pixels(path: Path, pixels: int, max_pixels: int) -> None:
         )
 
 
+COLOUR_MAP_FORM = ("colour_map must be a list of {colour: [r, g, b], class: id} or a mapping "
+                   "{'#rrggbb': id}")
+
+
+def colour_map_from(value: Mapping | list | None) -> dict[Colour, int] | None:
+    """A folder dataset's `colour_map` as `{(r, g, b): class_id}`, from any of its forms.
+
+    The YAML form (configs, `--option`) is a list of `{colour: [r, g, b], class: id}`; a mapping
+    `{"#rrggbb": id}` and the Python mapping `{(r, g, b): id}` are accepted too. ConfigError
+    names the documented form when `value` is none of these.
+    """
+    if value is None:
+        return None
+    if isinstance(value, Mapping):
+        pairs = list(value.items())
+    elif isinstance(value, list) and all(isinstance(e, Mapping) and set(e) == {"colour", "class"}
+                                         for e in value):
+        pairs = [(entry["colour"], entry["class"]) for entry in value]
+    else:
+        raise ConfigError(f"{COLOUR_MAP_FORM}, got {value!r}; try "
+                          "colour_map=[{colour: [255, 0, 0], class: 1}]")
+    return {_colour(colour): _class_id(class_id) for colour, class_id in pairs}
+
+
+def colour_map_to_yaml(colour_map: Mapping | list) -> list[dict]:
+    """The YAML form of a colour map: `[{colour: [r, g, b], class: id}, ...]`."""
+    return [{"colour": list(colour), "class": class_id}
+            for colour, class_id in colour_map_from(colour_map).items()]
+
+
+def _colour(colour) -> Colour:
+    if isinstance(colour, str) and len(colour) == 7 and colour.startswith("#"):
+        try:
+            return tuple(int(colour[i : i + 2], 16) for i in (1, 3, 5))
+        except ValueError:
+            pass
+    elif isinstance(colour, (list, tuple)) and len(colour) == 3 and all(
+            isinstance(c, int) and not isinstance(c, bool) and 0 <= c <= 255 for c in colour):
+        return tuple(colour)
+    raise ConfigError(f"{COLOUR_MAP_FORM}, got the colour {colour!r}; try [255, 0, 0] or "
+                      "'#ff0000' (quoted in YAML)")
+
+
+def _class_id(class_id) -> int:
+    if isinstance(class_id, int) and not isinstance(class_id, bool) and class_id >= 0:
+        return class_id
+    raise ConfigError(f"{COLOUR_MAP_FORM}, got the class {class_id!r}; try a class id such as 1 "
+                      "(or the ignore index, 255, for unlabelled colours)")
+
+
 def _decode_colours(
     rgb: np.ndarray, colour_map: Mapping[Colour, int] | None, path: Path
 ) -> np.ndarray:
@@ -320,9 +370,9 @@ def _decode_colours(
         if (rgb == rgb[..., :1]).all():
             return rgb[..., 0]
         raise DataError(
-            f"{path}: an RGB colour-coded mask needs a colour_map {{(r, g, b): class_id}}, got "
-            "none; try FolderDataset(..., colour_map={(0, 0, 0): 0, (255, 0, 0): 1}) or save "
-            "the masks as index PNGs"
+            f"{path}: an RGB colour-coded mask needs a colour_map, got none; try the folder "
+            "dataset option colour_map=[{colour: [0, 0, 0], class: 0}, {colour: [255, 0, 0], "
+            "class: 1}] (docs/datasets.md) or save the masks as index PNGs"
         )
     codes = (rgb[..., 0].astype(np.int64) << 16) | (rgb[..., 1].astype(np.int64) << 8) | rgb[..., 2]
     table = {(r << 16) | (g << 8) | b: class_id for (r, g, b), class_id in colour_map.items()}

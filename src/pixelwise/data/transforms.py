@@ -22,6 +22,7 @@ from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
 
 from pixelwise.errors import ConfigError
+from pixelwise.options import signature_options
 
 Size = int | tuple[int, int]
 
@@ -179,6 +180,13 @@ def eval_preset(mean: Sequence[float], std: Sequence[float]) -> JointTransform:
 
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+def augment_options() -> dict[str, Any]:
+    """The augmentation settings of `train_preset` a config may override (`data.augment`),
+    with their defaults; crop size, mean/std and ignore index are set apart."""
+    return signature_options(train_preset, exclude={"mean", "std", "ignore_index"},
+                             keyword_only=True)
+
+
 # Settings per dataset kind for `train_preset(**RECOMMENDED[kind])`. RGB data uses ImageNet
 # statistics (pretrained backbones expect them); ISBI 2012 follows U-Net §3.1 (shifts,
 # rotations, elastic deformation, grey-value variation; flips and any rotation are valid for

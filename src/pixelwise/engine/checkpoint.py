@@ -122,7 +122,7 @@ def start_fresh(run_dir: Path, overwrite: bool) -> None:
             f"{', '.join(found)}; try --resume {run_dir} to continue it, train.overwrite=true to "
             "replace it, or another train.out_dir"
         )
-    for name in (*found, "metrics.csv"):  # a new run also starts a new log
+    for name in (*found, "metrics.csv", "training_curves.png"):  # a new run starts a new log
         (run_dir / name).unlink(missing_ok=True)
 
 
@@ -179,13 +179,21 @@ class Resumable:
     stem: Path
 
 
-def newest_whole(run_dir: str | Path) -> Resumable:
-    """The newest checkpoint pair in ``run_dir`` whose two files load and agree on the step."""
+def check_run_folder(run_dir: str | Path) -> Path:
+    """``run_dir`` as a Path; CheckpointError when no such folder exists (``--resume``)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
+        what = "a file" if run_dir.exists() else "no such folder"
         raise CheckpointError(
-            f"--resume must name a run folder, got {str(run_dir)!r}; try the train.out_dir of a run"
+            f"--resume must name an existing run folder, got {str(run_dir)!r} ({what}); try "
+            "the train.out_dir of an earlier run, e.g. --resume runs/exp"
         )
+    return run_dir
+
+
+def newest_whole(run_dir: str | Path) -> Resumable:
+    """The newest checkpoint pair in ``run_dir`` whose two files load and agree on the step."""
+    run_dir = check_run_folder(run_dir)
     found, problems = [], []
     for stem in ("last", "previous"):
         weights_path, state_path = run_dir / f"{stem}.safetensors", run_dir / f"{stem}.state.pt"

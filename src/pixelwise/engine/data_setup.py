@@ -6,6 +6,7 @@ Kept apart from the loop so ``train.py`` reads as the loop and ``evaluate`` can 
 from __future__ import annotations
 
 import copy
+import os
 from typing import Any
 
 import torch
@@ -52,13 +53,8 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
         if config.crop_size is not None:
             crop = config.crop_size
             options["crop_size"] = crop if isinstance(crop, int) else tuple(crop)
-        try:
-            transforms = train_preset(ignore_index=dataset.info.ignore_index, **options)
-        except TypeError as err:
-            raise ConfigError(
-                f"data.augment must hold train_preset options, got {sorted(config.augment)}: "
-                f"{err}; try scale, hflip, vflip, rotation, elastic, colour_jitter"
-            ) from None
+        # data.augment's keys are checked with the config (pixelwise.config.check_names).
+        transforms = train_preset(ignore_index=dataset.info.ignore_index, **options)
     else:
         transforms = eval_preset(mean=mean, std=std)
     dataset.transforms = transforms  # every dataset applies ``.transforms`` last, per item
@@ -85,11 +81,20 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
         shuffle=train and sampler is None,
         sampler=sampler,
         generator=generator,
-        num_workers=config.workers,
+        num_workers=loader_workers(config.workers, dist_info),
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         drop_last=train and len(dataset) > config.batch_size,
     )
+
+
+def loader_workers(workers: int | str, dist_info: DistInfo) -> int:
+    """``data.workers`` as a number: ``"auto"`` is the CPU cores this process may use (its
+    share under torchrun), less one for the training loop itself, at most 8."""
+    if workers != "auto":
+        return int(workers)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return max(0, min(8, (cores or 1) // dist_info.world_size - 1))
 
 
 def class_weights_for(config: DataConfig, num_classes: int,

@@ -12,10 +12,11 @@ matrix is summed over ranks, so the scores equal a single process's exactly; ran
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -27,6 +28,11 @@ from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import match_target
 from pixelwise.engine.distributed import process_group, shard_without_padding
 from pixelwise.errors import CheckpointError
+
+if TYPE_CHECKING:
+    from pixelwise.data.info import DatasetInfo
+
+log = logging.getLogger("pixelwise")
 
 
 @torch.inference_mode()
@@ -80,7 +86,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
              out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
              device: str = "auto", progress: bool = True, tta_scales: tuple[float, ...] = (1.0,),
              report: bool | str | Path = False, backend: str | None = None,
-             calibration: str | Path | None = None, **options: Any) -> dict[str, Any]:
+             calibration: str | Path | None = None,
+             strict: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
 
     ``tta`` averages the softmax of the image and its horizontal flip, ``tta_scales`` over
@@ -91,7 +98,11 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     The returned dict is ``ConfusionMatrix.compute()`` plus ``classes``, ``table`` (the printed
     FCN metrics table), ``files`` (what was written under ``out_dir``, default: a folder named
     ``eval-<split>`` beside the checkpoint; written by rank 0 alone under torchrun) and
-    ``rank``. ``options`` go to ``open_dataset``. ``report`` (True: ``report.html`` in the
+    ``rank``, ``evaluated`` (the checkpoint, dataset, split and TTA settings, also in the
+    figures' titles; the default folder is ``eval-<split>-tta`` with TTA). Before any image is
+    scored the checkpoint must match the data: its input channels and class count (else
+    CheckpointError), and its class names (else a warning naming both lists, or CheckpointError
+    with ``strict``). ``options`` go to ``open_dataset``. ``report`` (True: ``report.html`` in the
     output folder, or a path) also writes the HTML report of :mod:`pixelwise.report` and adds
     ``per_image_iou`` (dataset order; under torchrun, rank 0's share) to the scores.
     """
@@ -107,12 +118,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         model.to(torch_device, memory_format=torch.channels_last)  # faster on CPU and CUDA alike
         data = open_dataset(dataset, root, split,
                             transforms=eval_preset(mean=meta.mean, std=meta.std), **options)
-        if data.info.num_classes != meta.num_classes:
-            raise CheckpointError(
-                f"checkpoint {checkpoint} must have the {dataset} data's {data.info.num_classes} "
-                f"classes ({', '.join(data.info.classes)}), got {meta.num_classes} "
-                f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
-            )
+        check_matches_data(checkpoint, meta, data.info, dataset, strict)
         if backend is not None:
             model = _with_backend(model, backend, torch_device, meta, data, calibration)
         model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
@@ -128,13 +134,19 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
                           detailed=True)
         if gallery is not None:
             scores["per_image_iou"] = gallery.per_image_iou
+        flips = ["h"] if tta else []
+        evaluated = {"checkpoint": str(checkpoint), "dataset": dataset, "root": str(root),
+                     "split": split, "tta": {"flips": flips, "scales": list(tta_scales)}}
         scores["classes"] = list(meta.classes)
+        scores["evaluated"] = evaluated
         tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
                   format_object_recall(scores["object_recall"], meta.classes))
         scores["table"] = "\n".join(table for table in tables if table)
         if dist_info.is_main:
-            out = Path(out_dir) if out_dir is not None else Path(checkpoint).parent / f"eval-{split}"
-            _write_figures(scores, out)
+            augmented = bool(flips) or tuple(tta_scales) != (1.0,)
+            default_out = Path(checkpoint).parent / f"eval-{split}{'-tta' if augmented else ''}"
+            out = Path(out_dir) if out_dir is not None else default_out
+            _write_figures(scores, out, describe_evaluation(evaluated))
             if gallery is not None:
                 from pixelwise.report import write_report
 
@@ -154,9 +166,10 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         return scores
 
 
-def _write_figures(scores: dict[str, Any], out: Path) -> None:
-    """The confusion matrix and per-class IoU figures into ``out``; ``scores["files"]`` lists
-    them with ``metrics.json``, which the caller writes last (it records every file)."""
+def _write_figures(scores: dict[str, Any], out: Path, subtitle: str) -> None:
+    """The confusion matrix and per-class IoU figures into ``out``, titled with ``subtitle``;
+    ``scores["files"]`` lists them with ``metrics.json``, which the caller writes last (it
+    records every file)."""
     from pixelwise.plots import confusion_matrix_png, per_class_iou_png
 
     out.mkdir(parents=True, exist_ok=True)
@@ -164,8 +177,9 @@ def _write_figures(scores: dict[str, Any], out: Path) -> None:
     files = {
         "metrics": out / "metrics.json",
         "confusion_matrix": confusion_matrix_png(scores["matrix"], classes,
-                                                 out / "confusion_matrix.png"),
-        "per_class_iou": per_class_iou_png(scores["iou"], classes, out / "per_class_iou.png"),
+                                                 out / "confusion_matrix.png", subtitle),
+        "per_class_iou": per_class_iou_png(scores["iou"], classes, out / "per_class_iou.png",
+                                           subtitle),
     }
     scores["files"] = {key: str(path) for key, path in files.items()}
 
@@ -191,6 +205,45 @@ def _with_backend(model: nn.Module, backend: str, device: torch.device, meta: Mo
     if backend == "auto":
         return choose_backend(model, device, meta.in_channels, inputs)[0]
     return build_backend(backend, model, device, meta.in_channels, inputs)
+
+
+def check_matches_data(checkpoint: str | Path, meta: ModelMeta, info: DatasetInfo, dataset: str,
+                       strict: bool) -> None:
+    """CheckpointError unless the checkpoint takes the data's image channels and classes; class
+    names that differ are a warning naming both lists (an error with ``strict``)."""
+    if meta.in_channels != info.in_channels:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} must take {info.in_channels}-channel images like the "
+            f"{dataset} data's, got a model of {meta.in_channels}-channel images; try a "
+            f"checkpoint trained on {info.in_channels}-channel images, or the data converted to "
+            f"{meta.in_channels} channel(s)"
+        )
+    if info.num_classes != meta.num_classes:
+        raise CheckpointError(
+            f"checkpoint {checkpoint} must have the {dataset} data's {info.num_classes} "
+            f"classes ({', '.join(info.classes)}), got {meta.num_classes} "
+            f"({', '.join(meta.classes)}); try a checkpoint trained on this kind of data"
+        )
+    if list(meta.classes) != list(info.classes):
+        if strict:
+            raise CheckpointError(
+                f"checkpoint {checkpoint} must name the {dataset} data's classes "
+                f"{list(info.classes)}, got {list(meta.classes)}; try a checkpoint trained on "
+                "this data, or leave out --strict (strict=False) to score class i as class i"
+            )
+        log.warning("checkpoint %s names its classes %s, the %s data %s: scoring class i of one "
+                    "as class i of the other (--strict makes this an error)", checkpoint,
+                    list(meta.classes), dataset, list(info.classes))
+
+
+def describe_evaluation(evaluated: dict[str, Any]) -> str:
+    """One line for the figures' titles: ``best.safetensors on camvid/val, TTA flips h ...``."""
+    tta = evaluated["tta"]
+    scales = [scale for scale in tta["scales"] if scale != 1.0]
+    parts = ([f"flip {'+'.join(tta['flips'])}"] if tta["flips"] else []) + (
+        [f"scales {' '.join(f'{s:g}' for s in tta['scales'])}"] if scales else [])
+    return (f"{Path(evaluated['checkpoint']).name} on {evaluated['dataset']}/"
+            f"{evaluated['split']}, {'TTA ' + ', '.join(parts) if parts else 'no TTA'}")
 
 
 def json_safe(value: Any) -> Any:

@@ -48,8 +48,10 @@ from pixelwise.checkpoint import (
     save_weights,
 )
 from pixelwise.config import Config, to_dict, to_yaml
+from pixelwise.config import validate as check_config
 from pixelwise.device import DistInfo, bf16_supported, pick_device
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine import precise_bn
 from pixelwise.engine.budget import Budget
 from pixelwise.engine.data_setup import (
     build_loader,
@@ -135,6 +137,7 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
     ``config.train.epochs``. ``argv`` is recorded in ``run.json``. ``config`` itself is left
     unchanged.
     """
+    check_config(config)  # a Config built in Python is checked as a loaded one is
     budget = Budget.from_config(config.train, clock)  # counts from here: set-up included
     if resume is not None:  # a resumed run keeps writing into its own folder
         config = replace(config, train=replace(config.train, out_dir=str(resume)))
@@ -271,7 +274,21 @@ def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
 def validate_now(run: TrainingRun, loader: Iterable | None = None) -> dict[str, Any]:
     """The FCN metrics over the whole validation set (all ranks together under torchrun), or
     over ``loader``, part of it. Under a time budget, its duration becomes the reserve kept for
-    the final validation."""
+    the final validation.
+
+    In a short run the batch-norm running statistics have not settled yet; before a full
+    validation they are recomputed over training batches (``train.precise_bn``,
+    :mod:`pixelwise.engine.precise_bn`)."""
+    updates = run.progress.step * run.config.train.accumulate
+    if loader is None and precise_bn.needs_recompute(run.config.train.precise_bn, run.model,
+                                                     updates):
+        used = precise_bn.recompute_statistics(run.model, run.train_loader, run.device,
+                                               run.memory_format)
+        if run.progress.epoch <= run.config.train.val_every:  # said once, at the first validation
+            log.info("recomputing batch-norm statistics over %d training batches before each "
+                     "validation while fewer than %d batches are trained (%d so far); "
+                     "train.precise_bn=never turns this off", used, precise_bn.SETTLED_AFTER,
+                     updates)
     broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
     started = run.budget.clock()
     scores = validate(run.model, run.val_loader if loader is None else loader,
@@ -325,9 +342,14 @@ def epoch_label(run: TrainingRun, epoch: int) -> str:
 
 
 def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
-    """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row, the ``last``
-    checkpoint pair (rotating the one before to ``previous``) and, when improved, ``best``."""
+    """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row (and, when validated,
+    ``training_curves.png``), the ``last`` checkpoint pair (rotating the one before to
+    ``previous``) and, when improved, ``best``."""
     append_csv(run.run_dir / "metrics.csv", row)
+    if "mean_iou" in row:  # a validation epoch: redraw the curves beside metrics.csv
+        from pixelwise.plots import training_curves_png
+
+        training_curves_png(run.run_dir / "metrics.csv", run.run_dir / "training_curves.png")
     log_tensorboard(run.writer, row)
     meta = run.meta
     meta.epoch, meta.step = run.progress.epoch, run.progress.step
@@ -381,7 +403,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     run_dir = Path(tc.out_dir)
     if not resuming and dist_info.is_main:  # before any data is read: fail early
         ckpt.start_fresh(run_dir, tc.overwrite)
-    device = pick_device(tc.device, dist_info)
+    device = pick_device(tc.device, dist_info, "train.device={value}")
     seed_everything(tc.seed, tc.deterministic)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not tc.deterministic
@@ -414,7 +436,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     progress = Progress(zero_recall=[0] * meta.num_classes)
     if resuming:
         progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
-        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+        log_resume(run_dir, progress, tc.epochs if not (tc.time_budget or tc.max_steps) else None)
         budget.spent_before = progress.seconds
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
@@ -427,6 +449,18 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, meta=meta, progress=progress,
         budget=budget, writer=writer,
     )
+
+
+def log_resume(run_dir: Path, progress: Progress, epochs: int | None) -> None:
+    """Say where a resumed run continues, or that it is complete and how to extend it
+    (``epochs`` None: a time or step budget decides, which says so itself)."""
+    if epochs is None or progress.epoch < epochs:
+        log.info("resuming %s from epoch %d (step %d)", run_dir, progress.epoch, progress.step)
+        return
+    log.warning("run %s is complete: it has trained %d of train.epochs=%d epochs, nothing is "
+                "left to train; to train longer, resume with more epochs: pixelwise train "
+                "--resume %s train.epochs=%d", run_dir, progress.epoch, epochs, run_dir,
+                progress.epoch + max(epochs, 1))
 
 
 def describe_model(config: Config, info: DatasetInfo) -> ModelMeta:

@@ -81,6 +81,5 @@ def model_geometry(name: str, num_classes: int, **options: Any) -> Geometry:
 
 
 def _builder(name: str) -> Builder:
-    if name not in _BUILDERS:
-        raise ConfigError(f"model name must be one of {available()}, got {name!r}")
+    check_choice("model name", name, available())
     return _BUILDERS[name]

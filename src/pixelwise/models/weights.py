@@ -57,3 +57,15 @@ def load_imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
             f"that URL elsewhere and copying it to {path} (TORCH_HOME moves the cache), or "
             "pretrained_backbone=False"
         ) from error
+
+
+def describe_imagenet_weights() -> str:
+    """Which backbones have ImageNet weights and whether each file is in the local torch hub
+    cache (``pretrained_backbone=True`` reads it from there, or downloads it once)."""
+    lines = [f"ImageNet weights (pretrained_backbone=true), torch hub cache "
+             f"{Path(torch.hub.get_dir()) / 'checkpoints'}:"]
+    for backbone in IMAGENET_WEIGHTS:
+        path = cached_weights_path(backbone)
+        state = "cached" if path.is_file() else "not cached: downloaded on first use"
+        lines.append(f"  {backbone:<20} {path.name:<40} {state}")
+    return "\n".join(lines)
