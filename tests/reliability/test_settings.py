@@ -36,7 +36,7 @@ SETTING_MISTAKES = [
                               "'max_pixels', 'palette', 'strict'], got unknown ['clases']; try "
                               "'classes'"),
     ("model.options.dept=3", "options of model 'unet' must be among ['base_channels', "
-                             "'batch_norm', 'depth', 'encoder', 'in_channels', 'padding', "
+                             "'batch_norm', 'decoder_channels', 'depth', 'encoder', 'in_channels', 'padding', "
                              "'pretrained_backbone', 'up_mode'], got unknown ['dept']; try "
                              "'depth'"),
     ("model.name=unte", "model name must be one of ['fcn16s', 'fcn32s', 'fcn8s', 'unet'], got "
