@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     export.set_defaults(run=run_export)
 
     models = commands.add_parser("models", help="list the models with parameter counts")
+    models.add_argument("--encoders", action="store_true",
+                        help="list the backbone= / encoder= names instead, with parameters and "
+                             "whether their ImageNet weights are cached")
+    models.add_argument("--filter", default="", metavar="STR",
+                        help="with --encoders: names (or families) containing STR; timm's "
+                             "models are listed too, or only them with timm:STR")
     models.set_defaults(run=run_models)
 
     data = commands.add_parser("data", help="dataset tools")
@@ -196,8 +202,14 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from pixelwise.models import describe_models
+    from pixelwise.models import describe_encoders, describe_models
 
+    if args.filter and not args.encoders:
+        raise ConfigError(f"--filter needs --encoders, got --filter {args.filter!r} alone; try "
+                          f"pixelwise models --encoders --filter {args.filter}")
+    if args.encoders:
+        print(describe_encoders(args.filter))
+        return 0
     print(describe_models())  # the papers' configurations, built once each (a few seconds)
     return 0
 

@@ -2,6 +2,8 @@
 
 >>> model = build("unet", num_classes=2, in_channels=1, base_channels=8, depth=3)
 >>> model = build("fcn8s", num_classes=21, backbone="resnet18", pretrained_backbone=True)
+>>> model = build("unet", num_classes=2, encoder="efficientnet_b0")  # any torchvision classifier
+>>> model = build("unet", num_classes=2, encoder="timm:convnext_nano")  # pixelwise[timm]
 """
 
 from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
@@ -11,7 +13,14 @@ from pixelwise.models.convolutionalize import convolutionalize
 from pixelwise.models.fcn import init_from
 from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.registry import available, build, model_options
-from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
+from pixelwise.models.summary import (
+    EncoderTable,
+    ModelInfo,
+    ModelTable,
+    count_parameters,
+    describe_encoders,
+    describe_models,
+)
 from pixelwise.models.unet import (
     MirrorExtended,
     same_size_output,
@@ -23,6 +32,7 @@ from pixelwise.models.unet import (
 
 __all__ = [
     "BACKBONES",
+    "EncoderTable",
     "MirrorExtended",
     "ModelInfo",
     "ModelTable",
@@ -31,6 +41,7 @@ __all__ = [
     "build",
     "convolutionalize",
     "count_parameters",
+    "describe_encoders",
     "describe_models",
     "init_from",
     "model_options",

@@ -11,15 +11,17 @@ torchvision classification model name (``resnet50``, ``efficientnet_b0``, ``conv
 ``densenet121``, ``vgg16_bn``, ...) is read by :mod:`pixelwise.models.feature_graph`, which finds
 its stride 2 ... 32 maps in the traced graph; ``"timm:NAME"`` is timm's ``features_only`` model,
 whose ``feature_info`` states channels and strides. Encoders whose strided layers are not all
-centred (ConvNeXt's 4x4 stem, DenseNet's and VGG's 2x2 pools, any timm model) would make empty
-maps from small inputs, so they see the input zero-padded at the bottom/right to a multiple of
-their total stride; the heads crop back, so every backbone takes any input size.
+centred (ConvNeXt's 4x4 stem, DenseNet's and VGG's 2x2 pools, timm models whose graph cannot be
+read) round sizes down and would make empty maps from small inputs, so they see the input with
+31 zero rows and columns added at the bottom/right; the heads crop back, so every backbone takes
+any input size.
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,7 @@ from pixelwise.models.feature_graph import Grid, output_grids, read_stages
 from pixelwise.models.weights import (
     Pretrained,
     check_pretrained,
+    imagenet_weights,
     load_imagenet_state_dict,
     load_into,
     load_local_state_dict,
@@ -44,6 +47,22 @@ from pixelwise.models.weights import (
 # classifier with stride-8/16/32 maps, or timm:NAME, is accepted too.
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
 TIMM_PREFIX = "timm:"
+# torchvision's convolutional families, as name patterns (every member found in its graph, not in
+# a table): what `pixelwise models --encoders` lists, bench/encoders.py times and the tests build
+# (one per family). Other classifiers with stride-8/16/32 maps work too (MNASNet, ShuffleNetV2).
+ENCODER_FAMILIES = {
+    "ResNet": r"resnet\d+",
+    "ResNeXt": r"resnext\w+",
+    "Wide ResNet": r"wide_resnet\w+",
+    "RegNet": r"regnet_\w+",
+    "EfficientNet": r"efficientnet_b\d",
+    "EfficientNetV2": r"efficientnet_v2_\w",
+    "ConvNeXt": r"convnext_\w+",
+    "MobileNetV2": r"mobilenet_v2",
+    "MobileNetV3": r"mobilenet_v3_\w+",
+    "DenseNet": r"densenet\d+",
+    "VGG-BN": r"vgg\d+_bn",
+}
 
 @dataclass(frozen=True)
 class Stage:
@@ -58,20 +77,22 @@ class Stage:
 class Backbone(nn.Module):
     """``body`` returning ``{stage.name: (N, stage.channels, ~H / stride, ~W / stride)}``.
 
-    With ``size_multiple > 1`` the input is zero-padded at the bottom/right to a multiple of it
-    first (maps then cover more than the input; the heads crop their output back to ``H, W``).
+    With ``pad > 0`` the input gets ``pad`` zero rows and columns at the bottom/right first, so
+    that layers which round sizes down (2x2 pools, a 4x4 stem) still cover every input pixel and
+    never see an empty map: with ``pad = 31`` a stride-32 map has ``floor((n + 31) / 32) =
+    ceil(n / 32)`` cells. A fixed pad keeps exported graphs free of size arithmetic. The heads crop
+    their output back to ``H, W``.
     """
 
-    def __init__(self, body: nn.Module, stages: tuple[Stage, ...], size_multiple: int = 1) -> None:
+    def __init__(self, body: nn.Module, stages: tuple[Stage, ...], pad: int = 0) -> None:
         super().__init__()
         self.body = body
         self.stages = stages
-        self.size_multiple = size_multiple
+        self.pad = pad
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        if self.size_multiple > 1:
-            m = self.size_multiple
-            x = nn.functional.pad(x, (0, -x.shape[-1] % m, 0, -x.shape[-2] % m))
+        if self.pad:
+            x = nn.functional.pad(x, (0, self.pad, 0, self.pad))
         return self.body(x)
 
     def stage(self, stride: int) -> Stage:
@@ -157,7 +178,20 @@ def torchvision_backbone(name: str, in_channels: int, pretrained: Pretrained) ->
         to_stage(stage.name, stage.channels, stage.grid.stride, stage.grid) for stage in graph.stages
     )
     body = create_feature_extractor(model, return_nodes=[stage.name for stage in stages])
-    return Backbone(body, stages, size_multiple(graph.stages[-1].grid))
+    return Backbone(body, stages, input_pad(graph.stages[-1].grid))
+
+
+def encoder_families() -> dict[str, list[str]]:
+    """``{family: torchvision model names}``, each list smallest first (by the parameter count
+    torchvision's weights metadata states for the ImageNet classifier)."""
+    names = torchvision.models.list_models(module=torchvision.models)
+    return {
+        family: sorted(
+            (name for name in names if re.fullmatch(pattern, name)),
+            key=lambda name: imagenet_weights(name).meta["num_params"],
+        )
+        for family, pattern in ENCODER_FAMILIES.items()
+    }
 
 
 def classifier_state_dict(name: str, pretrained: Pretrained) -> dict[str, torch.Tensor]:
@@ -172,10 +206,10 @@ def to_stage(name: str, channels: int, stride: int, grid: Grid | None) -> Stage:
     return Stage(name, channels, stride, None if grid is None else grid.offset)
 
 
-def size_multiple(last: Grid | None) -> int:
-    """1 when every strided layer is centred (any size maps to ``ceil(n / stride)`` cells, as in
-    torchvision's ResNets, EfficientNets, MobileNets and RegNets), else the total stride."""
-    return 1 if last is not None and last.centred else 32
+def input_pad(last: Grid | None) -> int:
+    """0 when every strided layer is centred (any size maps to ``ceil(n / stride)`` cells, as in
+    torchvision's ResNets, EfficientNets, MobileNets and RegNets), else the total stride - 1."""
+    return 0 if last is not None and last.centred else 32 - 1
 
 
 def torchvision_classifier(name: str) -> nn.Module:
@@ -244,7 +278,7 @@ def timm_backbone(name: str, in_channels: int, pretrained: Pretrained) -> Backbo
             grid = None  # the graph arithmetic disagrees with timm: state no offset
         stages.append(to_stage(names[i], info.channels()[i], strides[i], grid))
     last = grids[keep[-1]] if grids is not None else None
-    return Backbone(TimmFeatures(model, names, keep), tuple(stages), size_multiple(last))
+    return Backbone(TimmFeatures(model, names, keep), tuple(stages), input_pad(last))
 
 
 def create_timm_model(timm, name: str, options: dict) -> nn.Module:

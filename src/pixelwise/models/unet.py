@@ -177,12 +177,13 @@ class EncoderUNet(nn.Module):
         x = features[self.bottom_name]
         levels = zip(DECODER_STRIDES, self.skip_names, self.up, self.decode, strict=True)
         for stride, name, up, decode in levels:
-            x = up(x)  # ceil-size (or padded) maps: crop the far end to the skip or ceil(H / s)
+            x = up(x)  # cells 2i, 2i + 1 of cell i: maps agree from the top-left, crop the far end
             if name is None:
                 x = crop(x, 0, 0, -(-height // stride), -(-width // stride))
-            else:
+            else:  # ceil-size maps: the skip is the smaller; round-down (padded) maps: x may be
                 skip = features[name]
-                x = torch.cat([skip, crop(x, 0, 0, *skip.shape[-2:])], dim=1)
+                h, w = min(x.shape[-2], skip.shape[-2]), min(x.shape[-1], skip.shape[-1])
+                x = torch.cat([crop(skip, 0, 0, h, w), crop(x, 0, 0, h, w)], dim=1)
             x = decode(x)
         return self.head(x)
 
