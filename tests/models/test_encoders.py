@@ -28,6 +28,8 @@ SIZES = [(1, 1), (5, 7), (37, 70)]  # below the total stride, odd, not a multipl
 # (2x2 pools: 0.5 ... 15.5): W = 64. DenseNet (2x2 average pools after stride 4: offsets 0, 0, 2,
 # 6, 14): W = 61 (61 - 1 = 2 * 14 + 32 = 2 * 6 + 16 * 3 = 2 * 2 + 8 * 7 = 4 * 15 = 2 * 30).
 SYMMETRIC_WIDTH = {family: 33 for family in SMALLEST} | {"ConvNeXt": 64, "DenseNet": 61, "VGG-BN": 64}
+# Every kind of grid: centred with squeeze-excitation, a 4x4 stem, 2x2 average and max pools
+OFFSET_SAMPLE = ("EfficientNet", "ConvNeXt", "DenseNet", "VGG-BN")
 
 
 def with_random_weights(module: nn.Module) -> nn.Module:
@@ -103,13 +105,16 @@ def test_gradient_reaches_every_parameter(backbone):
 def test_stated_offsets_predict_exact_flip_symmetry(backbone, family):
     # As in test_backbones: with left-right symmetric kernels, features of the flipped input are
     # the flipped features exactly when the cell grid is symmetric in the image.
-    symmetric = with_random_weights(copy.deepcopy(backbone)).eval()
+    if family not in OFFSET_SAMPLE:
+        pytest.skip("same layer arithmetic as a sampled family (test time)")
+    # float64: in a deep random net float32 rounding grows to percents by stride 32
+    symmetric = with_random_weights(copy.deepcopy(backbone)).double().eval()
     with torch.no_grad():
         for module in symmetric.modules():
             if isinstance(module, nn.Conv2d):
                 module.weight.copy_((module.weight + module.weight.flip(-1)) / 2)
     for width in (SYMMETRIC_WIDTH[family], SYMMETRIC_WIDTH[family] + 1):
-        x = torch.randn(1, 2, 64, width)
+        x = torch.randn(1, 2, 64, width, dtype=torch.float64)
         with torch.no_grad():  # the body: the bottom/right padding would break the symmetry
             both = symmetric.body(torch.cat([x, x.flip(-1)]))
         for stage in symmetric.stages:

@@ -34,7 +34,9 @@ def test_encoder_table_states_classifier_parameters_and_whether_weights_are_cach
     (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
     torch.save({}, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
     rows = {row.name: row for row in describe_encoders("resnet").rows}
-    assert {"resnet18", "resnet50", "wide_resnet50_2"} <= set(rows) and "resnext50_32x4d" not in rows
+    # the name or the family matches: ResNeXt and Wide ResNet are torchvision ResNets
+    assert {"resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"} <= set(rows)
+    assert "mobilenet_v2" not in rows and rows["wide_resnet50_2"].family == "ResNet"
     assert rows["resnet18"].cached and not rows["resnet34"].cached
     assert rows["resnet18"].family == "ResNet" and rows["resnet18"].parameters == 11_689_512
     text = str(describe_encoders("resnet")).splitlines()

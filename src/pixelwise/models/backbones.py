@@ -40,6 +40,7 @@ from pixelwise.models.weights import (
     load_imagenet_state_dict,
     load_into,
     load_local_state_dict,
+    require_file,
     timm_weights_files,
 )
 
@@ -51,9 +52,7 @@ TIMM_PREFIX = "timm:"
 # a table): what `pixelwise models --encoders` lists, bench/encoders.py times and the tests build
 # (one per family). Other classifiers with stride-8/16/32 maps work too (MNASNet, ShuffleNetV2).
 ENCODER_FAMILIES = {
-    "ResNet": r"resnet\d+",
-    "ResNeXt": r"resnext\w+",
-    "Wide ResNet": r"wide_resnet\w+",
+    "ResNet": r"resnet\d+|resnext\w+|wide_resnet\w+",  # one class: ResNeXt and Wide ResNet too
     "RegNet": r"regnet_\w+",
     "EfficientNet": r"efficientnet_b\d",
     "EfficientNetV2": r"efficientnet_v2_\w",
@@ -63,6 +62,7 @@ ENCODER_FAMILIES = {
     "DenseNet": r"densenet\d+",
     "VGG-BN": r"vgg\d+_bn",
 }
+
 
 @dataclass(frozen=True)
 class Stage:
@@ -259,7 +259,7 @@ def timm_backbone(name: str, in_channels: int, pretrained: Pretrained) -> Backbo
         ) from error
     options = {"features_only": True, "in_chans": in_channels, "pretrained": bool(pretrained)}
     if pretrained and pretrained is not True:
-        options["pretrained_cfg_overlay"] = {"file": str(pretrained)}
+        options["pretrained_cfg_overlay"] = {"file": str(require_file(Path(pretrained), name))}
     model = create_timm_model(timm, name, options)
     info = model.feature_info
     strides = info.reduction()
@@ -270,15 +270,11 @@ def timm_backbone(name: str, in_channels: int, pretrained: Pretrained) -> Backbo
             f"{strides}; try another timm model"
         )
     names = info.module_name()
-    grids = output_grids(model, in_channels)
-    stages = []
-    for i in keep:
-        grid = grids[i] if grids is not None else None
-        if grid is not None and grid.stride != strides[i]:
-            grid = None  # the graph arithmetic disagrees with timm: state no offset
-        stages.append(to_stage(names[i], info.channels()[i], strides[i], grid))
-    last = grids[keep[-1]] if grids is not None else None
-    return Backbone(TimmFeatures(model, names, keep), tuple(stages), input_pad(last))
+    grids = output_grids(model, in_channels) or [None] * len(strides)
+    # where the graph arithmetic disagrees with timm's stride, state no offset
+    grids = [g if g is not None and g.stride == s else None for g, s in zip(grids, strides, strict=True)]
+    stages = tuple(to_stage(names[i], info.channels()[i], strides[i], grids[i]) for i in keep)
+    return Backbone(TimmFeatures(model, names, keep), stages, input_pad(grids[keep[-1]]))
 
 
 def create_timm_model(timm, name: str, options: dict) -> nn.Module:

@@ -71,6 +71,16 @@ def load_imagenet_state_dict(backbone: str) -> dict[str, torch.Tensor]:
         ) from error
 
 
+def require_file(path: Path, name: str) -> Path:
+    """``path``, or WeightsNotFoundError when there is no such file (``name``: the backbone)."""
+    if not path.is_file():
+        raise WeightsNotFoundError(
+            f"pretrained_backbone file for backbone {name!r} must exist, got no file {path}; try "
+            "saving the classifier's model.state_dict() there"
+        )
+    return path
+
+
 def load_local_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
     """The state dict in ``path`` (safetensors, or a ``torch.save`` file read weights-only).
 
@@ -78,11 +88,7 @@ def load_local_state_dict(path: Path, name: str) -> dict[str, torch.Tensor]:
         WeightsNotFoundError: no such file.
         CheckpointError: the file is not a state dict of tensors.
     """
-    if not path.is_file():
-        raise WeightsNotFoundError(
-            f"pretrained_backbone file for backbone {name!r} must exist, got no file {path}; try "
-            f"saving torchvision.models.{name}(weights=...).state_dict() there"
-        )
+    require_file(path, name)
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
