@@ -45,7 +45,7 @@ TRACER_KWARGS: dict[str, Any] = {
     ],
 }
 STRIDED = (nn.Conv2d, nn.MaxPool2d, nn.AvgPool2d)
-GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten, nn.Linear)
+GLOBAL = (nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d, nn.Flatten)
 GLOBAL_FUNCTIONS = (torch.flatten, nn.functional.adaptive_avg_pool2d, nn.functional.adaptive_max_pool2d)
 
 
