@@ -53,7 +53,11 @@ def onnx_parity(name: str, folder: Path) -> list[str]:
             for key, parameter in model.named_parameters():
                 if "score" in key:
                     parameter.normal_(0, 0.01)
-        report = export_onnx(model, folder / f"{model_name}_{name}.onnx", sizes=ONNX_SIZES)
+        try:
+            report = export_onnx(model, folder / f"{model_name}_{name}.onnx", sizes=ONNX_SIZES)
+        except Exception as error:  # a report row, not a crash: onnxruntime rejecting a size
+            results.append(f"FAILED ({type(error).__name__})")
+            continue
         verdict = "passed" if report.passed else "FAILED"
         results.append(f"{verdict} ({report.exporter}, {report.max_abs_diff:.1e})")
     return results
