@@ -188,14 +188,22 @@ def run_evaluate(args: argparse.Namespace) -> int:
 def run_predict(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
+    from pixelwise.inference.backends import CALIBRATED
     from pixelwise.inference.predict import CALIBRATION_IMAGES, Segmenter
     from pixelwise.outputs import predict_to_files
 
-    files = expand_inputs(args.inputs)
-    segmenter = Segmenter.from_checkpoint(
-        args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
-        tta_scales=tuple(args.tta_scales), progress=True, backend=args.backend,
-        calibration=args.calibration or files[:CALIBRATION_IMAGES])
+    def load(calibration) -> Segmenter:
+        return Segmenter.from_checkpoint(
+            args.checkpoint, device=args.device, tta_flips=("h",) if args.tta else (),
+            tta_scales=tuple(args.tta_scales), progress=True, backend=args.backend,
+            calibration=calibration)
+
+    if args.backend in CALIBRATED and args.calibration is None:  # calibrate on the first inputs
+        files = expand_inputs(args.inputs)
+        segmenter = load(files[:CALIBRATION_IMAGES])
+    else:  # a bad checkpoint is reported before bad inputs
+        segmenter = load(args.calibration)
+        files = expand_inputs(args.inputs)
     for path in tqdm(files, desc="predict", unit="image", disable=len(files) == 1):
         predict_to_files(segmenter, path, Path(args.out) / path.stem, tuple(args.formats),
                          source_name=path.name, min_area=args.min_area, simplify=args.simplify)
