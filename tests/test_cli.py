@@ -150,6 +150,19 @@ def test_models_prints_the_model_table(monkeypatch, capsys):
     assert "unet" in out and f"{parameters / 1e6:.2f}M" in out
 
 
+def test_models_encoders_lists_the_filtered_encoders_and_their_cache_state(capsys):
+    assert main(["models", "--encoders", "--filter", "mobilenet_v3"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["encoder", "family"]
+    assert [line.split()[0] for line in lines[1:3]] == ["mobilenet_v3_small", "mobilenet_v3_large"]
+    assert lines[1].endswith("mobilenet_v3_small-047dcff4.pth")
+
+
+def test_models_filter_without_encoders_is_an_error(capsys):
+    assert main(["models", "--filter", "resnet"]) != 0
+    assert "--filter needs --encoders" in capsys.readouterr().err
+
+
 def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
     import torch
 

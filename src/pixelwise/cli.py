@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
     models = commands.add_parser("models", help="list the models with parameter counts")
     models.add_argument("--preset", metavar="NAME",
                         help="show one preset (e.g. realtime): its model, options and config")
+    models.add_argument("--encoders", action="store_true",
+                        help="list the backbone= / encoder= names instead, with parameters and "
+                             "whether their ImageNet weights are cached")
+    models.add_argument("--filter", default="", metavar="STR",
+                        help="with --encoders: names (or families) containing STR; timm's "
+                             "models are listed too, or only them with timm:STR")
     models.set_defaults(run=run_models)
 
     config = commands.add_parser("config", help="configuration tools")
@@ -365,14 +371,20 @@ def run_export(args: argparse.Namespace) -> int:
 
 
 def run_models(args: argparse.Namespace) -> int:
-    from pixelwise.models import describe_models, describe_preset
-    from pixelwise.models.weights import describe_imagenet_weights
+    from pixelwise.models import describe_encoders, describe_models, describe_preset
 
+    if args.filter and not args.encoders:
+        raise ConfigError(f"--filter needs --encoders, got --filter {args.filter!r} alone; try "
+                          f"pixelwise models --encoders --filter {args.filter}")
     if args.preset:
         print(describe_preset(args.preset))
         return 0
+    if args.encoders:
+        print(describe_encoders(args.filter))
+        return 0
     print(describe_models())  # the papers' configurations, built once each (a few seconds)
-    print(f"\n{describe_imagenet_weights()}")
+    print("\nEvery backbone= / encoder= name, and whether its ImageNet weights are cached: "
+          "pixelwise models --encoders [--filter STR]")
     return 0
 
 

@@ -64,9 +64,9 @@ def test_in_channels_adapts_the_first_convolution_by_averaging_rgb():
     torch.testing.assert_close(gray.body.conv1.weight, conv_rgb.mean(1, keepdim=True) * 3)
 
 
-def test_unknown_backbone_raises_config_error_listing_backbones():
-    with pytest.raises(ConfigError, match=r"backbone must be one of \['vgg16', 'resnet18'"):
-        build_backbone("vgg19", in_channels=3, pretrained=False)
+def test_unknown_backbone_raises_config_error_naming_close_names():
+    with pytest.raises(ConfigError, match=r"backbone must be a torchvision .* try one of \['resnet1"):
+        build_backbone("resnet19", in_channels=3, pretrained=False)
 
 
 def test_fc_channels_with_a_non_vgg_backbone_raises():

@@ -1,4 +1,8 @@
-from pixelwise.models import describe_models
+import sys
+
+import torch
+
+from pixelwise.models import describe_encoders, describe_models
 from pixelwise.models.summary import STANDARD_CONFIGURATIONS
 
 
@@ -20,3 +24,21 @@ def test_standard_configurations_include_the_papers_networks():
     assert ("unet", 2, {"in_channels": 1, "padding": "valid", "batch_norm": False}) in (
         STANDARD_CONFIGURATIONS
     )
+
+
+def test_encoder_table_states_classifier_parameters_and_whether_weights_are_cached(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setitem(sys.modules, "timm", None)  # torchvision's only (timm's: built to count)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    (tmp_path / "hub" / "checkpoints").mkdir(parents=True)
+    torch.save({}, tmp_path / "hub" / "checkpoints" / "resnet18-f37072fd.pth")
+    rows = {row.name: row for row in describe_encoders("resnet").rows}
+    # the name or the family matches: ResNeXt and Wide ResNet are torchvision ResNets
+    assert {"resnet18", "resnet50", "resnext50_32x4d", "wide_resnet50_2"} <= set(rows)
+    assert "mobilenet_v2" not in rows and rows["wide_resnet50_2"].family == "ResNet"
+    assert rows["resnet18"].cached and not rows["resnet34"].cached
+    assert rows["resnet18"].family == "ResNet" and rows["resnet18"].parameters == 11_689_512
+    text = str(describe_encoders("resnet")).splitlines()
+    assert text[0].split()[:2] == ["encoder", "family"]
+    assert text[-1] == "timm:NAME encoders need pip install 'pixelwise[timm]'"

@@ -118,7 +118,7 @@ def test_pretrained_backbone_without_an_encoder_raises_config_error():
 
 @pytest.mark.parametrize("options", [{"padding": "valid"}, {"depth": 3}])
 def test_resnet_encoder_rejects_valid_padding_and_other_depths(options):
-    with pytest.raises(ConfigError, match="a ResNet encoder must have padding='same' and depth 5"):
+    with pytest.raises(ConfigError, match="an encoder must have padding='same' and depth 5"):
         build("unet", 2, encoder="resnet18", **options)
 
 

@@ -4,6 +4,8 @@
 >>> model = build("fcn8s", num_classes=21, backbone="resnet18", pretrained_backbone=True)
 >>> build("unet", num_classes=2, padding="valid").geometry  # what tiling and export read
 Geometry(align=16, border=92, smallest_input=188)
+>>> model = build("unet", num_classes=2, encoder="efficientnet_b0")  # any torchvision classifier
+>>> model = build("unet", num_classes=2, encoder="timm:convnext_nano")  # pixelwise[timm]
 """
 
 from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
@@ -15,7 +17,14 @@ from pixelwise.models.geometry import SAME_SIZE, Geometry, geometry_of
 from pixelwise.models.layers import bilinear_upsample_weight
 from pixelwise.models.presets import PRESETS, describe_preset, preset
 from pixelwise.models.registry import available, build, model_geometry, model_options
-from pixelwise.models.summary import ModelInfo, ModelTable, count_parameters, describe_models
+from pixelwise.models.summary import (
+    EncoderTable,
+    ModelInfo,
+    ModelTable,
+    count_parameters,
+    describe_encoders,
+    describe_models,
+)
 from pixelwise.models.unet import (
     MirrorExtended,
     same_size_output,
@@ -29,6 +38,7 @@ __all__ = [
     "BACKBONES",
     "SAME_SIZE",
     "Geometry",
+    "EncoderTable",
     "MirrorExtended",
     "ModelInfo",
     "ModelTable",
@@ -38,6 +48,7 @@ __all__ = [
     "build",
     "convolutionalize",
     "count_parameters",
+    "describe_encoders",
     "describe_models",
     "describe_preset",
     "geometry_of",

@@ -1,26 +1,67 @@
-"""Feature extractors for the FCN head and the U-Net encoder.
+"""Feature extractors for the FCN head and the U-Net encoder: any torchvision classifier, or timm's.
 
 A :class:`Backbone` maps ``(N, in_channels, H, W)`` to an ordered dict of named feature maps and
 states its stages: channels, stride, and the input pixel on which feature index 0 is centred
 (``offset``; feature index ``i`` is centred on pixel ``stride * i + offset``). The FCN head uses
 strides and offsets to crop and align its skips exactly; a test checks every stated stage against
 real output shapes and against flip symmetry (which holds exactly when the offset is right).
+
+Names: ``"vgg16"`` is FCN's VGG16 (conv1_1 padded by 100, fc6/fc7 as convolutions, §4.1); any other
+torchvision classification model name (``resnet50``, ``efficientnet_b0``, ``convnext_tiny``,
+``densenet121``, ``vgg16_bn``, ...) is read by :mod:`pixelwise.models.feature_graph`, which finds
+its stride 2 ... 32 maps in the traced graph; ``"timm:NAME"`` is timm's ``features_only`` model,
+whose ``feature_info`` states channels and strides. Encoders whose strided layers are not all
+centred (ConvNeXt's 4x4 stem, DenseNet's and VGG's 2x2 pools, timm models whose graph cannot be
+read) round sizes down and would make empty maps from small inputs, so they see the input with
+31 zero rows and columns added at the bottom/right; the heads crop back, so every backbone takes
+any input size.
 """
 
 from __future__ import annotations
 
+import difflib
+import importlib
+import re
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import create_feature_extractor
 
-from pixelwise.errors import ConfigError
+from pixelwise.errors import ConfigError, MissingExtraError, WeightsNotFoundError
 from pixelwise.models.convolutionalize import convolutional_fc_layers
-from pixelwise.models.weights import load_imagenet_state_dict
+from pixelwise.models.feature_graph import Grid, output_grids, read_stages
+from pixelwise.models.weights import (
+    Pretrained,
+    check_pretrained,
+    imagenet_weights,
+    load_imagenet_state_dict,
+    load_into,
+    load_local_state_dict,
+    require_file,
+    timm_weights_files,
+)
 
+# The backbones of the standard model table (summary.py) and of every-model tests; any torchvision
+# classifier with stride-8/16/32 maps, or timm:NAME, is accepted too.
 BACKBONES = ("vgg16", "resnet18", "resnet34", "resnet50", "mobilenet_v3_large")
+TIMM_PREFIX = "timm:"
+# torchvision's convolutional families, as name patterns (every member found in its graph, not in
+# a table): what `pixelwise models --encoders` lists, bench/encoders.py times and the tests build
+# (one per family). Other classifiers with stride-8/16/32 maps work too (MNASNet, ShuffleNetV2).
+ENCODER_FAMILIES = {
+    "ResNet": r"resnet\d+|resnext\w+|wide_resnet\w+",  # one class: ResNeXt and Wide ResNet too
+    "RegNet": r"regnet_\w+",
+    "EfficientNet": r"efficientnet_b\d",
+    "EfficientNetV2": r"efficientnet_v2_\w",
+    "ConvNeXt": r"convnext_\w+",
+    "MobileNetV2": r"mobilenet_v2",
+    "MobileNetV3": r"mobilenet_v3_\w+",
+    "DenseNet": r"densenet\d+",
+    "VGG-BN": r"vgg\d+_bn",
+}
 
 
 @dataclass(frozen=True)
@@ -30,18 +71,28 @@ class Stage:
     name: str
     channels: int
     stride: int
-    offset: float
+    offset: float | None  # None: not readable (a timm graph torch.fx cannot trace)
 
 
 class Backbone(nn.Module):
-    """``body`` returning ``{stage.name: (N, stage.channels, ~H / stride, ~W / stride)}``."""
+    """``body`` returning ``{stage.name: (N, stage.channels, ~H / stride, ~W / stride)}``.
 
-    def __init__(self, body: nn.Module, stages: tuple[Stage, ...]) -> None:
+    With ``pad > 0`` the input gets ``pad`` zero rows and columns at the bottom/right first, so
+    that layers which round sizes down (2x2 pools, a 4x4 stem) still cover every input pixel and
+    never see an empty map: with ``pad = 31`` a stride-32 map has ``floor((n + 31) / 32) =
+    ceil(n / 32)`` cells. A fixed pad keeps exported graphs free of size arithmetic. The heads crop
+    their output back to ``H, W``.
+    """
+
+    def __init__(self, body: nn.Module, stages: tuple[Stage, ...], pad: int = 0) -> None:
         super().__init__()
         self.body = body
         self.stages = stages
+        self.pad = pad
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        if self.pad:
+            x = nn.functional.pad(x, (0, self.pad, 0, self.pad))
         return self.body(x)
 
     @property
@@ -89,30 +140,19 @@ class VGG16FCNBody(nn.Module):
 # fc6 (k7, p0) adds 3 * 32: 12.5. They reproduce the reference crop offsets (19; 5, 27; 5, 9, 31).
 VGG16_STAGES = (Stage("pool3", 256, 8, -95.5), Stage("pool4", 512, 16, -91.5))
 
-# torchvision's ResNet and MobileNetV3 pad every convolution/pool by (k - 1) / 2, so every layer
-# maps index i to 2 * i (or i): all offsets are 0.
-RESNET_STAGES = {
-    "resnet18": (64, 64, 128, 256, 512),
-    "resnet34": (64, 64, 128, 256, 512),
-    "resnet50": (64, 256, 512, 1024, 2048),
-}
-MOBILENET_V3_LARGE_STAGES = (
-    Stage("features.6", 40, 8, 0.0),
-    Stage("features.12", 112, 16, 0.0),
-    Stage("features.16", 960, 32, 0.0),
-)
-
-
 def build_backbone(
-    name: str, *, in_channels: int, pretrained: bool, fc_channels: int = 4096
+    name: str, *, in_channels: int, pretrained: Pretrained = False, fc_channels: int = 4096
 ) -> Backbone:
-    """Backbone ``name`` (one of :data:`BACKBONES`), optionally with torchvision ImageNet weights.
+    """Backbone ``name``: ``"vgg16"`` (FCN's), a torchvision classifier name, or ``"timm:NAME"``.
 
+    ``pretrained``: False (random init, as the library initialises the classifier), True
+    (ImageNet weights through torchvision's or timm's API), or a local ``.safetensors`` /
+    ``.pth`` file holding the classifier's state dict (see :mod:`pixelwise.models.weights`).
     ``fc_channels`` sets the width of VGG16's fc6/fc7 (4096 in the paper; small for tests).
-    With ``in_channels != 3`` the first convolution's weights are averaged over RGB and repeated.
+    With ``in_channels != 3`` the first convolution's weights are averaged over RGB and repeated
+    (timm: timm's own ``in_chans`` rule, the same for one channel).
     """
-    if name not in BACKBONES:
-        raise ConfigError(f"backbone must be one of {list(BACKBONES)}, got {name!r}")
+    check_pretrained(pretrained)
     if name == "vgg16":
         return vgg16_fcn_backbone(in_channels, pretrained, fc_channels)
     if fc_channels != 4096:
@@ -120,33 +160,163 @@ def build_backbone(
             f"fc_channels only applies to backbone='vgg16', got fc_channels={fc_channels} with "
             f"backbone={name!r}; try removing fc_channels"
         )
-    model = getattr(torchvision.models, name)(weights=None)
+    if name.startswith(TIMM_PREFIX):
+        return timm_backbone(name.removeprefix(TIMM_PREFIX), in_channels, pretrained)
+    return torchvision_backbone(name, in_channels, pretrained)
+
+
+def torchvision_backbone(name: str, in_channels: int, pretrained: Pretrained) -> Backbone:
+    """The stride 2 ... 32 maps of torchvision classifier ``name``, found in its graph."""
+    model = torchvision_classifier(name)
     if pretrained:
-        model.load_state_dict(load_imagenet_state_dict(name))
-    if name.startswith("resnet"):
-        model.conv1 = adapt_first_conv(model.conv1, in_channels)
-        names = ("relu", "layer1", "layer2", "layer3", "layer4")
-        stages = tuple(
-            Stage(n, c, 2**level, 0.0)
-            for level, (n, c) in enumerate(zip(names, RESNET_STAGES[name], strict=True), start=1)
-        )
-    else:
-        model.features[0][0] = adapt_first_conv(model.features[0][0], in_channels)
-        stages = MOBILENET_V3_LARGE_STAGES
+        load_into(model, classifier_state_dict(name, pretrained), name)
+    graph = read_stages(model, name)
+    conv_path = graph.first_conv
+    conv = model.get_submodule(conv_path)
+    if in_channels != 3:
+        if not isinstance(conv, nn.Conv2d):
+            raise ConfigError(
+                f"in_channels must be 3 for backbone {name!r}, whose first layer {conv_path!r} "
+                f"is a {type(conv).__name__}, not a Conv2d, got {in_channels}; try in_channels=3"
+            )
+        model.set_submodule(conv_path, adapt_first_conv(conv, in_channels))
+    stages = tuple(
+        to_stage(stage.name, stage.channels, stage.grid.stride, stage.grid) for stage in graph.stages
+    )
     body = create_feature_extractor(model, return_nodes=[stage.name for stage in stages])
-    return Backbone(body, stages)
+    return Backbone(body, stages, input_pad(graph.stages[-1].grid))
 
 
-def vgg16_fcn_backbone(in_channels: int, pretrained: bool, fc_channels: int) -> Backbone:
+def encoder_families() -> dict[str, list[str]]:
+    """``{family: torchvision model names}``, each list smallest first (by the parameter count
+    torchvision's weights metadata states for the ImageNet classifier)."""
+    names = torchvision.models.list_models(module=torchvision.models)
+    return {
+        family: sorted(
+            (name for name in names if re.fullmatch(pattern, name)),
+            key=lambda name: imagenet_weights(name).meta["num_params"],
+        )
+        for family, pattern in ENCODER_FAMILIES.items()
+    }
+
+
+def classifier_state_dict(name: str, pretrained: Pretrained) -> dict[str, torch.Tensor]:
+    """The state dict for torchvision classifier ``name``: ImageNet's (``True``) or a file's."""
+    if pretrained is True:
+        return load_imagenet_state_dict(name)
+    return load_local_state_dict(Path(pretrained), name)
+
+
+def to_stage(name: str, channels: int, stride: int, grid: Grid | None) -> Stage:
+    """A :class:`Stage` whose offset is the grid's (None where the graph could not be read)."""
+    return Stage(name, channels, stride, None if grid is None else grid.offset)
+
+
+def input_pad(last: Grid | None) -> int:
+    """0 when every strided layer is centred (any size maps to ``ceil(n / stride)`` cells, as in
+    torchvision's ResNets, EfficientNets, MobileNets and RegNets), else the total stride - 1."""
+    return 0 if last is not None and last.centred else 32 - 1
+
+
+def torchvision_classifier(name: str) -> nn.Module:
+    """``torchvision.models.get_model(name)`` with random weights; ConfigError naming close names.
+
+    On the meta device (used to count parameters), RegNets cannot be built: their constructor
+    reads tensor values. They are built on the CPU and moved to the meta device.
+    """
+    names = torchvision.models.list_models(module=torchvision.models)
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=4, cutoff=0.5)
+        raise ConfigError(
+            f"backbone must be a torchvision classification model name (or 'timm:NAME'), got "
+            f"{name!r}; try one of {close or ['resnet34', 'efficientnet_b0', 'convnext_tiny']} "
+            "(pixelwise models --encoders lists them)"
+        )
+    try:
+        return torchvision.models.get_model(name, weights=None)
+    except NotImplementedError:  # "Cannot copy out of meta tensor"
+        with torch.device("cpu"):
+            return torchvision.models.get_model(name, weights=None).to("meta")
+
+
+class TimmFeatures(nn.Module):
+    """A timm ``features_only`` model returning ``{stage name: map}`` for the chosen stages."""
+
+    def __init__(self, model: nn.Module, names: list[str], keep: list[int]) -> None:
+        super().__init__()
+        self.model = model
+        self.names = names
+        self.keep = keep
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        features = self.model(x)
+        return {self.names[i]: features[i] for i in self.keep}
+
+
+def timm_backbone(name: str, in_channels: int, pretrained: Pretrained) -> Backbone:
+    """timm's ``create_model(name, features_only=True)``; channels and strides from its
+    ``feature_info``, offsets from its graph where torch.fx can trace it."""
+    try:
+        timm = importlib.import_module("timm")
+    except ImportError as error:
+        raise MissingExtraError(
+            f"timm must be installed for backbone 'timm:{name}', got ImportError; try pip install "
+            "'pixelwise[timm]'"
+        ) from error
+    options = {"features_only": True, "in_chans": in_channels, "pretrained": bool(pretrained)}
+    if pretrained and pretrained is not True:
+        options["pretrained_cfg_overlay"] = {"file": str(require_file(Path(pretrained), name))}
+    model = create_timm_model(timm, name, options)
+    info = model.feature_info
+    strides = info.reduction()
+    keep = [i for i, stride in enumerate(strides) if stride in (2, 4, 8, 16, 32)]
+    if not {8, 16, 32} <= {strides[i] for i in keep}:
+        raise ConfigError(
+            f"backbone 'timm:{name}' must have feature maps at strides 8, 16 and 32, got "
+            f"{strides}; try another timm model"
+        )
+    names = info.module_name()
+    grids = output_grids(model, in_channels) or [None] * len(strides)
+    # where the graph arithmetic disagrees with timm's stride, state no offset
+    grids = [g if g is not None and g.stride == s else None for g, s in zip(grids, strides, strict=True)]
+    stages = tuple(to_stage(names[i], info.channels()[i], strides[i], grids[i]) for i in keep)
+    return Backbone(TimmFeatures(model, names, keep), stages, input_pad(grids[keep[-1]]))
+
+
+def create_timm_model(timm, name: str, options: dict) -> nn.Module:
+    """``timm.create_model(name, **options)`` with our errors for an unknown name or missing
+    weights (the Hugging Face hub cache file and folder named)."""
+    if not timm.is_model(name):
+        close = difflib.get_close_matches(name, timm.list_models(), n=4, cutoff=0.5)
+        raise ConfigError(
+            f"backbone 'timm:NAME' must name a timm model, got {name!r}; try one of "
+            f"{['timm:' + c for c in close] or ['timm:resnet18d', 'timm:efficientnet_b0']}"
+        )
+    try:
+        return timm.create_model(name, **options)
+    except (OSError, ConnectionError) as error:  # huggingface_hub's LocalEntryNotFoundError is one
+        if "pretrained_cfg_overlay" in options:
+            raise
+        files = [str(path) for path in timm_weights_files(name)]
+        raise WeightsNotFoundError(
+            f"ImageNet weights for backbone 'timm:{name}' must be in the Hugging Face hub cache, "
+            f"got no file {' or '.join(files) or '(timm names none)'} and the download failed "
+            f"({type(error).__name__}: {error}); try downloading them where there is internet "
+            "(HF_HOME moves the cache), or pretrained_backbone='path/to/weights.safetensors', "
+            "or pretrained_backbone=False"
+        ) from error
+
+
+def vgg16_fcn_backbone(in_channels: int, pretrained: Pretrained, fc_channels: int) -> Backbone:
     """VGG16 as in FCN §4.1 (see :class:`VGG16FCNBody`); pretrained fc6/fc7 by convolutionalization."""
     if pretrained:
         if fc_channels != 4096:
             raise ConfigError(
-                f"fc_channels must be 4096 with pretrained_backbone=True, got {fc_channels}; "
+                f"fc_channels must be 4096 with pretrained_backbone={pretrained!r}, got {fc_channels}; "
                 "try fc_channels=4096 or pretrained_backbone=False"
             )
         vgg = torchvision.models.vgg16(weights=None)
-        vgg.load_state_dict(load_imagenet_state_dict("vgg16"))
+        load_into(vgg, classifier_state_dict("vgg16", pretrained), "vgg16")
         features = vgg.features
         fc6, fc7, _ = convolutional_fc_layers(vgg)
     else:

@@ -71,6 +71,12 @@ class FCN(nn.Module):
         self.backbone = backbone
         strides = [32, 16, 8][: skips + 1]
         self.stages: list[Stage] = [backbone.stage(s) for s in strides]
+        if any(stage.offset is None for stage in self.stages):
+            raise ConfigError(
+                f"backbone stages must state their offsets for FCN's skip alignment, got "
+                f"{self.stages}; this timm model's graph could not be traced: use it as a U-Net "
+                "encoder, or pick another backbone"
+            )
         self.output_stride = strides[-1]  # finest feature map the scores are fused from
         self.geometry = Geometry(align=backbone.total_stride)  # any input size, output the same
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
@@ -161,14 +167,14 @@ def _fcn_builder(skips: int):
         num_classes: int,
         in_channels: int = 3,
         backbone: str = "vgg16",
-        pretrained_backbone: bool = False,
+        pretrained_backbone: bool | str = False,
         fc_channels: int = 4096,
         at_once: bool = False,
     ) -> nn.Module:
         check_int("in_channels", in_channels, minimum=1)
         check_int("fc_channels", fc_channels, minimum=1)
-        check_choice("backbone", backbone, BACKBONES)
-        check_choice("pretrained_backbone", pretrained_backbone, (True, False))
+        if not isinstance(backbone, str):
+            raise ConfigError(f"backbone must be a name such as 'vgg16', got {backbone!r}")
         check_choice("at_once", at_once, (True, False))
         if at_once and skips == 0:
             raise ConfigError("at_once must be False for fcn32s (it has no skips), got True")
@@ -183,8 +189,9 @@ def _fcn_builder(skips: int):
     return builder
 
 
-_DOC = """FCN-{s}s (FCN §4.2{extra}). Options: ``backbone`` ({backbones}), ``pretrained_backbone``
-(torchvision ImageNet weights; VGG16's fc6/fc7 by convolutionalization), ``fc_channels`` (VGG16
+_DOC = """FCN-{s}s (FCN §4.2{extra}). Options: ``backbone`` ({backbones}, any torchvision
+classifier with stride-8/16/32 maps, or ``timm:NAME``), ``pretrained_backbone`` (True: ImageNet
+weights; VGG16's fc6/fc7 by convolutionalization; or a local weights file), ``fc_channels`` (VGG16
 fc6/fc7 width, 4096 in the paper), ``at_once`` (scale skip inputs by 0.01 / 0.0001 as the reference
 "at-once" FCN-8s does; for staged training use :func:`init_from`)."""
 

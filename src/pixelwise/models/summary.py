@@ -1,7 +1,8 @@
-"""Parameter counts and output strides of the standard model configurations.
+"""Parameter counts and output strides of the standard model configurations, and the encoders.
 
 Models are built on the meta device (shapes only, no memory, no compute), so describing even the
-134M-parameter FCN-8s is instant. Used by ``pixelwise models`` and ``python -m pixelwise.models``.
+134M-parameter FCN-8s is instant. Used by ``pixelwise models`` and ``python -m pixelwise.models``;
+``pixelwise models --encoders`` prints :func:`describe_encoders`.
 """
 
 from __future__ import annotations
@@ -12,8 +13,14 @@ from typing import Any
 import torch
 from torch import nn
 
-from pixelwise.models.backbones import BACKBONES
+from pixelwise.models.backbones import BACKBONES, TIMM_PREFIX, encoder_families
 from pixelwise.models.registry import build
+from pixelwise.models.weights import (
+    cached_weights_path,
+    imagenet_weights,
+    is_cached,
+    timm_weights_files,
+)
 
 # (name, num_classes, options): the papers' networks (FCN on PASCAL VOC's 21 classes; U-Net on
 # the 2-class ISBI cell tracking / EM data) and the CPU-sized variants.
@@ -61,11 +68,83 @@ class ModelTable:
             )
             for r in self.rows
         ]
-        widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-        return "\n".join(
-            "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
-            for line in lines
-        )
+        return aligned(lines)
+
+
+def aligned(lines: list[tuple[str, ...]]) -> str:
+    """Rows of cells as text, each column padded to its widest cell."""
+    widths = [max(len(line[i]) for line in lines) for i in range(len(lines[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip()
+        for line in lines
+    )
+
+
+@dataclass(frozen=True)
+class EncoderInfo:
+    """One row of the encoder table: a name ``backbone=`` / ``encoder=`` accepts."""
+
+    name: str
+    family: str
+    parameters: int | None  # of the ImageNet classifier; None where not known without building
+    weights_file: str  # where the library's cache keeps its ImageNet weights ("-": it has none)
+    cached: bool
+
+
+@dataclass(frozen=True)
+class EncoderTable:
+    """``rows`` as data; ``str(table)`` is what ``pixelwise models --encoders`` prints."""
+
+    rows: list[EncoderInfo] = field(default_factory=list)
+    note: str = ""
+
+    def __str__(self) -> str:
+        header = ("encoder", "family", "classifier params", "ImageNet weights", "weights file")
+        lines = [header] + [
+            (
+                r.name,
+                r.family,
+                "?" if r.parameters is None else f"{r.parameters / 1e6:.1f}M",
+                "none" if r.weights_file == "-" else "cached" if r.cached else "not cached",
+                r.weights_file,
+            )
+            for r in self.rows
+        ]
+        return aligned(lines) + (f"\n{self.note}" if self.note else "")
+
+
+def describe_encoders(contains: str = "") -> EncoderTable:
+    """The torchvision encoder families' members whose name (or family) contains ``contains``
+    (case-insensitive), and, when it is given and timm is installed, timm's architectures too
+    (a ``timm:`` prefix keeps only those). Parameters are those of the ImageNet classifier:
+    torchvision's weights metadata states them; timm's are counted on the meta device."""
+    query = contains.lower()
+    rows = []
+    if not query.startswith(TIMM_PREFIX):
+        for family, names in encoder_families().items():
+            for name in names:
+                if query in name or query in family.lower():
+                    path = cached_weights_path(name)
+                    parameters = imagenet_weights(name).meta["num_params"]
+                    rows.append(EncoderInfo(name, family, parameters, str(path), path.is_file()))
+    try:
+        import timm
+    except ImportError:
+        return EncoderTable(rows, "timm:NAME encoders need pip install 'pixelwise[timm]'")
+    if not query:
+        count = len(timm.list_models())
+        return EncoderTable(rows, f"and {count} timm:NAME encoders: --filter timm:NAME lists them")
+    for name in timm.list_models(f"*{query.removeprefix(TIMM_PREFIX)}*"):
+        files = timm_weights_files(name)
+        try:
+            with torch.device("meta"):
+                parameters = count_parameters(timm.create_model(name))
+        except (RuntimeError, NotImplementedError):  # a constructor that reads tensor values
+            parameters = None
+        cached = any(is_cached(path) for path in files)
+        file = str(files[0]) if files else "-"
+        rows.append(EncoderInfo(TIMM_PREFIX + name, "timm", parameters, file, cached))
+    return EncoderTable(rows)
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -12,11 +12,14 @@ max-pools with ``ceil_mode=True``, so any H, W works: the up-sampled map (size `
 is cropped at its bottom/right to the skip's size ``s``; pooling cell ``i`` covers pixels ``2i,
 2i + 1`` and up-sampling puts its values back exactly there, so the maps stay pixel-aligned.
 
-``encoder="resnet34"`` (or resnet18/resnet50) swaps the contracting path for a torchvision ResNet,
-optionally ImageNet-pretrained, whose stages at strides 2-32 feed the same expanding path (five
-levels). Its stride-2 convolutions centre cell ``i`` on pixel ``2i`` while a 2x2 up-convolution
-writes it to pixels ``2i, 2i + 1``: a quarter-cell shift per level that the decoder's 3x3
-convolutions learn to absorb (as in other ResNet U-Nets); the plain U-Net has no such shift.
+``encoder="resnet34"`` (or any backbone name: a torchvision classifier such as
+``efficientnet_b0`` or ``convnext_tiny``, or ``timm:NAME``; see :mod:`pixelwise.models.backbones`)
+swaps the contracting path for that network, optionally ImageNet-pretrained, whose stages at
+strides 2-32 feed the same expanding path (five levels; a stride the encoder lacks, such as
+ConvNeXt's stride 2, gets no skip). Its stride-2 convolutions centre cell ``i`` on pixel ``2i``
+while a 2x2 up-convolution writes it to pixels ``2i, 2i + 1``: a quarter-cell shift per level that
+the decoder's 3x3 convolutions learn to absorb (as in other ResNet U-Nets); the plain U-Net has no
+such shift.
 """
 
 from __future__ import annotations
@@ -32,10 +35,11 @@ from pixelwise.models.backbones import Backbone, build_backbone
 from pixelwise.models.geometry import Geometry, geometry_of
 from pixelwise.models.layers import centre_crop, crop, reflect_indices
 from pixelwise.models.registry import check_choice, check_int, register
+from pixelwise.models.weights import check_pretrained
 
 UP_MODES = ("transpose", "bilinear")
 PADDINGS = ("same", "valid")
-ENCODERS = (None, "resnet18", "resnet34", "resnet50")
+DECODER_STRIDES = (16, 8, 4, 2, 1)  # the expanding path's levels below an encoder's stride 32
 
 
 def conv_block(
@@ -135,11 +139,12 @@ class UNet(nn.Module):
         return self.head(x)
 
 
-class ResNetUNet(nn.Module):
-    """U-Net expanding path on a ResNet encoder: ``(N, C, H, W)`` -> ``(N, num_classes, H, W)``.
+class EncoderUNet(nn.Module):
+    """U-Net expanding path on an encoder: ``(N, C, H, W)`` -> ``(N, num_classes, H, W)``.
 
-    ``widths`` are the decoder's widths at the encoder's skip strides (16, 8, 4, 2) and at full
-    resolution, where no encoder map is concatenated: :func:`resnet_unet_widths`.
+    ``widths`` are the decoder's widths at strides 16, 8, 4, 2 and at full resolution, where no
+    encoder map is concatenated (:func:`encoder_unet_widths`); each level concatenates the
+    encoder's map at its stride when the encoder has one.
     """
 
     def __init__(
@@ -154,14 +159,15 @@ class ResNetUNet(nn.Module):
         self.encoder = encoder
         self.output_stride = 1
         self.geometry = Geometry(align=encoder.total_stride)
-        *skips, bottom = encoder.stages
-        self.skip_names = [stage.name for stage in reversed(skips)]
+        bottom = encoder.stage(32)
+        skips = {stage.stride: stage for stage in encoder.stages if stage.stride < 32}
         self.bottom_name = bottom.name
+        self.skip_names = [skips[s].name if s in skips else None for s in DECODER_STRIDES]
         self.up = nn.ModuleList(
             up_block(cin, cout, up_mode)
             for cin, cout in zip([bottom.channels, *widths[:-1]], widths, strict=True)
         )
-        skip_channels = [stage.channels for stage in reversed(skips)] + [0]
+        skip_channels = [skips[s].channels if s in skips else 0 for s in DECODER_STRIDES]
         self.decode = nn.ModuleList(
             conv_block(width + skip, width, 1, batch_norm)
             for width, skip in zip(widths, skip_channels, strict=True)
@@ -172,13 +178,16 @@ class ResNetUNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         height, width = x.shape[-2:]
         features = self.encoder(x)
-        skips = [features[name] for name in self.skip_names]
-        sizes = [skip.shape[-2:] for skip in skips] + [(height, width)]
         x = features[self.bottom_name]
-        for level, (up, decode) in enumerate(zip(self.up, self.decode, strict=True)):
-            x = crop(up(x), 0, 0, *sizes[level])  # ceil-size maps: crop the far end
-            if level < len(skips):
-                x = torch.cat([skips[level], x], dim=1)
+        levels = zip(DECODER_STRIDES, self.skip_names, self.up, self.decode, strict=True)
+        for stride, name, up, decode in levels:
+            x = up(x)  # cells 2i, 2i + 1 of cell i: maps agree from the top-left, crop the far end
+            if name is None:
+                x = crop(x, 0, 0, -(-height // stride), -(-width // stride))
+            else:  # ceil-size maps: the skip is the smaller; round-down (padded) maps: x may be
+                skip = features[name]
+                h, w = min(x.shape[-2], skip.shape[-2]), min(x.shape[-1], skip.shape[-1])
+                x = torch.cat([crop(skip, 0, 0, h, w), crop(x, 0, 0, h, w)], dim=1)
             x = decode(x)
         return self.head(x)
 
@@ -187,17 +196,16 @@ class ResNetUNet(nn.Module):
 SMP_DECODER_CHANNELS = (256, 128, 64, 32, 16)
 
 
-def resnet_unet_widths(
-    encoder: Backbone, base_channels: int, decoder_channels: Sequence[int] | None
+def encoder_unet_widths(
+    base_channels: int, decoder_channels: Sequence[int] | None
 ) -> tuple[int, ...]:
-    """Decoder widths of the encoder U-Net, one per encoder skip (strides 16, 8, 4, 2 for a
-    ResNet) and one at full resolution.
+    """Decoder widths of the encoder U-Net, one per decoder stride (16, 8, 4, 2, 1).
 
     ``decoder_channels`` when given; otherwise ``base_channels * stride / 2`` and then
     ``base_channels`` (512, 256, 128, 64, 64 at 64), the widths of every model saved before the
     option existed: checkpoints store only the options a config set, so this default stays.
     """
-    strides = [stage.stride for stage in reversed(encoder.stages[:-1])]
+    strides = DECODER_STRIDES[:-1]
     if decoder_channels is None:
         return (*(base_channels * stride // 2 for stride in strides), base_channels)
     if (not isinstance(decoder_channels, (list, tuple))
@@ -324,23 +332,28 @@ def unet(
     up_mode: str = "transpose",
     padding: str = "same",
     encoder: str | None = None,
-    pretrained_backbone: bool = False,
+    pretrained_backbone: bool | str = False,
 ) -> nn.Module:
     """U-Net; the paper's exact network is ``padding="valid", batch_norm=False`` (31.0M params
     for 2 classes at ``base_channels=64``, ``depth`` 4). Use ``base_channels`` 8-32 on a CPU.
 
     ``depth`` is the number of 2x poolings: 4 by default (paper), fixed at 5 with an ``encoder``
-    (resnet18 | resnet34 | resnet50; ``pretrained_backbone=True`` loads its ImageNet weights).
-    With an encoder, ``decoder_channels`` sets the five decoder widths (strides 16 ... 1); see
-    :func:`resnet_unet_widths`. :data:`SMP_DECODER_CHANNELS` costs less than half the default.
+    (resnet34, any torchvision classifier with stride-8/16/32 maps, or ``timm:NAME``;
+    ``pretrained_backbone=True`` loads its ImageNet weights, a path a local weights file). With an
+    encoder, ``decoder_channels`` sets the five decoder widths (strides 16 ... 1); see
+    :func:`encoder_unet_widths`. :data:`SMP_DECODER_CHANNELS` costs less than half the default.
     """
     check_int("in_channels", in_channels, minimum=1)
     check_int("base_channels", base_channels, minimum=1)
     check_choice("batch_norm", batch_norm, (True, False))
     check_choice("up_mode", up_mode, UP_MODES)
     check_choice("padding", padding, PADDINGS)
-    check_choice("encoder", encoder, ENCODERS)
-    check_choice("pretrained_backbone", pretrained_backbone, (True, False))
+    if not (encoder is None or isinstance(encoder, str)) or encoder == "vgg16":
+        raise ConfigError(
+            f"encoder must be None or a backbone name other than FCN's 'vgg16', got {encoder!r}; "
+            "try encoder='resnet34' or 'vgg16_bn'"
+        )
+    check_pretrained(pretrained_backbone)
     if encoder is None:
         if pretrained_backbone or decoder_channels is not None:
             raise ConfigError(
@@ -352,9 +365,9 @@ def unet(
         return UNet(num_classes, in_channels, base_channels, depth, batch_norm, up_mode, padding)
     if padding != "same" or depth not in (None, 5):
         raise ConfigError(
-            f"a ResNet encoder must have padding='same' and depth 5, got padding={padding!r}, "
+            f"an encoder must have padding='same' and depth 5, got padding={padding!r}, "
             f"depth={depth!r}; try leaving padding and depth unset"
         )
     backbone = build_backbone(encoder, in_channels=in_channels, pretrained=pretrained_backbone)
-    widths = resnet_unet_widths(backbone, base_channels, decoder_channels)
-    return ResNetUNet(backbone, num_classes, widths, batch_norm, up_mode)
+    widths = encoder_unet_widths(base_channels, decoder_channels)
+    return EncoderUNet(backbone, num_classes, widths, batch_norm, up_mode)
