@@ -18,7 +18,7 @@ from pixelwise.errors import CheckpointError, ConfigError, MissingExtraError, We
 from pixelwise.models import build
 from pixelwise.models.backbones import build_backbone, encoder_families
 from pixelwise.models.fcn import FCN
-from pixelwise.models.unet import EncoderUNet
+from pixelwise.models.unet import EncoderUNet, encoder_unet_widths
 
 SMALLEST = {family: names[0] for family, names in encoder_families().items()}
 SIZES = [(1, 1), (5, 7), (37, 70)]  # below the total stride, odd, not a multiple of 32
@@ -62,7 +62,7 @@ def backbone(family):
 
 def unet_head(backbone) -> EncoderUNet:
     torch.manual_seed(0)
-    return EncoderUNet(backbone, 3, base_channels=4, batch_norm=True, up_mode="transpose")
+    return EncoderUNet(backbone, 3, encoder_unet_widths(4, None), batch_norm=True, up_mode="transpose")
 
 
 def heads(backbone) -> dict[str, nn.Module]:
