@@ -68,7 +68,7 @@ def test_config_show_checks_what_it_shows(capsys):
     assert "try 'mean_iou'" in capsys.readouterr().err
 
 
-def test_models_says_which_backbones_have_imagenet_weights_and_which_are_cached(
+def test_models_points_to_the_encoder_list_which_says_which_weights_are_cached(
         monkeypatch, tmp_path, capsys):
     import pixelwise.models.summary as summary
     from pixelwise.models.weights import cached_weights_path
@@ -80,11 +80,12 @@ def test_models_says_which_backbones_have_imagenet_weights_and_which_are_cached(
     cached.parent.mkdir(parents=True)
     cached.write_bytes(b"")
     assert main(["models"]) == 0
-    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()
-             if line.startswith("  ")}
-    assert lines["resnet18"].endswith("cached") and "resnet18-f37072fd.pth" in lines["resnet18"]
-    for backbone in ("vgg16", "resnet34", "resnet50", "mobilenet_v3_large"):
-        assert lines[backbone].endswith("not cached: downloaded on first use")
+    assert capsys.readouterr().out.rstrip().endswith("pixelwise models --encoders [--filter STR]")
+    assert main(["models", "--encoders", "--filter", "resnet"]) == 0
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert " cached " in lines["resnet18"] and lines["resnet18"].endswith("resnet18-f37072fd.pth")
+    for backbone in ("resnet34", "resnet50"):
+        assert "not cached" in lines[backbone]
 
 
 @pytest.mark.parametrize("path", sorted(CONFIGS.glob("*.yaml")), ids=lambda p: p.name)
