@@ -251,3 +251,39 @@ def test_an_export_that_differs_on_another_size_is_redone_with_torch_export(monk
     x = torch.randn(1, 3, 75, 97)
     assert used == ["legacy", "dynamo"]
     torch.testing.assert_close(onnx(x), model(x), atol=1e-4, rtol=1e-4)
+
+
+class _BakedSize(nn.Module):
+    """Adds a constant of the traced size: its ONNX file cannot run at another size, as a traced
+    FCN-8s on MobileNetV3 could not (onnxruntime raised on a broadcast at 75x97)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x) + torch.zeros(1, 1, 64, 64)
+
+
+def test_an_export_onnxruntime_cannot_run_at_another_size_is_redone_with_torch_export(
+        monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    from pixelwise.inference.onnx import write_onnx
+
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path))  # no file of another test reused
+
+    torch.manual_seed(0)
+    model = nn.Conv2d(3, 2, 3, padding=1).eval()
+    used = []
+
+    def exporter_that_bakes_the_size_in(module, path, sample, exporter):
+        used.append(exporter)
+        baked = _BakedSize(module) if exporter == "legacy" else module
+        write_onnx(baked, path, sample, exporter="legacy")
+
+    monkeypatch.setattr(backends, "write_onnx", exporter_that_bakes_the_size_in)
+    onnx = build_backend("onnx", model, torch.device("cpu"), 3)
+    x = torch.randn(1, 3, 75, 97)
+    assert used == ["legacy", "dynamo"]
+    torch.testing.assert_close(onnx(x), model(x), atol=1e-4, rtol=1e-4)
+    assert not list(backends.cache_dir().glob("*.part.onnx"))
