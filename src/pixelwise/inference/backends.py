@@ -39,7 +39,7 @@ import torch
 from torch import Tensor, nn
 
 from pixelwise.device import bf16_supported
-from pixelwise.errors import ConfigError, MissingExtraError, import_extra
+from pixelwise.errors import CheckpointError, ConfigError, MissingExtraError, import_extra
 from pixelwise.inference.onnx import TOLERANCE, OnnxModule, write_onnx
 from pixelwise.models.geometry import geometry_of
 
@@ -266,12 +266,10 @@ def _export_difference(path: Path, model: nn.Module, check: Tensor) -> float:
     """Largest logit difference between the ONNX file and ``model`` on ``check``; infinite when
     onnxruntime cannot run the file at that size (a traced graph that baked the trace's sizes
     into a crop fails to broadcast there: FCN-8s on MobileNetV3 at 75x97 after a 64x64 trace)."""
-    from onnxruntime.capi.onnxruntime_pybind11_state import Fail, InvalidArgument
-
     try:
         with torch.inference_mode():
             return float((OnnxModule(path, threads=1)(check) - model(check)).abs().max())
-    except (Fail, InvalidArgument):
+    except CheckpointError:
         return math.inf
 
 

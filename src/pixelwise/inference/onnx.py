@@ -63,6 +63,7 @@ class OnnxModule(nn.Module):
             raise CheckpointError(f"ONNX model {path} must load in onnxruntime, got {error}; "
                                   "try exporting it again") from None
         self.path = path
+        self._run_errors = (state.Fail, state.InvalidArgument)  # what session.run raises
         self.input_name = self.session.get_inputs()[0].name
         meta = self.session.get_modelmeta().custom_metadata_map
         self.metadata: dict[str, Any] | None = (
@@ -72,7 +73,13 @@ class OnnxModule(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         """Logits of a float batch `(N, C, H, W)`, on `x`'s device."""
         array = x.detach().to("cpu", torch.float32).contiguous().numpy()
-        logits = self.session.run(None, {self.input_name: array})[0]
+        try:
+            logits = self.session.run(None, {self.input_name: array})[0]
+        except self._run_errors as error:  # e.g. a graph traced at one size
+            raise CheckpointError(
+                f"ONNX model {self.path} must run on a {tuple(x.shape)} input, got "
+                f"{str(error).splitlines()[0]}; try exporting it again with torch.export "
+                "(exporter='dynamo'), which keeps the input size free") from None
         return torch.from_numpy(logits).to(x.device)
 
 
