@@ -1,5 +1,6 @@
 import sys
 
+import pytest
 import torch
 
 from pixelwise.models import describe_encoders, describe_models
@@ -42,3 +43,16 @@ def test_encoder_table_states_classifier_parameters_and_whether_weights_are_cach
     text = str(describe_encoders("resnet")).splitlines()
     assert text[0].split()[:2] == ["encoder", "family"]
     assert text[-1] == "timm:NAME encoders need pip install 'pixelwise[timm]'"
+
+
+def test_timm_parameters_are_counted_only_for_a_narrow_filter(monkeypatch):
+    timm = pytest.importorskip("timm")
+    import pixelwise.models.summary as summary
+
+    narrow = {row.name: row for row in describe_encoders("timm:resnet18d").rows}
+    built = timm.create_model("resnet18d")
+    assert narrow["timm:resnet18d"].parameters == sum(p.numel() for p in built.parameters())
+    monkeypatch.setattr(summary, "TIMM_COUNT_LIMIT", 0)  # every filter is now too broad
+    table = describe_encoders("timm:resnet18d")
+    assert table.rows[0].parameters is None and "narrow --filter" in table.note
+    assert str(table).splitlines()[1].split()[2] == "?"

@@ -113,6 +113,11 @@ class EncoderTable:
         return aligned(lines) + (f"\n{self.note}" if self.note else "")
 
 
+# Counting a timm model's parameters builds it (about 0.2 s on the meta device): a filter that
+# matches more names than this lists them without counts, saying so.
+TIMM_COUNT_LIMIT = 16
+
+
 def describe_encoders(contains: str = "") -> EncoderTable:
     """The torchvision encoder families' members whose name (or family) contains ``contains``
     (case-insensitive), and, when it is given and timm is installed, timm's architectures too
@@ -134,17 +139,28 @@ def describe_encoders(contains: str = "") -> EncoderTable:
     if not query:
         count = len(timm.list_models())
         return EncoderTable(rows, f"and {count} timm:NAME encoders: --filter timm:NAME lists them")
-    for name in timm.list_models(f"*{query.removeprefix(TIMM_PREFIX)}*"):
+    names = timm.list_models(f"*{query.removeprefix(TIMM_PREFIX)}*")
+    count = len(names) <= TIMM_COUNT_LIMIT
+    for name in names:
         files = timm_weights_files(name)
-        try:
-            with torch.device("meta"):
-                parameters = count_parameters(timm.create_model(name))
-        except (RuntimeError, NotImplementedError):  # a constructor that reads tensor values
-            parameters = None
+        parameters = timm_parameters(timm, name) if count else None
         cached = any(is_cached(path) for path in files)
         file = str(files[0]) if files else "-"
         rows.append(EncoderInfo(TIMM_PREFIX + name, "timm", parameters, file, cached))
-    return EncoderTable(rows)
+    note = "" if count else (f"timm parameters (?) are counted when at most {TIMM_COUNT_LIMIT} "
+                             f"timm names match (building each takes a while); this matched "
+                             f"{len(names)}: narrow --filter")
+    return EncoderTable(rows, note)
+
+
+def timm_parameters(timm: Any, name: str) -> int | None:
+    """Parameters of timm's ``name``, counted on the meta device (about 0.2 s a model here);
+    None for a constructor that reads tensor values."""
+    try:
+        with torch.device("meta"):
+            return count_parameters(timm.create_model(name))
+    except (RuntimeError, NotImplementedError):
+        return None
 
 
 def count_parameters(model: nn.Module) -> int:
