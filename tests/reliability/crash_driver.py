@@ -1,15 +1,17 @@
-"""Run `pixelwise train` in this process, optionally SIGKILL-ing itself in the middle of the
+"""Run `pixelwise train` in a child process, optionally SIGKILL-ing itself in the middle of the
 N-th write of one checkpoint file (half the bytes in the temporary file, nothing renamed yet).
 
     python crash_driver.py [--kill-at last.state.pt:2] -- <pixelwise train arguments>
 
-Used by test_crash_safety.py, which also kills it from outside at random moments. One thread,
-so that the floating-point sums, and hence the weights, are the same in every run.
+test_crash_safety.py forks `start` from its own process (torch already imported: a run costs
+training, not four seconds of imports) and also kills it from outside at random moments. One
+thread, so that the floating-point sums, and hence the weights, are the same in every run.
 """
 
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import signal
 import sys
@@ -46,13 +48,37 @@ def kill_during_write(name: str, number: int) -> None:
         module.atomic_write_bytes = write
 
 
+def run(kill_at: str, train_args: list[str]) -> int:
+    """``pixelwise train TRAIN_ARGS`` on one thread, dying at ``kill_at`` (``NAME:N``) if given."""
+    torch.set_num_threads(1)
+    if kill_at:
+        name, number = kill_at.split(":")
+        kill_during_write(name, int(number))
+    return main(["train", *train_args])
+
+
+def _child(kill_at: str, train_args: list[str], log: str) -> None:
+    """A forked child's whole life: its output to ``log``, then `run`; exits with its code."""
+    with open(log, "w", buffering=1) as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        code = run(kill_at, train_args)
+        stream.flush()
+    os._exit(code)
+
+
+def start(kill_at: str, train_args: list[str], log: Path) -> multiprocessing.Process:
+    """`run` in a child forked from this process (``exitcode`` -9 when SIGKILLed)."""
+    process = multiprocessing.get_context("fork").Process(
+        target=_child, args=(kill_at, train_args, str(log)))
+    process.start()
+    return process
+
+
 if __name__ == "__main__":
     parser = argparse.ArgumentParser()
     parser.add_argument("--kill-at", default="", metavar="NAME:N")
     parser.add_argument("train_args", nargs="+")
     args = parser.parse_args()
-    torch.set_num_threads(1)
-    if args.kill_at:
-        name, number = args.kill_at.split(":")
-        kill_during_write(name, int(number))
-    sys.exit(main(["train", *args.train_args]))
+    sys.exit(run(args.kill_at, args.train_args))

@@ -1,8 +1,8 @@
 """SIGKILL a training run at random moments and during checkpoint writes, resume until done:
 no checkpoint is ever corrupt, and the final weights equal an uninterrupted run's (issue 7).
 
-Every run is a subprocess of `crash_driver.py` (one CPU thread, deterministic kernels, same
-seed). Checkpoint writes per run: config.yaml, run.json, then per epoch last.safetensors,
+Every run is a child process forked by `crash_driver.start` (one CPU thread, deterministic
+kernels, same seed). Checkpoint writes per run: config.yaml, run.json, then per epoch last.safetensors,
 last.state.pt and, when validation improved, best.safetensors.
 """
 
@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import random
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
+import crash_driver
 import torch
 from sample_files import SYNTHETIC_CONFIG
 
@@ -22,15 +21,24 @@ from pixelwise.checkpoint import read_weights
 from pixelwise.engine.checkpoint import newest_whole, read_state
 from pixelwise.errors import CheckpointError
 
-DRIVER = Path(__file__).with_name("crash_driver.py")
 EPOCHS = 6
 
 
-def start(config: Path, run: Path, kill_at: str = "") -> subprocess.Popen:
+def start(config: Path, run: Path, kill_at: str = ""):
     resume = ["--resume", str(run)] if _whole_epoch(run) else []
-    argv = [sys.executable, str(DRIVER), "--kill-at", kill_at, "--",
-            str(config), f"train.out_dir={run}", *resume]
-    return subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    return crash_driver.start(kill_at, [str(config), f"train.out_dir={run}", *resume],
+                              log=run.with_name(f"{run.name}.log"))
+
+
+def finish(process, timeout: float = 120) -> int:
+    """The exit code of a started run (-9: SIGKILL); fails the test on a hung run."""
+    process.join(timeout)
+    assert process.exitcode is not None, "a training run hung"
+    return process.exitcode
+
+
+def log(run: Path) -> str:
+    return run.with_name(f"{run.name}.log").read_text()[-3000:]
 
 
 def _whole_epoch(run: Path) -> int:
@@ -55,7 +63,7 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
                       .replace("epochs: 1", f"epochs: {EPOCHS}\n  deterministic: true"))
     started = time.perf_counter()
     whole = start(config, tmp_path / "whole")
-    assert whole.wait(timeout=120) == 0, whole.stderr.read().decode()
+    assert finish(whole) == 0, log(tmp_path / "whole")
     duration = time.perf_counter() - started
 
     run, rng = tmp_path / "killed", random.Random(7)
@@ -71,18 +79,18 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
         if isinstance(kill, float):
             process = start(config, run)
             time.sleep(kill)
-            process.send_signal(signal.SIGKILL)
-            landed.append(process.wait() == -signal.SIGKILL)
+            process.kill()
+            landed.append(finish(process) == -signal.SIGKILL)
         else:
             process = start(config, run, kill_at=kill)
-            assert process.wait(timeout=120) == -signal.SIGKILL, process.stderr.read().decode()
+            assert finish(process) == -signal.SIGKILL, log(run)
         assert_no_corrupt_checkpoint(run)
         assert _whole_epoch(run) >= before, f"kill {kill} lost saved epochs"
     assert any(landed), "no random kill landed before its run finished"
 
     for _ in range(3):  # resume until done
         process = start(config, run)
-        assert process.wait(timeout=120) == 0, process.stderr.read().decode()
+        assert finish(process) == 0, log(run)
         if read_state(run / "last.state.pt")["epoch"] == EPOCHS:
             break
     assert_no_corrupt_checkpoint(run)
