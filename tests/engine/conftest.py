@@ -4,9 +4,17 @@
 
 from __future__ import annotations
 
+import logging
+import multiprocessing
 import os
+import shutil
+import socket
 import subprocess
 import sys
+import tempfile
+import time
+import traceback
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -64,6 +72,73 @@ def _torchrun_train(config: Path, *overrides: str) -> subprocess.CompletedProces
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
                "--standalone", "-m", "pixelwise", "train", str(config), *overrides]
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _rank_child(rank: int, world: int, port: int, argv: list[str], log: str,
+                before: Callable[[], None] | None) -> None:
+    """One forked rank: torchrun's environment, one thread, output to ``log``, then
+    ``pixelwise ARGV``; exits with its code (1 with the traceback on an uncaught exception)."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    code = 1
+    with open(log, "w", buffering=1) as stream:
+        os.dup2(stream.fileno(), 1)
+        os.dup2(stream.fileno(), 2)
+        sys.stdout = sys.stderr = stream
+        logging.getLogger().handlers.clear()  # the test's handlers write to the test's streams
+        try:
+            from pixelwise.cli import main
+
+            torch.set_num_threads(1)
+            if before is not None:
+                before()
+            code = main(argv)
+        except BaseException:  # noqa: BLE001 - the child reports everything, then exits
+            traceback.print_exc()
+        stream.flush()
+    os._exit(code)
+
+
+def fork_ranks(*args: str | Path, world: int = 2, before: Callable[[], None] | None = None,
+               timeout: float = 90) -> subprocess.CompletedProcess:
+    """``pixelwise ARGS`` as ``torchrun --standalone --nproc-per-node 2`` starts it, without
+    torchrun's agent and the workers' four seconds of imports each: ``world`` children forked from
+    this (warm) process, each with the RANK, LOCAL_RANK, WORLD_SIZE, MASTER_ADDR and MASTER_PORT
+    torchrun sets, one thread each. ``before`` runs in each child first (to plant a fault).
+    Returns the ranks' exit code (the first non-zero) and their output, rank 0's first."""
+    folder = Path(tempfile.mkdtemp(prefix="ranks-"))
+    argv, port = [str(arg) for arg in args], _free_port()
+    context = multiprocessing.get_context("fork")
+    children = [context.Process(target=_rank_child, args=(rank, world, port, argv,
+                                                          str(folder / f"rank{rank}.log"), before))
+                for rank in range(world)]
+    for child in children:
+        child.start()
+    deadline = time.monotonic() + timeout
+    for child in children:
+        child.join(max(0.0, deadline - time.monotonic()))
+    hung = [child for child in children if child.exitcode is None]
+    for child in hung:
+        child.kill()
+        child.join()
+    assert not hung, f"ranks still running after {timeout} s: {argv}"
+    output = "".join((folder / f"rank{rank}.log").read_text() for rank in range(world))
+    shutil.rmtree(folder)
+    codes = [child.exitcode for child in children]
+    return subprocess.CompletedProcess(argv, next((c for c in codes if c), 0), output, output)
+
+
+@pytest.fixture
+def two_ranks():
+    """Run ``pixelwise ARGS`` as two torchrun ranks (see fork_ranks); returns the finished
+    "process" (returncode, stdout and stderr: both the ranks' joined output)."""
+    return fork_ranks
 
 
 @pytest.fixture

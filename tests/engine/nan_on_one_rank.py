@@ -1,17 +1,13 @@
-"""``pixelwise`` whose training loss is NaN on rank 1 only, from its second batch on:
-``torchrun ... -m nan_on_one_rank train CONFIG ...`` (used by test_failures.py)."""
+"""A training loss that turns NaN on rank 1 only, from its second batch on: ``nan_on_rank_one()``
+run in each rank before ``pixelwise train`` (test_torchrun_jobs.py, through fork_ranks)."""
 
 from __future__ import annotations
 
 import os
-import sys
 
 import torch
 
 import pixelwise.losses
-from pixelwise.cli import main
-
-real_build = pixelwise.losses.build_loss
 
 
 class NanOnRankOne(torch.nn.Module):
@@ -25,5 +21,7 @@ class NanOnRankOne(torch.nn.Module):
         return value * float("nan") if os.environ["RANK"] == "1" and self.calls >= 2 else value
 
 
-pixelwise.losses.build_loss = lambda *args, **kwargs: NanOnRankOne(real_build(*args, **kwargs))
-sys.exit(main(sys.argv[1:]))
+def nan_on_rank_one() -> None:
+    """Wrap every loss ``pixelwise.losses.build_loss`` builds from now on in `NanOnRankOne`."""
+    real_build = pixelwise.losses.build_loss
+    pixelwise.losses.build_loss = lambda *args, **kwargs: NanOnRankOne(real_build(*args, **kwargs))

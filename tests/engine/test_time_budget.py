@@ -162,13 +162,12 @@ def test_resuming_a_spent_budget_trains_no_further(tiny_config, tmp_path, step_c
     assert "budget is already spent" in caplog.text and "train.time_budget" in caplog.text
 
 
-def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_path,
-                                                             torchrun_train):
+def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_path, two_ranks):
     # Each rank reads its own clock; had they decided alone, one would wait in a collective for
     # the other and the run would hang until the timeout.
     run = tmp_path / "run"
-    done = torchrun_train(tiny_config, f"train.out_dir={run}", "train.time_budget=3s",
-                          "data.options.n=7")
+    done = two_ranks("train", tiny_config, f"train.out_dir={run}", "train.time_budget=3s",
+                     "data.options.n=7")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((run / "run.json").read_text())["result"]
     assert result["stopped_by"] == "time_budget" and result["step"] >= 1
