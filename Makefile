@@ -18,8 +18,10 @@ $(VENV)/.installed: pyproject.toml
 demo: $(VENV)/.installed
 	$(VENV)/bin/pixelwise demo
 
+# One worker per core (pytest-xdist), one torch thread per worker: two torch processes with a
+# thread per core each would oversubscribe the cores.
 test: $(VENV)/.installed
-	$(PY) -m pytest -q
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto --dist worksteal
 
 lint: $(VENV)/.installed
 	$(VENV)/bin/ruff check src tests bench

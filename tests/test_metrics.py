@@ -192,7 +192,7 @@ def _reduce_worker(rank: int, init_file: str, results) -> None:
 
 
 def test_all_reduce_sums_counts_over_two_processes(tmp_path):
-    context = torch.multiprocessing.get_context("spawn")
+    context = torch.multiprocessing.get_context("fork")  # a warm copy of this process
     results = context.Manager().dict()
     processes = [
         context.Process(target=_reduce_worker, args=(rank, str(tmp_path / "init"), results))

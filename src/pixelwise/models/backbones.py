@@ -32,7 +32,7 @@ from torchvision.models.feature_extraction import create_feature_extractor
 
 from pixelwise.errors import ConfigError, MissingExtraError, WeightsNotFoundError
 from pixelwise.models.convolutionalize import convolutional_fc_layers
-from pixelwise.models.feature_graph import Grid, output_grids, read_stages
+from pixelwise.models.feature_graph import FeatureGraph, Grid, output_grids, read_stages
 from pixelwise.models.weights import (
     Pretrained,
     check_pretrained,
@@ -170,7 +170,7 @@ def torchvision_backbone(name: str, in_channels: int, pretrained: Pretrained) ->
     model = torchvision_classifier(name)
     if pretrained:
         load_into(model, classifier_state_dict(name, pretrained), name)
-    graph = read_stages(model, name)
+    graph = stages_of(name, model)
     conv_path = graph.first_conv
     conv = model.get_submodule(conv_path)
     if in_channels != 3:
@@ -185,6 +185,19 @@ def torchvision_backbone(name: str, in_channels: int, pretrained: Pretrained) ->
     )
     body = create_feature_extractor(model, return_nodes=[stage.name for stage in stages])
     return Backbone(body, stages, input_pad(graph.stages[-1].grid))
+
+
+# torchvision classifier name -> its FeatureGraph: the stage layout is the architecture's alone
+# (weights load before, in_channels is adapted after), and reading it (a trace and a probe pass)
+# took a third of each build.
+_GRAPHS: dict[str, FeatureGraph] = {}
+
+
+def stages_of(name: str, model: nn.Module) -> FeatureGraph:
+    """``read_stages`` of torchvision's classifier ``name`` (``model``), read once per process."""
+    if name not in _GRAPHS:
+        _GRAPHS[name] = read_stages(model, name)
+    return _GRAPHS[name]
 
 
 def encoder_families() -> dict[str, list[str]]:
