@@ -1,6 +1,8 @@
 """A tiny synthetic training setup shared by the engine tests (about a second per run).
 
-8 training images in batches of 4: two optimiser steps per epoch; 8 validation images."""
+8 training images in batches of 4: two optimiser steps per epoch; 8 validation images, loaded in
+the test process (loader worker processes, and their seeding under exact resume, are exercised
+by tests/reliability/test_crash_safety.py, whose runs use one)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ data:
   batch_size: 4
   val_batch_size: 8
   options: {n: 8, size: 32}
+  workers: 0  # loading in-process: forking a loader worker took a quarter of each tiny run
 optim:
   name: sgd
   lr: 0.05

@@ -23,6 +23,7 @@ data:
   batch_size: 4
   val_batch_size: 8
   options: {{n: 8, size: 32}}
+  workers: 0  # loading in-process: a loader worker's fork took a quarter of each tiny run
 train:
   epochs: 1
   device: cpu

@@ -60,7 +60,8 @@ def assert_no_corrupt_checkpoint(run: Path) -> None:
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(SYNTHETIC_CONFIG.format(out=tmp_path / "unused")
-                      .replace("epochs: 1", f"epochs: {EPOCHS}\n  deterministic: true"))
+                      .replace("epochs: 1", f"epochs: {EPOCHS}\n  deterministic: true")
+                      .replace("workers: 0", "workers: 1"))  # a loader worker, seeded on resume
     started = time.perf_counter()
     whole = start(config, tmp_path / "whole")
     assert finish(whole) == 0, log(tmp_path / "whole")
