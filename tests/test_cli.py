@@ -184,6 +184,7 @@ def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
     assert written["matrix"] == matrix.tolist()
 
 
+@pytest.mark.heavy
 def test_export_onnx_then_predict_with_the_onnx_file_matches_pytorch(trained, tmp_path, capsys):
     best = trained / "run" / "best.safetensors"
     onnx_file = tmp_path / "model.onnx"

@@ -72,6 +72,7 @@ def test_auto_falls_back_to_legacy_exporter(tmp_path):
     assert report.exporter == "legacy" and report.passed
 
 
+@pytest.mark.heavy
 def test_fcn8s_onnx_round_trip(tmp_path):
     # a light backbone; the dynamo exporter keeps FCN's crop arithmetic dynamic
     model = tiny("fcn8s", backbone="resnet18")

@@ -5,9 +5,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[2] / "bench" / "speed.py"
 
 
+@pytest.mark.heavy
 def test_quick_run_writes_every_figure_and_the_ratio_to_the_peer(tmp_path):
     out = tmp_path / "speed.json"
     # torchvision (a dependency) provides the peer, so this pair never needs smp.

@@ -5,9 +5,12 @@ from __future__ import annotations
 import csv
 import json
 
+import pytest
+
 from pixelwise.cli import main
 
 
+@pytest.mark.heavy
 def test_two_process_run_writes_once_and_scores_the_whole_validation_set(tiny_config, tmp_path,
                                                                         torchrun_train):
     run = tmp_path / "run"

@@ -25,6 +25,7 @@ def load_bench():
     return module
 
 
+@pytest.mark.heavy
 def test_a_short_batch_norm_run_validates_near_its_training_accuracy(tmp_path, capsys):
     # Measured: 16 % with the running statistics after 8 steps, 90 % recomputed, 88 % without
     # batch norm (python bench/batch_norm_short_runs.py).

@@ -155,6 +155,7 @@ def test_progress_bars_are_off_when_stderr_is_not_a_terminal(tiny_checkpoint, tm
     assert "tiles of a 1030x40 image" in err and "predict" in err
 
 
+@pytest.mark.heavy
 def test_a_killed_job_run_again_redoes_only_what_was_not_finished(tiny_checkpoint, images,
                                                                   tmp_path, capsys):
     out, whole = tmp_path / "out", tmp_path / "whole"

@@ -43,6 +43,7 @@ def run(tiny_config, out, amp: str, monkeypatch) -> tuple[list[float], dict, set
     return losses, result["scores"], dtypes
 
 
+@pytest.mark.heavy
 def test_bf16_training_on_cpu_tracks_fp32(tiny_config, tmp_path, monkeypatch):
     fp32_losses, fp32, fp32_dtypes = run(tiny_config, tmp_path / "fp32", "false", monkeypatch)
     bf16_losses, bf16, bf16_dtypes = run(tiny_config, tmp_path / "bf16", "bf16", monkeypatch)

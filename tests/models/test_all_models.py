@@ -84,7 +84,8 @@ def test_logits_have_the_declared_size_at_odd_sizes(case, train):
     # same-size models at the odd sizes themselves, valid ones at the nearest size they accept
     model = meta_model(case).train(train)
     geometry = model.geometry
-    for size in ODD_SIZES:
+    # eval mode at every size; train mode, which changes no geometry, only has to agree at two
+    for size in ODD_SIZES[1::2] if train else ODD_SIZES:
         height, width = (geometry.nearest_input_size(s) for s in size)
         expected = (2, 3, geometry.output_size(height), geometry.output_size(width))
         assert model(torch.empty(2, 2, height, width, device="meta")).shape == expected, size

@@ -50,6 +50,7 @@ def test_weights_in_the_cache_are_loaded_without_network(offline_hub):
         torch.testing.assert_close(loaded[key], saved[key])
 
 
+@pytest.mark.heavy
 def test_pretrained_vgg16_gets_fc6_fc7_from_the_imagenet_classifier(monkeypatch):
     torch.manual_seed(0)
     vgg = torchvision.models.vgg16()

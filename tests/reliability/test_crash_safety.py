@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import crash_driver
+import pytest
 import torch
 from sample_files import SYNTHETIC_CONFIG
 
@@ -57,6 +58,7 @@ def assert_no_corrupt_checkpoint(run: Path) -> None:
         read_state(path)
 
 
+@pytest.mark.heavy
 def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path):
     config = tmp_path / "c.yaml"
     config.write_text(SYNTHETIC_CONFIG.format(out=tmp_path / "unused")
