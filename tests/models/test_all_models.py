@@ -98,7 +98,7 @@ def test_models_accept_exactly_the_declared_sizes(case):
     geometry = model.geometry
     sizes = range(geometry.smallest_input - 3, geometry.smallest_input + 2 * geometry.align)
     if geometry.same_size:  # a sample of that window (each size is a forward pass)
-        sizes = (1, 2, 3, geometry.align - 1, geometry.align + 1)
+        sizes = (1, 2, geometry.align + 1)
     for size in sizes:
         x = torch.empty(1, 2, size, geometry.smallest_input, device="meta")
         if geometry.accepts(size):
