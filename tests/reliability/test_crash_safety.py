@@ -73,9 +73,10 @@ def test_sigkill_at_random_points_then_resume_equals_uninterrupted_run(tmp_path)
     # From inside, in the middle of writing: the second state file of a fresh run (leaving new
     # weights beside the old state: it resumes from `previous`), the first state file of that
     # resumed run (it must not rotate the mismatched `last` pair over the good `previous`), the
-    # second weights file of the next; then twice from outside at random moments.
+    # second weights file of the next; then twice from outside at random moments, early enough
+    # (a tenth to a third of a whole run) to land in the half of the run that is left by then.
     kills = ["last.state.pt:2", "last.state.pt:1", "last.safetensors:2",
-             rng.uniform(0.4, 0.8) * duration, rng.uniform(0.4, 0.8) * duration]
+             rng.uniform(0.1, 0.35) * duration, rng.uniform(0.1, 0.35) * duration]
     landed = []
     for kill in kills:
         before = _whole_epoch(run)
