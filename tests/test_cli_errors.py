@@ -92,6 +92,8 @@ MISTAKES = [
     (["data", "check", "{tmp}"], "the following arguments are required: --dataset"),
     (["predict", "{run}/best.safetensors", "x.png", "--out", "o", "--format", "jpeg"],
      "invalid choice: 'jpeg'"),
+    (["train", "{config}", "optim.loss=unet_weighted_ce", "optim.loss_options.w=3"],
+     "options of loss 'unet_weighted_ce' must be among ['sigma', 'w0']"),
 ]
 
 

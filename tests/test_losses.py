@@ -11,6 +11,7 @@ from pixelwise.losses import (
     LOSSES,
     build_loss,
     instances_from_classes,
+    loss_options,
     unet_border_weights,
     unet_weight_map,
 )
@@ -91,7 +92,7 @@ def test_target_outside_the_classes_raises_data_error():
 
 
 def test_unknown_loss_and_wrong_weights_raise_config_error():
-    with pytest.raises(ConfigError, match="loss must be one of ce, dice"):
+    with pytest.raises(ConfigError, match=r"optim.loss must be one of \['ce', 'dice'"):
         build_loss("hinge", 3)
     with pytest.raises(ConfigError, match="class_weights must be 3"):
         build_loss("ce", 3, class_weights=[1.0, 2.0])
@@ -164,3 +165,33 @@ def test_unet_weighted_ce_weights_pixels_by_the_weight_map():
     gap_wrong[0, :, 0, 1] = gap_wrong[0, :, 0, 1].flip(0)
     corner_wrong[0, :, 0, 8] = corner_wrong[0, :, 0, 8].flip(0)
     assert float(loss(gap_wrong, target)) > 2 * float(loss(corner_wrong, target))
+
+
+def test_unet_weighted_ce_takes_w0_and_sigma_as_loss_options():
+    # Two one-pixel cells at 0 and 2: background pixel x has border weight w0 exp(-(d1 + d2)^2
+    # / (2 sigma^2)) with (d1, d2) = (1, 1), (1, 3), (2, 4) at x = 1, 3, 4, by hand; the loss is
+    # the weighted mean of the per-pixel cross-entropies.
+    target = torch.tensor([[[1, 0, 1, 0, 0]]])
+    logits = torch.tensor([[[[0.0, 1.0, 0.0, 2.0, -1.0]], [[1.0, 0.0, 3.0, 0.0, 0.5]]]])
+    per_pixel = torch.nn.functional.cross_entropy(logits, target, reduction="none").flatten()
+    for w0, sigma in ((3.0, 2.0), (0.0, 5.0)):
+        weights = torch.ones(5, dtype=torch.float64)
+        for x, gap in ((1, 2), (3, 4), (4, 6)):
+            weights[x] += w0 * math.exp(-(gap**2) / (2 * sigma**2))
+        expected = float((weights * per_pixel.double()).sum() / weights.sum())
+        loss = build_loss("unet_weighted_ce", 2, w0=w0, sigma=sigma)
+        assert float(loss(logits, target)) == pytest.approx(expected, rel=1e-5)
+    assert loss_options("unet_weighted_ce") == {"w0": 10.0, "sigma": 5.0}  # the paper's
+    assert loss_options("ce") == {}
+
+
+@pytest.mark.parametrize(("name", "options", "message"), [
+    ("unet_weighted_ce", {"w": 3}, r"must be among \['sigma', 'w0'\], got unknown \['w'\]; try 'w0'"),
+    ("ce", {"w0": 3}, r"options of loss 'ce' must be among \[\]"),
+    ("unet_weighted_ce", {"w0": -1}, "optim.loss_options.w0 must be a finite number >= 0, got -1"),
+    ("unet_weighted_ce", {"sigma": 0}, "optim.loss_options.sigma must be a finite number > 0"),
+])
+def test_wrong_loss_options_are_one_config_error(name, options, message):
+    with pytest.raises(ConfigError, match=message):
+        build_loss(name, 2, **options)
+

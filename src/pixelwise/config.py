@@ -80,6 +80,8 @@ class OptimConfig:
     poly_power: float = 0.9
     warmup_steps: int = 0  # linear warm-up from 0 to lr
     loss: str = "ce"  # ce | dice | ce_dice | focal | unet_weighted_ce (pixelwise.losses)
+    # the loss's own options, e.g. {w0: 10, sigma: 5} for unet_weighted_ce (U-Net §3's weight map)
+    loss_options: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -276,12 +278,14 @@ def check_names(config: Config) -> None:
     from pixelwise.data import check_request
     from pixelwise.data.transforms import augment_options
     from pixelwise.device import check_device_name
-    from pixelwise.losses import LOSSES
+    from pixelwise.losses import LOSS_SPELLING, LOSSES, loss_options
     from pixelwise.metrics import SCALAR_SCORES
     from pixelwise.models import model_options
 
     check_choice("train.metric", config.train.metric, SCALAR_SCORES)
     check_choice("optim.loss", config.optim.loss, LOSSES)
+    check_options(f"loss {config.optim.loss!r}", config.optim.loss_options,
+                  loss_options(config.optim.loss), LOSS_SPELLING)
     check_device_name(config.train.device, "train.device={value}")
     check_request(config.data.dataset, config.data.root, config.data.options,
                   Spelling("data.options.{name}={value}", "data.root={value}"))

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,8 +25,7 @@ from torch import nn
 
 from pixelwise.errors import ConfigError
 from pixelwise.labels import check_labels
-
-LOSSES = ("ce", "dice", "ce_dice", "focal", "unet_weighted_ce")
+from pixelwise.options import Spelling, check_choice, check_options, check_real, signature_options
 
 
 def build_loss(
@@ -33,25 +33,26 @@ def build_loss(
     num_classes: int,
     ignore_index: int = 255,
     class_weights: Sequence[float] | torch.Tensor | None = None,
+    **options: Any,
 ) -> nn.Module:
     """The loss called `name` (one of `LOSSES`) for `num_classes` classes.
 
     `class_weights` gives one weight per class (None: all 1). The `auto` setting of the
     configuration is resolved by the caller with `check_dataset(dataset).class_weights`
     (`pixelwise.data.checks`: SegNet's median-frequency weights from a scan of the data).
+    `options` are the loss's own keywords (`optim.loss_options`), e.g. `w0=3` for
+    `unet_weighted_ce`; see `loss_options`.
     """
     weights = _class_weight_tensor(class_weights, num_classes)
-    if name == "ce":
-        return CrossEntropyLoss(num_classes, ignore_index, weights)
-    if name == "dice":
-        return DiceLoss(num_classes, ignore_index, weights)
-    if name == "ce_dice":
-        return CEDiceLoss(num_classes, ignore_index, weights)
-    if name == "focal":
-        return FocalLoss(num_classes, ignore_index, weights)
-    if name == "unet_weighted_ce":
-        return UNetWeightedCELoss(num_classes, ignore_index, weights)
-    raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {name!r}; try 'ce'")
+    check_options(f"loss {name!r}", options, loss_options(name), LOSS_SPELLING)
+    return LOSS_CLASSES[name](num_classes, ignore_index, weights, **options)
+
+
+def loss_options(name: str) -> dict[str, Any]:
+    """The keyword options loss `name` takes, with their defaults (`{}`: none)."""
+    check_choice("optim.loss", name, LOSSES)
+    return signature_options(LOSS_CLASSES[name].__init__,
+                             exclude={"self", "num_classes", "ignore_index", "class_weights"})
 
 
 def _class_weight_tensor(
@@ -171,7 +172,9 @@ class UNetWeightedCELoss(_SegmentationLoss):
         sigma: float = 5.0,
     ) -> None:
         super().__init__(num_classes, ignore_index, class_weights)
-        self.w0, self.sigma = w0, sigma
+        check_real("optim.loss_options.w0", w0, minimum=0.0)
+        check_real("optim.loss_options.sigma", sigma, minimum=0.0, inclusive=False)
+        self.w0, self.sigma = float(w0), float(sigma)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = self._valid(logits, target)
@@ -252,3 +255,14 @@ def unet_weight_map(
     class_term = np.where(foreground, class_weights[1], class_weights[0]).astype(np.float32)
     return class_term + unet_border_weights(instances, w0, sigma)
 
+
+# The loss class of each name in LOSSES; their own keywords are the loss options.
+LOSS_CLASSES: dict[str, type[_SegmentationLoss]] = {
+    "ce": CrossEntropyLoss,
+    "dice": DiceLoss,
+    "ce_dice": CEDiceLoss,
+    "focal": FocalLoss,
+    "unet_weighted_ce": UNetWeightedCELoss,
+}
+LOSSES = tuple(LOSS_CLASSES)
+LOSS_SPELLING = Spelling("optim.loss_options.{name}={value}")

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import difflib
 import inspect
+import math
 import numbers
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass
@@ -111,6 +112,16 @@ def check_int(option: str, value: Any, minimum: int) -> None:
     ``minimum``."""
     if not is_integer(value) or value < minimum:
         raise ConfigError(f"{option} must be an integer >= {minimum}, got {value!r}")
+
+
+def check_real(option: str, value: Any, minimum: float, inclusive: bool = True) -> None:
+    """Raise ConfigError unless ``value`` is a finite real number (not a bool) of at least
+    ``minimum`` (above it when not ``inclusive``)."""
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < minimum or \
+            (not inclusive and value == minimum):
+        bound = ">=" if inclusive else ">"
+        raise ConfigError(f"{option} must be a finite number {bound} {minimum:g}, got {value!r}")
 
 
 def is_integer(value: Any) -> bool:

@@ -424,7 +424,8 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     memory_format = torch.channels_last if tc.channels_last else torch.contiguous_format
     model.to(device=device, memory_format=memory_format)
     weights = class_weights_for(config.data, meta.num_classes, train_set)
-    loss_fn = build_loss(config.optim.loss, meta.num_classes, meta.ignore_index, weights)
+    loss_fn = build_loss(config.optim.loss, meta.num_classes, meta.ignore_index, weights,
+                         **config.optim.loss_options)
     loss_fn = loss_fn.to(device)
     optimizer = build_optimizer(model, config.optim)
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
