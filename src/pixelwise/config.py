@@ -105,6 +105,7 @@ class TrainConfig:
     out_dir: str = "runs/exp"  # checkpoints, config.yaml, run.json, metrics.csv
     overwrite: bool = False  # a new run may delete an earlier run's checkpoints in out_dir
     progress: bool = True  # tqdm progress bars
+    figures: bool = True  # redraw training_curves.png beside metrics.csv at each validation
     precise_bn: str = "auto"  # recompute batch-norm statistics over training batches before
     # validating: auto (while running statistics have not settled: a short run), always, never
 

@@ -35,7 +35,7 @@ def test_train_redraws_training_curves_beside_metrics_csv_at_each_validation(
         tiny_config, tmp_path, drawn):
     run = tmp_path / "run"
     assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.epochs=3",
-                 "train.val_every=2"]) == 0
+                 "train.val_every=2", "train.figures=true"]) == 0
     curves = [args for name, args in drawn if name == "training_curves_png"]
     assert curves == [(run / "metrics.csv", run / "training_curves.png")] * 2  # epochs 2 and 3
     assert (run / "training_curves.png").read_bytes().startswith(PNG)
@@ -76,3 +76,10 @@ def test_evaluate_without_tta_keeps_the_plain_folder(best, drawn):
     metrics = json.loads((best.parent / "eval-val" / "metrics.json").read_text())
     assert metrics["evaluated"]["tta"] == {"flips": [], "scales": [1.0]}
     assert drawn[-1][1][-1] == "best.safetensors on synthetic/val, no TTA"
+
+
+def test_train_figures_false_draws_no_curves(tiny_config, tmp_path, drawn):
+    run = tmp_path / "run"
+    assert main(["train", str(tiny_config), f"train.out_dir={run}", "train.figures=false"]) == 0
+    assert not drawn and not (run / "training_curves.png").exists()
+    assert (run / "metrics.csv").exists()

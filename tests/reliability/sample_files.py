@@ -28,6 +28,7 @@ train:
   epochs: 1
   device: cpu
   progress: false
+  figures: false  # no training_curves.png (a fifth of a tiny run; tests/engine/test_run_figures)
   out_dir: {out}
 """
 

@@ -343,10 +343,10 @@ def epoch_label(run: TrainingRun, epoch: int) -> str:
 
 def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
     """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row (and, when validated,
-    ``training_curves.png``), the ``last`` checkpoint pair (rotating the one before to
+    ``training_curves.png`` unless ``train.figures`` is off), the ``last`` checkpoint pair (rotating the one before to
     ``previous``) and, when improved, ``best``."""
     append_csv(run.run_dir / "metrics.csv", row)
-    if "mean_iou" in row:  # a validation epoch: redraw the curves beside metrics.csv
+    if "mean_iou" in row and run.config.train.figures:  # validated: redraw beside metrics.csv
         from pixelwise.plots import training_curves_png
 
         training_curves_png(run.run_dir / "metrics.csv", run.run_dir / "training_curves.png")
