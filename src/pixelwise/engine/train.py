@@ -343,8 +343,8 @@ def epoch_label(run: TrainingRun, epoch: int) -> str:
 
 def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
     """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row (and, when validated,
-    ``training_curves.png`` unless ``train.figures`` is off), the ``last`` checkpoint pair (rotating the one before to
-    ``previous``) and, when improved, ``best``."""
+    ``training_curves.png`` unless ``train.figures`` is off), the ``last`` checkpoint pair
+    (rotating the one before to ``previous``) and, when improved, ``best``."""
     append_csv(run.run_dir / "metrics.csv", row)
     if "mean_iou" in row and run.config.train.figures:  # validated: redraw beside metrics.csv
         from pixelwise.plots import training_curves_png
