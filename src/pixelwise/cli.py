@@ -172,6 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("checkpoint", help="a .safetensors file written by train")
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
+    export.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
+                        help="ONNX exporter: torch.export (dynamo), TorchScript tracing (legacy), "
+                             "or dynamo falling back to legacy (auto, default)")
     export.set_defaults(run=run_export)
 
     models = commands.add_parser("models", help="list the models with parameter counts")
@@ -359,7 +362,8 @@ def run_serve(args: argparse.Namespace) -> int:
 def run_export(args: argparse.Namespace) -> int:
     from pixelwise.export import export_checkpoint
 
-    report = export_checkpoint(args.checkpoint, args.out, args.format)
+    options = {"exporter": args.exporter} if args.format == "onnx" else {}
+    report = export_checkpoint(args.checkpoint, args.out, args.format, **options)
     print(report)
     if not report.passed:
         raise PixelwiseError(

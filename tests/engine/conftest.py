@@ -6,8 +6,6 @@ by tests/reliability/test_crash_safety.py, whose runs use one)."""
 
 from __future__ import annotations
 
-import logging
-import multiprocessing
 import os
 import shutil
 import socket
@@ -15,10 +13,10 @@ import subprocess
 import sys
 import tempfile
 import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
 
+import forked
 import pytest
 import torch
 
@@ -84,29 +82,12 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _rank_child(rank: int, world: int, port: int, argv: list[str], log: str,
-                before: Callable[[], None] | None) -> None:
-    """One forked rank: torchrun's environment, one thread, output to ``log``, then
-    ``pixelwise ARGV``; exits with its code (1 with the traceback on an uncaught exception)."""
-    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
-                      LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    code = 1
-    with open(log, "w", buffering=1) as stream:
-        os.dup2(stream.fileno(), 1)
-        os.dup2(stream.fileno(), 2)
-        sys.stdout = sys.stderr = stream
-        logging.getLogger().handlers.clear()  # the test's handlers write to the test's streams
-        try:
-            from pixelwise.cli import main
+def _rank(before: Callable[[], None] | None, argv: list[str]) -> int:
+    from pixelwise.cli import main
 
-            torch.set_num_threads(1)
-            if before is not None:
-                before()
-            code = main(argv)
-        except BaseException:  # noqa: BLE001 - the child reports everything, then exits
-            traceback.print_exc()
-        stream.flush()
-    os._exit(code)
+    if before is not None:
+        before()
+    return main(argv)
 
 
 def fork_ranks(*args: str | Path, world: int = 2, before: Callable[[], None] | None = None,
@@ -118,23 +99,15 @@ def fork_ranks(*args: str | Path, world: int = 2, before: Callable[[], None] | N
     Returns the ranks' exit code (the first non-zero) and their output, rank 0's first."""
     folder = Path(tempfile.mkdtemp(prefix="ranks-"))
     argv, port = [str(arg) for arg in args], _free_port()
-    context = multiprocessing.get_context("fork")
-    children = [context.Process(target=_rank_child, args=(rank, world, port, argv,
-                                                          str(folder / f"rank{rank}.log"), before))
-                for rank in range(world)]
-    for child in children:
-        child.start()
+    children = [forked.start(_rank, before, argv, log=folder / f"rank{rank}.log", env={
+        "RANK": str(rank), "LOCAL_RANK": str(rank), "WORLD_SIZE": str(world),
+        "LOCAL_WORLD_SIZE": str(world), "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port)})
+        for rank in range(world)]
     deadline = time.monotonic() + timeout
-    for child in children:
-        child.join(max(0.0, deadline - time.monotonic()))
-    hung = [child for child in children if child.exitcode is None]
-    for child in hung:
-        child.kill()
-        child.join()
-    assert not hung, f"ranks still running after {timeout} s: {argv}"
+    codes = [forked.wait(child, max(0.0, deadline - time.monotonic())) for child in children]
+    assert None not in codes, f"ranks still running after {timeout} s: {argv}"
     output = "".join((folder / f"rank{rank}.log").read_text() for rank in range(world))
     shutil.rmtree(folder)
-    codes = [child.exitcode for child in children]
     return subprocess.CompletedProcess(argv, next((c for c in codes if c), 0), output, output)
 
 

@@ -7,12 +7,11 @@ Used by test_predict_job.py to check that a re-run redoes that image and nothing
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import signal
 from collections.abc import Sequence
 
-import torch
+import forked
 
 import pixelwise.outputs as outputs
 from pixelwise.cli import main
@@ -33,23 +32,12 @@ def _die_at(kill_at: int) -> None:
     outputs.write_prediction = write_then_die
 
 
-def _child(kill_at: int, argv: list[str]) -> None:
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    os.dup2(devnull, 1)
-    os.dup2(devnull, 2)
-    torch.set_num_threads(1)
+def _run(kill_at: int, argv: list[str]) -> int:
     _die_at(kill_at)
-    os._exit(main(argv))
+    return main(argv)
 
 
 def killed_at(kill_at: int, argv: Sequence[str], timeout: float = 120) -> int | None:
     """Run ``pixelwise ARGV`` in a forked child dying at image ``kill_at``; its exit code (-9
     when it died there; None if it hung past ``timeout`` seconds, then it is killed)."""
-    child = multiprocessing.get_context("fork").Process(target=_child, args=(kill_at, list(argv)))
-    child.start()
-    child.join(timeout)
-    if child.exitcode is None:
-        child.kill()
-        child.join()
-        return None
-    return child.exitcode
+    return forked.wait(forked.start(_run, kill_at, list(argv)), timeout)

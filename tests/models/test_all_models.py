@@ -45,13 +45,31 @@ def case_id(case: tuple[str, dict]) -> str:
 CASES = cases()
 
 
+def shape_cases() -> list[tuple[str, dict]]:
+    """The cases whose sizes are checked on the meta device: FCN-8s (which taps every stage) on
+    every backbone, each other model on its own layers, VGG16 (the pad-100 path) and a ResNet,
+    U-Net on a basic-block and a bottleneck encoder.
+
+    A backbone's stage strides are checked against real output shapes in test_backbones, and
+    the heads are the same code on every backbone, so the omitted pairs (FCN-16s / 32s on
+    ResNet-34, ResNet-50 and MobileNetV3, U-Net on ResNet-34) repeat what is here; each meta
+    forward costs 0.1-0.3 s of Python dispatch.
+    """
+    return [c for c in CASES if c[0] == "fcn8s"
+            or (c[1].get("backbone") in (None, "vgg16", "resnet18")
+                and c[1].get("encoder") in (None, "resnet18", "resnet50"))]
+
+
+SHAPE_CASES = shape_cases()
+
+
 def compute_cases() -> list[tuple[str, dict]]:
     """Every model, backbone and encoder at least once, cheaply: each name with its own layers
     or resnet18, every other backbone under FCN-8s (which has every head layer), and U-Net on a
     resnet18 encoder (the other encoders are the same code, shape-checked above).
 
     Real passes cost seconds each on a shared CPU (VGG16 pads its input by 100 pixels, so a 13x21
-    image costs as much as a 213x221 one); the meta-device test covers every case for shapes.
+    image costs as much as a 213x221 one); the meta-device tests cover the shapes.
     """
     chosen = [
         next(c for c in CASES if c[0] == name and c[1].get("backbone") in ("resnet18", None))
@@ -78,20 +96,20 @@ def _meta_model(key: str) -> torch.nn.Module:
         return build(name, 3, **options)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SHAPE_CASES, ids=case_id)
 @pytest.mark.parametrize("train", [False, True], ids=["eval", "train"])
 def test_logits_have_the_declared_size_at_odd_sizes(case, train):
     # same-size models at the odd sizes themselves, valid ones at the nearest size they accept
     model = meta_model(case).train(train)
     geometry = model.geometry
-    # eval mode at every size; train mode, which changes no geometry, only has to agree at two
-    for size in ODD_SIZES[1::2] if train else ODD_SIZES:
+    # eval mode at every size; train mode, which changes no geometry, only has to agree at one
+    for size in ODD_SIZES[-1:] if train else ODD_SIZES:
         height, width = (geometry.nearest_input_size(s) for s in size)
         expected = (2, 3, geometry.output_size(height), geometry.output_size(width))
         assert model(torch.empty(2, 2, height, width, device="meta")).shape == expected, size
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SHAPE_CASES, ids=case_id)
 def test_models_accept_exactly_the_declared_sizes(case):
     # valid models: only smallest_input + k * align; same-size ones: every size from 1 up
     model = meta_model(case).eval()  # one 1-pixel-wide image: batch norm needs eval mode
@@ -108,7 +126,7 @@ def test_models_accept_exactly_the_declared_sizes(case):
                 model(x)
 
 
-@pytest.mark.parametrize("case", CASES, ids=case_id)
+@pytest.mark.parametrize("case", SHAPE_CASES, ids=case_id)
 def test_declared_alignment_is_the_total_downsampling(case):
     # A map of stride r gains 8 * align / r cells when the input gains 8 * align pixels, so the
     # coarsest map of the whole network gains exactly 8 cells when align is its stride (globally

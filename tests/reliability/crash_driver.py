@@ -18,6 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+import forked
 import torch
 
 import pixelwise.checkpoint
@@ -57,23 +58,10 @@ def run(kill_at: str, train_args: list[str]) -> int:
     return main(["train", *train_args])
 
 
-def _child(kill_at: str, train_args: list[str], log: str) -> None:
-    """A forked child's whole life: its output to ``log``, then `run`; exits with its code."""
-    with open(log, "w", buffering=1) as stream:
-        os.dup2(stream.fileno(), 1)
-        os.dup2(stream.fileno(), 2)
-        sys.stdout = sys.stderr = stream
-        code = run(kill_at, train_args)
-        stream.flush()
-    os._exit(code)
-
-
 def start(kill_at: str, train_args: list[str], log: Path) -> multiprocessing.Process:
-    """`run` in a child forked from this process (``exitcode`` -9 when SIGKILLed)."""
-    process = multiprocessing.get_context("fork").Process(
-        target=_child, args=(kill_at, train_args, str(log)))
-    process.start()
-    return process
+    """`run` in a child forked from this process, its output to ``log`` (``exitcode`` -9 when
+    SIGKILLed)."""
+    return forked.start(run, kill_at, train_args, log=log)
 
 
 if __name__ == "__main__":

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import crash_driver
+import forked
 import pytest
 import torch
 from sample_files import SYNTHETIC_CONFIG
@@ -33,9 +34,9 @@ def start(config: Path, run: Path, kill_at: str = ""):
 
 def finish(process, timeout: float = 120) -> int:
     """The exit code of a started run (-9: SIGKILL); fails the test on a hung run."""
-    process.join(timeout)
-    assert process.exitcode is not None, "a training run hung"
-    return process.exitcode
+    code = forked.wait(process, timeout)
+    assert code is not None, "a training run hung"
+    return code
 
 
 def log(run: Path) -> str:
