@@ -3,6 +3,7 @@ the problem, exit status 2, no traceback, and found before any training step (is
 
 from __future__ import annotations
 
+import multiprocessing
 import shutil
 
 import numpy as np
@@ -178,6 +179,8 @@ def test_damaged_file_read_in_a_loader_worker_still_gives_one_line(folder_run, r
     image.write_bytes(image.read_bytes()[:200])
     result = run_cli("train", folder_run.config, "data.workers=1")
     assert_one_line_error(result, str(image), "truncated")
+    # the worker is stopped on the way out, not by a garbage collection that would wait 5 s
+    assert multiprocessing.active_children() == []
 
 
 def test_float_tiff_with_nan_is_refused_before_training(folder_run, run_cli, no_training_step):

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import torch
@@ -86,6 +88,24 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
         pin_memory=torch.cuda.is_available(),
         drop_last=train and len(dataset) > config.batch_size,
     )
+
+
+@contextmanager
+def batches_of(loader: Iterable) -> Iterator[Iterator]:
+    """Iterate ``loader``; its worker processes stop when the loop ends, however it ends.
+
+    Left to itself, an iterator that a failure leaves in a reference cycle (the exception's
+    traceback holds its frames) is freed by the garbage collector, which closes its queues
+    before the iterator's own shutdown runs: the workers never receive the stop signal and
+    the shutdown waits out a 5 s join timeout per worker (torch 2.14) at some later moment.
+    """
+    iterator = iter(loader)
+    try:
+        yield iterator
+    finally:
+        stop = getattr(iterator, "_shutdown_workers", None)  # torch offers no public close
+        if stop is not None:
+            stop()
 
 
 def loader_workers(workers: int | str, dist_info: DistInfo) -> int:

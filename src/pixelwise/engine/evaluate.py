@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from pixelwise.checkpoint import ModelMeta, atomic_write_bytes, load_model
 from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
-from pixelwise.engine.data_setup import match_target
+from pixelwise.engine.data_setup import batches_of, match_target
 from pixelwise.engine.distributed import process_group, shard_without_padding
 from pixelwise.errors import CheckpointError
 
@@ -62,16 +62,18 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
     if detailed and num_classes == 2:
         extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
-    bar = tqdm(loader, desc="validate", unit="batch", leave=False,
-               disable=not (progress and dist_info.is_main), dynamic_ncols=True)
-    for image, target in bar:
-        image = image.to(device, memory_format=memory_format)
-        logits = net(image)
-        pred, target = logits.argmax(1), match_target(target.to(device), logits)
-        for meter in (matrix, *extra.values()):
-            meter.update(pred, target)
-        if observe is not None:
-            observe(image, pred, target)
+    total = len(loader) if isinstance(loader, Sized) else None
+    with batches_of(loader) as batches:
+        for image, target in tqdm(batches, desc="validate", unit="batch", total=total,
+                                  leave=False, disable=not (progress and dist_info.is_main),
+                                  dynamic_ncols=True):
+            image = image.to(device, memory_format=memory_format)
+            logits = net(image)
+            pred, target = logits.argmax(1), match_target(target.to(device), logits)
+            for meter in (matrix, *extra.values()):
+                meter.update(pred, target)
+            if observe is not None:
+                observe(image, pred, target)
     for meter in (matrix, *extra.values()):
         meter.all_reduce()
     model.train(was_training)

@@ -34,6 +34,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from pixelwise.device import DistInfo, pick_device
+from pixelwise.engine.data_setup import batches_of
 from pixelwise.engine.distributed import (
     fail_together,
     process_group,
@@ -308,11 +309,10 @@ def predict_share(segmenter: Segmenter, tasks: Sequence[Task], job: PredictionJo
     loader = DataLoader(DecodedImages(tasks, segmenter.meta.in_channels, job.formats),
                         batch_size=None, num_workers=workers, collate_fn=_as_is)
     steps = int(reduce_over_ranks(len(tasks), info, op="max"))
-    items = iter(loader)
     bar = tqdm(total=len(tasks), unit="image", disable=not job.progress or not info.is_main,
                desc="predict" if not info.enabled else f"predict (rank 0 of {info.world_size})")
     skipped = 0
-    with ManifestWriter(job.out_dir, info.rank) as manifest:
+    with batches_of(loader) as items, ManifestWriter(job.out_dir, info.rank) as manifest:
         for step in range(steps):
             error = None
             if step < len(tasks):

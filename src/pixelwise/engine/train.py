@@ -29,7 +29,7 @@ import random
 import statistics
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -54,6 +54,7 @@ from pixelwise.engine import checkpoint as ckpt
 from pixelwise.engine import precise_bn
 from pixelwise.engine.budget import Budget
 from pixelwise.engine.data_setup import (
+    batches_of,
     build_loader,
     class_weights_for,
     match_target,
@@ -145,9 +146,11 @@ def train(config: Config, resume: str | Path | None = None, argv: list[str] | No
     dist_info = init_from_env(cuda)
     try:
         run = set_up(config, resume is not None, argv, dist_info, budget)
-        scores = run_epochs(run)
-        if run.writer is not None:
-            run.writer.close()
+        try:
+            scores = run_epochs(run)
+        finally:  # also when training fails: the writer's thread and file must not outlive it
+            if run.writer is not None:
+                run.writer.close()
         result = summary(run, scores)
         if dist_info.is_main:
             record_result(run, result)
@@ -202,13 +205,20 @@ def run_epochs(run: TrainingRun) -> dict[str, Any]:
 def train_one_epoch(run: TrainingRun) -> tuple[float, int]:
     """One pass over the training loader, epoch ``run.progress.epoch`` (0-based, not yet counted
     as done); returns (mean finite loss, images seen)."""
-    tc, loader = run.config.train, run.train_loader
     run.ddp_model.train()
+    run.optimizer.zero_grad(set_to_none=True)
+    with batches_of(run.train_loader) as batches:
+        return _epoch_steps(run, batches)
+
+
+def _epoch_steps(run: TrainingRun, batches: Iterator) -> tuple[float, int]:
+    """The steps of `train_one_epoch` over ``batches`` of ``run.train_loader``."""
+    tc, loader = run.config.train, run.train_loader
     total_loss, counted, images = 0.0, 0, 0
     started = time.perf_counter()
-    bar = tqdm(loader, desc=f"epoch {epoch_label(run, run.progress.epoch + 1)}", unit="batch",
-               leave=False, disable=not (tc.progress and run.dist_info.is_main), dynamic_ncols=True)
-    run.optimizer.zero_grad(set_to_none=True)
+    bar = tqdm(batches, desc=f"epoch {epoch_label(run, run.progress.epoch + 1)}", unit="batch",
+               total=len(loader), leave=False, disable=not (tc.progress and run.dist_info.is_main),
+               dynamic_ncols=True)
     for index, (image, target) in enumerate(bar):
         image = image.to(run.device, non_blocking=True, memory_format=run.memory_format)
         target = target.to(run.device, non_blocking=True)

@@ -334,9 +334,12 @@ def vgg16_fcn_backbone(in_channels: int, pretrained: Pretrained, fc_channels: in
         fc6, fc7, _ = convolutional_fc_layers(vgg)
     else:
         # Only the conv layers: building torchvision's whole VGG16 would initialise its unused
-        # 120M-parameter classifier. Same init as torchvision's VGG for the convolutions.
+        # 120M-parameter classifier. Same init as torchvision's VGG for the convolutions; fc6
+        # and fc7 (119M parameters at 4096) skip nn.Conv2d's own init, which this replaces.
         features = torchvision.models.vgg.make_layers(torchvision.models.vgg.cfgs["D"])
-        fc6, fc7 = nn.Conv2d(512, fc_channels, 7), nn.Conv2d(fc_channels, fc_channels, 1)
+        device = torch.get_default_device()
+        fc6 = torch.nn.utils.skip_init(nn.Conv2d, 512, fc_channels, 7, device=device)
+        fc7 = torch.nn.utils.skip_init(nn.Conv2d, fc_channels, fc_channels, 1, device=device)
         for conv in (*features, fc6, fc7):
             if isinstance(conv, nn.Conv2d):
                 nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
