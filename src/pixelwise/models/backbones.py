@@ -328,7 +328,8 @@ def vgg16_fcn_backbone(in_channels: int, pretrained: Pretrained, fc_channels: in
                 f"fc_channels must be 4096 with pretrained_backbone={pretrained!r}, got {fc_channels}; "
                 "try fc_channels=4096 or pretrained_backbone=False"
             )
-        vgg = torchvision.models.vgg16(weights=None)
+        with torch.device("meta"):  # its random init (138M parameters) would be overwritten
+            vgg = torchvision.models.vgg16(weights=None)
         load_into(vgg, classifier_state_dict("vgg16", pretrained), "vgg16")
         features = vgg.features
         fc6, fc7, _ = convolutional_fc_layers(vgg)

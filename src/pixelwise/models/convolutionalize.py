@@ -7,6 +7,7 @@ convolutions. The network then takes inputs of any size and outputs a map of cla
 
 from __future__ import annotations
 
+import torch
 from torch import nn
 from torchvision.models import VGG
 
@@ -17,9 +18,12 @@ def linear_to_conv(linear: nn.Linear, in_channels: int, kernel_size: int) -> nn.
     ``linear.weight`` ``(out, in_channels * k * k)`` is read in the ``(C, H, W)`` order in which
     ``torch.flatten`` lays out the map, i.e. reshaped to ``(out, in_channels, k, k)``.
     """
-    conv = nn.Conv2d(in_channels, linear.out_features, kernel_size)
-    conv.weight.data.copy_(linear.weight.data.view(conv.weight.shape))
-    conv.bias.data.copy_(linear.bias.data)
+    # no random init of its own (fc6 has 103M weights): every value is copied over
+    conv = nn.utils.skip_init(nn.Conv2d, in_channels, linear.out_features, kernel_size,
+                              device=linear.weight.device, dtype=linear.weight.dtype)
+    with torch.no_grad():
+        conv.weight.copy_(linear.weight.view(conv.weight.shape))
+        conv.bias.copy_(linear.bias)
     return conv
 
 

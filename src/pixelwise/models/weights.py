@@ -127,7 +127,8 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], name: str)
             f"{unexpected[:3]}, {len(shapes)} of another shape {shapes[:3]}; try a state dict "
             "saved from the same model"
         )
-    model.load_state_dict(state)
+    # a model built on the meta device (no memory, no random init) takes the tensors themselves
+    model.load_state_dict(state, assign=any(t.is_meta for t in own.values()))
 
 
 def timm_weights_files(name: str) -> list[Path]:
