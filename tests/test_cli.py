@@ -187,11 +187,8 @@ def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
 def test_export_onnx_then_predict_with_the_onnx_file_matches_pytorch(trained, tmp_path, capsys):
     best = trained / "run" / "best.safetensors"
     onnx_file = tmp_path / "model.onnx"
-    # the legacy exporter (the report names it): 1 s here against 7 s for torch.export, which
-    # test_export.py's FCN round trip runs
-    assert main(["export", str(best), "--format", "onnx", "--out", str(onnx_file),
-                 "--exporter", "legacy"]) == 0
-    report = capsys.readouterr().out.lower()
+    assert main(["export", str(best), "--format", "onnx", "--out", str(onnx_file)]) == 0
+    report = capsys.readouterr().out.lower()  # a U-Net: the traced graph is kept
     assert "passed: max |diff|" in report and "(legacy)" in report
     image = tmp_path / "x.png"
     Image.fromarray(np.random.default_rng(1).integers(0, 256, (37, 45, 3), np.uint8)).save(image)

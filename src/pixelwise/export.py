@@ -7,14 +7,16 @@ fraction of pixels whose argmax agrees. A file whose graph silently fixed the si
 with fails here instead of in production.
 
 ONNX exporters (`exporter=`): torch 2.14 offers two, and neither handles all our models.
+* "legacy" (TorchScript tracing with `dynamic_axes`, deprecated): under a second; traces the
+  valid and same U-Nets and VGG16 FCNs correctly, but bakes Python-side shape decisions into the
+  graph (FCN on ResNet/MobileNet backbones then fails on other sizes).
 * "dynamo" (`torch.export`, the supported path, needs onnxscript): sizes are symbolic, so Python
-  arithmetic on shapes (FCN's crops, `min` of two sizes) stays dynamic. It refuses models that
-  branch on sizes it cannot decide symbolically: the valid U-Net checks its input size.
-* "legacy" (TorchScript tracing with `dynamic_axes`, deprecated): traces the valid and same
-  U-Nets and VGG16 FCNs correctly, but bakes Python-side shape decisions into the graph (FCN on
-  ResNet/MobileNet backbones then fails on other sizes).
-* "auto" (default): "dynamo", and "legacy" when torch.export refuses the model. The parity check
-  runs either way and the report names the exporter used.
+  arithmetic on shapes (FCN's crops, `min` of two sizes) stays dynamic; 5 to 20 s on a 2-core
+  CPU. It refuses models that branch on sizes it cannot decide symbolically: the valid U-Net
+  checks its input size.
+* "auto" (default): "legacy", kept when onnxruntime matches PyTorch on the second parity size,
+  else "dynamo" (also when tracing fails). The parity check runs either way and the report
+  names the exporter used.
 Opset 18 is the default: the dynamo exporter's lowest native opset (17 or newer is required).
 
 TorchScript uses `torch.jit.trace` (`torch.jit.script` rejects the U-Net's size arithmetic), so
@@ -167,8 +169,9 @@ def export_onnx(
     sizes = list(sizes or parity_sizes(model))
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    used = write_onnx(model, path, torch.randn(1, in_channels, *sizes[0]), opset=opset,
-                      exporter=exporter)
+    sample, *others = (torch.randn(1, in_channels, *size) for size in sizes)
+    used = write_onnx(model, path, sample, opset=opset, exporter=exporter,
+                      check=others[0] if others else None)
     if metadata is not None:
         graph = onnx.load(str(path))
         onnx.helper.set_model_props(graph, {METADATA_KEY: json.dumps(metadata)})

@@ -5,6 +5,7 @@ takes the fastest backend that agrees and falls back cleanly without onnxruntime
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -233,20 +234,34 @@ def test_backend_choice_prints_rejections_and_skipped(trained):
     assert "chose onnx" in text and "2.00x" in text and "not measured: this cpu" in text
 
 
-def test_an_export_that_differs_on_another_size_is_redone_with_torch_export(monkeypatch):
-    pytest.importorskip("onnxruntime")
-    from pixelwise.inference.onnx import write_onnx
+def fake_exporters(monkeypatch, traced: Callable[[nn.Module], nn.Module]) -> list[str]:
+    """Make write_onnx's tracer export ``traced(model)`` (standing for a trace that went wrong)
+    and its torch.export path trace the model itself (the real one takes seconds); returns the
+    list of exporters used, in order."""
+    from pixelwise.inference import onnx as onnx_module
 
+    real, used = onnx_module._export_legacy, []
+
+    def legacy(model, sample, path, opset):
+        used.append("legacy")
+        real(traced(model), sample, path, opset)
+
+    def dynamo(model, sample, path, opset):
+        used.append("dynamo")
+        real(model, sample, path, opset)
+
+    monkeypatch.setattr(onnx_module, "_export_legacy", legacy)
+    monkeypatch.setattr(onnx_module, "_export_dynamo", dynamo)
+    return used
+
+
+def test_an_export_that_differs_on_another_size_is_redone_with_torch_export(
+        monkeypatch, tmp_path):
+    pytest.importorskip("onnxruntime")
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path))  # no file of another test reused
     torch.manual_seed(0)
     model = nn.Conv2d(3, 2, 3, padding=1).eval()
-    wrong = nn.Sequential(model, nn.ReLU())  # stands for a trace that baked a size in
-    used = []
-
-    def exporter_that_gets_legacy_wrong(module, path, sample, exporter):
-        used.append(exporter)
-        write_onnx(wrong if exporter == "legacy" else module, path, sample, exporter="legacy")
-
-    monkeypatch.setattr(backends, "write_onnx", exporter_that_gets_legacy_wrong)
+    used = fake_exporters(monkeypatch, lambda module: nn.Sequential(module, nn.ReLU()))
     onnx = build_backend("onnx", model, torch.device("cpu"), 3)
     x = torch.randn(1, 3, 75, 97)
     assert used == ["legacy", "dynamo"]
@@ -268,20 +283,10 @@ class _BakedSize(nn.Module):
 def test_an_export_onnxruntime_cannot_run_at_another_size_is_redone_with_torch_export(
         monkeypatch, tmp_path):
     pytest.importorskip("onnxruntime")
-    from pixelwise.inference.onnx import write_onnx
-
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path))  # no file of another test reused
-
     torch.manual_seed(0)
     model = nn.Conv2d(3, 2, 3, padding=1).eval()
-    used = []
-
-    def exporter_that_bakes_the_size_in(module, path, sample, exporter):
-        used.append(exporter)
-        baked = _BakedSize(module) if exporter == "legacy" else module
-        write_onnx(baked, path, sample, exporter="legacy")
-
-    monkeypatch.setattr(backends, "write_onnx", exporter_that_bakes_the_size_in)
+    used = fake_exporters(monkeypatch, _BakedSize)
     onnx = build_backend("onnx", model, torch.device("cpu"), 3)
     x = torch.randn(1, 3, 75, 97)
     assert used == ["legacy", "dynamo"]

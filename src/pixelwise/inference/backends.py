@@ -27,7 +27,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import math
 import os
 import statistics
 import time
@@ -39,8 +38,8 @@ import torch
 from torch import Tensor, nn
 
 from pixelwise.device import bf16_supported
-from pixelwise.errors import CheckpointError, ConfigError, MissingExtraError, import_extra
-from pixelwise.inference.onnx import TOLERANCE, OnnxModule, write_onnx
+from pixelwise.errors import ConfigError, MissingExtraError, import_extra
+from pixelwise.inference.onnx import TOLERANCE, OnnxModule, onnx_difference, write_onnx
 from pixelwise.models.geometry import geometry_of
 
 log = logging.getLogger(__name__)
@@ -231,10 +230,10 @@ def _model_key(model: nn.Module) -> str:
 def _exported(model: nn.Module, in_channels: int) -> Path:
     """The model as an ONNX file in the cache, exported on first use.
 
-    The legacy exporter (tracing) takes under a second where ``torch.export`` takes tens, but it
-    can bake the traced size into the graph (FCN's crops on ResNet backbones): so its file is
-    checked against PyTorch on a second, odd size, and exported again with "dynamo" if it
-    differs there.
+    `write_onnx`'s "auto" rule: the legacy exporter (tracing, under a second where
+    ``torch.export`` takes tens) unless its graph differs from PyTorch on a second, odd size
+    (it can bake the traced size into FCN's crops on ResNet backbones), then "dynamo"; the file
+    kept is checked on that size once more.
     """
     path = cache_dir() / f"{_model_key(model)}.onnx"
     if path.is_file():
@@ -246,31 +245,15 @@ def _exported(model: nn.Module, in_channels: int) -> Path:
                                 geometry.input_size_at_least(w)) for h, w in ((64, 64), (75, 97)))
     cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
     partial = path.with_suffix(f".{os.getpid()}.part.onnx")
-    for exporter in ("legacy", "dynamo"):
-        write_onnx(cpu_model, partial, trace, exporter=exporter)
-        difference = _export_difference(partial, cpu_model, check)
-        if difference < TOLERANCE:
-            break
-        log.info("the %s ONNX export differs from PyTorch on another size (%.2g); trying "
-                 "torch.export", exporter, difference)
-    else:
+    exporter = write_onnx(cpu_model, partial, trace, check=check)  # legacy, checked; else dynamo
+    difference = onnx_difference(partial, cpu_model, check)
+    if difference >= TOLERANCE:
         partial.unlink()
         raise ConfigError(f"model must export to ONNX computing what PyTorch computes, got a "
                           f"largest logit difference of {difference:.2g}; try backend='torch'")
     os.replace(partial, path)  # whole files only, even with several processes at once
     log.info("exported the model to %s (%s exporter) for the onnx backends", path, exporter)
     return path
-
-
-def _export_difference(path: Path, model: nn.Module, check: Tensor) -> float:
-    """Largest logit difference between the ONNX file and ``model`` on ``check``; infinite when
-    onnxruntime cannot run the file at that size (a traced graph that baked the trace's sizes
-    into a crop fails to broadcast there: FCN-8s on MobileNetV3 at 75x97 after a 64x64 trace)."""
-    try:
-        with torch.inference_mode():
-            return float((OnnxModule(path, threads=1)(check) - model(check)).abs().max())
-    except CheckpointError:
-        return math.inf
 
 
 class _CalibrationReader:

@@ -20,6 +20,7 @@ import inspect
 import io
 import json
 import logging
+import math
 import warnings
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,8 +31,10 @@ from torch import Tensor, nn
 
 from pixelwise.checkpoint import METADATA_KEY, ModelMeta
 from pixelwise.errors import CheckpointError, ConfigError, import_extra
-from pixelwise.models.geometry import SAME_SIZE, Geometry
+from pixelwise.models.geometry import SAME_SIZE, Geometry, geometry_of
 from pixelwise.models.registry import model_geometry
+
+log = logging.getLogger(__name__)
 
 EXPORTERS = ("auto", "dynamo", "legacy")
 TOLERANCE = 1e-3  # the largest logit difference from PyTorch an exported file may have
@@ -53,6 +56,7 @@ class OnnxModule(nn.Module):
             raise CheckpointError(f"ONNX model must be an existing .onnx file, got {path}; "
                                   "try pixelwise export CKPT --format onnx --out FILE")
         options = ort.SessionOptions()
+        options.log_severity_level = 4  # its errors reach the caller as CheckpointError instead
         if threads is not None:
             options.intra_op_num_threads = threads
         state = ort.capi.onnxruntime_pybind11_state  # onnxruntime's own exception types
@@ -103,27 +107,56 @@ def _spec_geometry(metadata: dict[str, Any] | None) -> Geometry:
 
 
 def write_onnx(model: nn.Module, path: str | Path, sample: Tensor, *, opset: int = 18,
-               exporter: str = "auto") -> str:
+               exporter: str = "auto", check: Tensor | None = None) -> str:
     """Write ``model`` (on the CPU, in eval mode) to ``path`` as ONNX with dynamic batch, height
     and width, traced on ``sample`` ``(1, C, H, W)``; return the exporter used.
 
-    ``exporter`` (see :mod:`pixelwise.export`): "dynamo" (``torch.export``; keeps size arithmetic
-    symbolic), "legacy" (TorchScript tracing; handles models that branch on sizes, such as the
-    valid U-Net's input check, but bakes Python-side shape decisions in), or "auto": "dynamo",
-    and "legacy" when ``torch.export`` refuses the model.
+    ``exporter`` (see :mod:`pixelwise.export`): "legacy" (TorchScript tracing; under a second,
+    handles models that branch on sizes, such as the valid U-Net's input check, but bakes
+    Python-side shape decisions in), "dynamo" (``torch.export``; keeps size arithmetic symbolic,
+    but takes 5 to 20 s on a 2-core CPU even for a tiny U-Net), or "auto": "legacy", kept when
+    onnxruntime matches PyTorch within `TOLERANCE` on ``check`` (an input of another size;
+    default: the next valid size above ``sample``'s plus 11 x 17 pixels), else "dynamo".
     """
     if exporter not in EXPORTERS:
         raise ConfigError(f"exporter must be one of {list(EXPORTERS)}, got {exporter!r}; "
                           "try 'auto'")
-    if exporter in ("auto", "dynamo"):
-        try:
-            _export_dynamo(model, sample, Path(path), opset)
-            return "dynamo"
-        except torch.onnx.OnnxExporterError:
-            if exporter == "dynamo":
-                raise
-    _export_legacy(model, sample, Path(path), opset)
-    return "legacy"
+    if exporter != "auto":
+        (_export_dynamo if exporter == "dynamo" else _export_legacy)(model, sample, Path(path),
+                                                                      opset)
+        return exporter
+    check = _check_input(model, sample) if check is None else check
+    try:
+        _export_legacy(model, sample, Path(path), opset)
+        difference = onnx_difference(path, model, check)
+        if difference < TOLERANCE:
+            return "legacy"
+        log.info("the traced ONNX graph differs from PyTorch at %s (%.2g); exporting with "
+                 "torch.export", tuple(check.shape[-2:]), difference)
+    except (torch.onnx.OnnxExporterError, RuntimeError) as error:
+        log.info("the tracing ONNX exporter failed (%s); exporting with torch.export",
+                 str(error).splitlines()[0] if str(error) else type(error).__name__)
+    _export_dynamo(model, sample, Path(path), opset)
+    return "dynamo"
+
+
+def onnx_difference(path: str | Path, model: nn.Module, x: Tensor) -> float:
+    """Largest logit difference between the ONNX file and ``model`` on ``x``; infinite when
+    onnxruntime cannot run the file at that size (a traced graph that baked the trace's sizes
+    into a crop fails to broadcast there: FCN-8s on MobileNetV3 at 75x97 after a 64x64 trace)."""
+    try:
+        with torch.inference_mode():
+            return float((OnnxModule(path, threads=1)(x) - model(x)).abs().max())
+    except CheckpointError:
+        return math.inf
+
+
+def _check_input(model: nn.Module, sample: Tensor) -> Tensor:
+    """An input of another size than ``sample``, odd in both directions, that ``model`` takes."""
+    geometry = geometry_of(model)
+    height, width = (geometry.input_size_at_least(size + extra)
+                     for size, extra in zip(sample.shape[-2:], (11, 17), strict=True))
+    return torch.randn(1, sample.shape[1], height, width)
 
 
 def _export_dynamo(model: nn.Module, sample: Tensor, path: Path, opset: int) -> None:
