@@ -173,8 +173,9 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--format", choices=["onnx", "torchscript"], default="onnx")
     export.add_argument("--out", required=True, help="output file, e.g. model.onnx")
     export.add_argument("--exporter", choices=["auto", "dynamo", "legacy"], default="auto",
-                        help="ONNX exporter: torch.export (dynamo), TorchScript tracing (legacy), "
-                             "or dynamo falling back to legacy (auto, default)")
+                        help="ONNX exporter: TorchScript tracing (legacy), torch.export (dynamo), "
+                             "or tracing kept when it matches PyTorch at a second size, else "
+                             "torch.export (auto, default)")
     export.set_defaults(run=run_export)
 
     models = commands.add_parser("models", help="list the models with parameter counts")
