@@ -34,7 +34,7 @@ data:
   workers: 0  # augmentation drawn in this process: the same numbers on every machine
   options: {{classes: 2}}
 optim: {{name: adamw, lr: 0.01}}
-train: {{epochs: 8, device: cpu, progress: false, out_dir: {root}/run}}
+train: {{epochs: 8, device: cpu, progress: false, figures: false, out_dir: {root}/run}}
 """
 SETTINGS = {
     "8 steps, running statistics (precise_bn=never)": ["train.precise_bn=never"],
