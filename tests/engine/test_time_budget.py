@@ -166,7 +166,7 @@ def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_
     # Each rank reads its own clock; had they decided alone, one would wait in a collective for
     # the other and the run would hang until the timeout.
     run = tmp_path / "run"
-    done = two_ranks("train", tiny_config, f"train.out_dir={run}", "train.time_budget=3s",
+    done = two_ranks("train", tiny_config, f"train.out_dir={run}", "train.time_budget=1s",
                      "data.options.n=7")
     assert done.returncode == 0, done.stderr[-2000:]
     result = json.loads((run / "run.json").read_text())["result"]
