@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from pixelwise.errors import ConfigError
+from pixelwise.models import backbones, build
 from pixelwise.models.backbones import BACKBONES, build_backbone
 
 # Input widths on which each backbone's feature grids (stride * i + offset) are mirror-symmetric,
@@ -72,3 +73,25 @@ def test_unknown_backbone_raises_config_error_naming_close_names():
 def test_fc_channels_with_a_non_vgg_backbone_raises():
     with pytest.raises(ConfigError, match="fc_channels only applies to backbone='vgg16'"):
         build_backbone("resnet18", in_channels=3, pretrained=False, fc_channels=8)
+
+
+def test_a_second_build_reuses_the_traced_graphs_and_computes_the_same(monkeypatch):
+    def body(model):  # the traced feature extractor inside the model
+        return next(m for m in model.modules() if isinstance(m, torch.fx.GraphModule))
+
+    backbones._EXTRACTOR_GRAPHS.clear()
+    torch.manual_seed(0)
+    first = build("unet", 3, encoder="resnet18")  # a decoder with weights: outputs not constant
+    traced = []
+    monkeypatch.setattr(backbones, "create_feature_extractor",
+                        lambda *args, **kwargs: traced.append(args))
+    torch.manual_seed(0)
+    second = build("unet", 3, encoder="resnet18")
+    assert traced == []  # no second trace
+    assert body(second).graph is not body(first).graph  # each its own copy
+    x = torch.randn(2, 3, 37, 45)
+    for training in (True, False):  # batch statistics in one mode, running ones in the other
+        first.train(training)
+        second.train(training)
+        out = first(x)
+        assert out.std() > 0 and torch.equal(out, second(x)), training

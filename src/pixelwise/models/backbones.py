@@ -19,6 +19,7 @@ any input size.
 
 from __future__ import annotations
 
+import copy
 import difflib
 import importlib
 import re
@@ -27,8 +28,8 @@ from pathlib import Path
 
 import torch
 import torchvision
-from torch import nn
-from torchvision.models.feature_extraction import create_feature_extractor
+from torch import fx, nn
+from torchvision.models.feature_extraction import DualGraphModule, create_feature_extractor
 
 from pixelwise.errors import ConfigError, MissingExtraError, WeightsNotFoundError
 from pixelwise.models.convolutionalize import convolutional_fc_layers
@@ -183,7 +184,7 @@ def torchvision_backbone(name: str, in_channels: int, pretrained: Pretrained) ->
     stages = tuple(
         to_stage(stage.name, stage.channels, stage.grid.stride, stage.grid) for stage in graph.stages
     )
-    body = create_feature_extractor(model, return_nodes=[stage.name for stage in stages])
+    body = feature_extractor(name, model, [stage.name for stage in stages])
     return Backbone(body, stages, input_pad(graph.stages[-1].grid))
 
 
@@ -198,6 +199,26 @@ def stages_of(name: str, model: nn.Module) -> FeatureGraph:
     if name not in _GRAPHS:
         _GRAPHS[name] = read_stages(model, name)
     return _GRAPHS[name]
+
+
+# (torchvision classifier name, stage names) -> the train- and eval-mode graphs that
+# create_feature_extractor traces: they are the architecture's alone (the first convolution is
+# adapted in place, under the same name), and tracing both took a quarter of each build.
+_EXTRACTOR_GRAPHS: dict[tuple[str, tuple[str, ...]], tuple[fx.Graph, fx.Graph]] = {}
+
+
+def feature_extractor(name: str, model: nn.Module, nodes: list[str]) -> nn.Module:
+    """``create_feature_extractor(model, return_nodes=nodes)`` for torchvision's classifier
+    ``name``, its graphs traced once per process and given a copy to each model."""
+    key = (name, tuple(nodes))
+    if key not in _EXTRACTOR_GRAPHS:
+        body = create_feature_extractor(model, return_nodes=nodes)
+        _EXTRACTOR_GRAPHS[key] = (copy.deepcopy(body.train_graph), copy.deepcopy(body.eval_graph))
+        return body
+    train_graph, eval_graph = (copy.deepcopy(graph) for graph in _EXTRACTOR_GRAPHS[key])
+    body = DualGraphModule(model, train_graph, eval_graph, class_name=type(model).__name__)
+    body.train(model.training)
+    return body
 
 
 def encoder_families() -> dict[str, list[str]]:
