@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -260,3 +263,15 @@ def test_predict_shows_a_progress_bar_over_the_tiles_of_a_large_image(trained, t
     assert "tiles of a 1100x40 image" in capsys.readouterr().err  # tqdm writes to stderr
     np.testing.assert_array_equal(np.load(tmp_path / "o" / "big.npy"),
                                   Segmenter.from_checkpoint(best, device="cpu").predict(image))
+
+
+def test_help_imports_neither_torch_nor_the_commands():
+    # `pixelwise --help` and argument errors answer at once: the choices the parser offers come
+    # from pixelwise.choices, and each command imports what it needs when it runs
+    code = ("import sys; from pixelwise.cli import build_parser; build_parser(); "
+            "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules); "
+            "print(heavy)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")})
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -15,9 +15,9 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
+from pixelwise.choices import BACKENDS, FORMATS
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.options import Spelling
-from pixelwise.outputs import FORMATS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -211,8 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def add_backend_arguments(command: argparse.ArgumentParser, calibration_default: str) -> None:
-    from pixelwise.inference.backends import BACKENDS
-
     command.add_argument("--backend", choices=[*BACKENDS, "auto"],
                          help="how the model runs (default: PyTorch fp32, or onnxruntime for an "
                               ".onnx file); auto measures them here and takes the fastest whose "

@@ -27,6 +27,7 @@ import tifffile
 from PIL import Image, ImageDraw
 from PIL.PngImagePlugin import PngInfo
 
+from pixelwise.choices import FORMATS, OUTPUT_SUFFIXES
 from pixelwise.errors import ConfigError, import_extra
 from pixelwise.labels import label_dtype
 from pixelwise.postprocess import (
@@ -201,10 +202,6 @@ def save_label_png(label: np.ndarray, path: str | Path, palette: Palette) -> Pat
     return path
 
 
-# What each format appends to the output stem: `out/slide1` -> `out/slide1_overlay.png`, ...
-OUTPUT_SUFFIXES = {"png": ".png", "overlay": "_overlay.png", "geojson": ".geojson",
-                   "coco": ".coco.json", "npy": ".npy", "geotiff": ".tif"}
-FORMATS = tuple(OUTPUT_SUFFIXES)
 _FILE_SUFFIXES = {**OUTPUT_SUFFIXES, "legend": "_legend.png"}  # an overlay comes with its legend
 PARTIAL_PREFIX = ".pixelwise-partial-"  # temporary folders of write_prediction_atomically
 TIFF_TILE = 256  # pixels per side of a GeoTIFF/BigTIFF tile

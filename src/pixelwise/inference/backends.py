@@ -37,6 +37,7 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
+from pixelwise.choices import BACKENDS
 from pixelwise.device import bf16_supported
 from pixelwise.errors import ConfigError, MissingExtraError, import_extra
 from pixelwise.inference.onnx import TOLERANCE, OnnxModule, onnx_difference, write_onnx
@@ -44,7 +45,6 @@ from pixelwise.models.geometry import geometry_of
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")
 CALIBRATED = ("onnx-int8", "auto")  # the names that need calibration images
 MIN_AGREEMENT = 0.995  # argmax agreement with fp32 a backend needs for `auto` to choose it
 ROUNDS = 3  # interleaved timing rounds of `choose_backend`

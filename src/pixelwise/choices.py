@@ -1,0 +1,16 @@
+"""Names a user chooses among: prediction output formats (with the file name each gives) and
+inference backends. The one place that states them.
+
+Kept apart from :mod:`pixelwise.outputs` and :mod:`pixelwise.inference.backends`, which
+implement them, so that the command line offers the choices without importing torch
+(``pixelwise --help`` stays quick).
+"""
+
+from __future__ import annotations
+
+# What each format appends to the output stem: `out/slide1` -> `out/slide1_overlay.png`, ...
+OUTPUT_SUFFIXES = {"png": ".png", "overlay": "_overlay.png", "geojson": ".geojson",
+                   "coco": ".coco.json", "npy": ".npy", "geotiff": ".tif"}
+FORMATS = tuple(OUTPUT_SUFFIXES)
+
+BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # pixelwise.inference.backends
