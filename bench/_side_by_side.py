@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -94,6 +95,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
     parser.add_argument("--batch-size", type=int, default=batch_size, help="every system")
     parser.add_argument("--set", action="append", default=[], metavar="key=value",
                         help="change pixelwise's recipe, e.g. optim.loss=ce (ablations)")
+    parser.add_argument("--seeds", type=int, default=1,
+                        help="train every system this many times (seeds 0, 1, ...; seed-major, "
+                             "so that machine load falls on all systems alike) and print the "
+                             "mean and range over seeds")
 
 
 def parse_crop(text: str) -> int | tuple[int, int]:
@@ -151,10 +156,10 @@ def peer_builder(name: str, in_channels: int, num_classes: int) -> Callable[[], 
 
 
 def train_peer(build: Callable[[], nn.Module], task: Task, limit: Limit,
-               device: torch.device) -> tuple[nn.Module, int, float]:
+               device: torch.device, seed: int = 0) -> tuple[nn.Module, int, float]:
     """The plain loop; returns (model, steps, seconds from building the model to the last step)."""
     started = time.perf_counter()
-    torch.manual_seed(0)
+    torch.manual_seed(seed)
     model = build().to(device)
     mean, std = RECOMMENDED[task.kind]["mean"], RECOMMENDED[task.kind]["std"]
     data = open_dataset(task.kind, task.train_root, "train", **task.options)
@@ -162,7 +167,7 @@ def train_peer(build: Callable[[], nn.Module], task: Task, limit: Limit,
                                    scale=None, hflip=0.5, vflip=task.vflip)
     loader = DataLoader(data, batch_size=task.batch_size, shuffle=True,
                         drop_last=len(data) > task.batch_size,
-                        generator=torch.Generator().manual_seed(0))
+                        generator=torch.Generator().manual_seed(seed))
     optimizer = torch.optim.AdamW(model.parameters(), lr=PEER_LR, weight_decay=PEER_WEIGHT_DECAY)
     model.train()
     steps = 0
@@ -193,15 +198,16 @@ def score_peer(model: nn.Module, task: Task, device: torch.device) -> dict[str, 
 
 
 def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
-                  out: Path) -> tuple[int, float, dict[str, Any]]:
-    """Train the recipe for ``limit`` into ``out/pixelwise``, then ``pixelwise.evaluate`` its
-    checkpoint; returns (steps, seconds, scores)."""
-    run_dir = out / "pixelwise"
+                  out: Path, seed: int = 0) -> tuple[int, float, dict[str, Any]]:
+    """Train the recipe for ``limit`` into ``out/pixelwise`` (``out/pixelwise-seedS`` for a
+    seed other than 0), then ``pixelwise.evaluate`` its checkpoint; returns (steps, seconds,
+    scores)."""
+    run_dir = out / ("pixelwise" if seed == 0 else f"pixelwise-seed{seed}")
     crop = f"[{task.crop[0]},{task.crop[1]}]" if isinstance(task.crop, tuple) else task.crop
     overrides = [f"data.root={task.train_root}", f"train.out_dir={run_dir}",
                  "train.overwrite=true", "train.progress=false", f"train.device={args.device}",
                  f"data.batch_size={args.batch_size}", f"data.crop_size={crop}",
-                 *limit.pixelwise_overrides(), *args.set]
+                 f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set]
     result = pixelwise.train(load_config(task.config, overrides))
     scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
                                 task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
@@ -226,18 +232,21 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
         print(HONESTY)
     info = open_dataset(task.kind, task.train_root, "train", **task.options).info
     rows, classes = [], list(info.classes)
-    for system in systems_of(args):
-        if system == "pixelwise":
-            steps, seconds, scores = run_pixelwise(task, limit, args, out)
-        else:
-            build = peer_builder(system, info.in_channels, info.num_classes)
-            if build is None:
-                continue
-            model, steps, seconds = train_peer(build, task, limit, device)
-            scores = score_peer(model, task, device)
-        rows.append(row_of(system, steps, seconds, limit, task, scores))
-        print(json.dumps(rows[-1]), flush=True)
+    for seed in range(args.seeds):
+        for system in systems_of(args):
+            if system == "pixelwise":
+                steps, seconds, scores = run_pixelwise(task, limit, args, out, seed)
+            else:
+                build = peer_builder(system, info.in_channels, info.num_classes)
+                if build is None:
+                    continue
+                model, steps, seconds = train_peer(build, task, limit, device, seed)
+                scores = score_peer(model, task, device)
+            rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed})
+            print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
+    if args.seeds > 1:
+        print(format_seed_summary(rows))
     with (out / "results.jsonl").open("w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
     print(f"wrote {out / 'results.jsonl'}" + (f" and {out / 'pixelwise'}/last.safetensors"
@@ -262,15 +271,51 @@ def format_rows(rows: list[dict[str, Any]], classes: list[str]) -> str:
     head = ["system", "steps", "seconds", *scalars, *(f"recall {size}" for size in SIZE_BINS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
-        cells = [row["system"], str(row["steps"]), f"{row['seconds']:.0f}",
+        cells = [label_of(row, rows), str(row["steps"]), f"{row['seconds']:.0f}",
                  *(_number(row[key]) for key in scalars),
                  *(_number(row["object_recall_mean"][size]) for size in SIZE_BINS)]
         lines.append("| " + " | ".join(cells) + " |")
     if rows and "iou" in rows[0]:
-        lines += ["", "| class | " + " | ".join(row["system"] for row in rows) + " |",
+        lines += ["", "| class | " + " | ".join(label_of(row, rows) for row in rows) + " |",
                   "|" + "---|" * (len(rows) + 1)]
         for i, name in enumerate(classes):
             lines.append(f"| {name} | " + " | ".join(_number(row["iou"][i]) for row in rows) + " |")
+    return "\n".join(lines)
+
+
+def label_of(row: dict[str, Any], rows: list[dict[str, Any]]) -> str:
+    """The row's system, with its seed when the rows have several."""
+    several = len({r.get("seed", 0) for r in rows}) > 1
+    return f"{row['system']} seed {row.get('seed', 0)}" if several else row["system"]
+
+
+def seed_summary(rows: list[dict[str, Any]]) -> dict[str, dict[str, tuple[float, float, float]]]:
+    """``{system: {score: (mean, min, max) over its seeds}}`` for every scalar score (steps
+    included), from rows of several seeds; a score that is None in some seed is left out."""
+    summary: dict[str, dict[str, tuple[float, float, float]]] = {}
+    for system in dict.fromkeys(row["system"] for row in rows):
+        mine = [row for row in rows if row["system"] == system]
+        keys = [key for key, value in mine[0].items() if isinstance(value, int | float)
+                and not isinstance(value, bool) and key not in ("seed", "budget_s", "budget_steps")]
+        summary[system] = {
+            key: (statistics.fmean(values), min(values), max(values))
+            for key in keys
+            if None not in (values := [row[key] for row in mine])
+        }
+    return summary
+
+
+def format_seed_summary(rows: list[dict[str, Any]]) -> str:
+    """`seed_summary` as a Markdown table: one row per system, "mean (min-max)" per score."""
+    summary = seed_summary(rows)
+    keys = list(dict.fromkeys(key for scores in summary.values() for key in scores))
+    seeds = len({row["seed"] for row in rows})
+    lines = [f"mean (min-max) over {seeds} seeds", "| system | " + " | ".join(keys) + " |",
+             "|" + "---|" * (len(keys) + 1)]
+    for system, scores in summary.items():
+        cells = [f"{scores[key][0]:.4g} ({scores[key][1]:.4g}-{scores[key][2]:.4g})"
+                 if key in scores else "-" for key in keys]
+        lines.append(f"| {system} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
