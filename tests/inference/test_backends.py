@@ -255,19 +255,6 @@ def fake_exporters(monkeypatch, traced: Callable[[nn.Module], nn.Module]) -> lis
     return used
 
 
-def test_an_export_that_differs_on_another_size_is_redone_with_torch_export(
-        monkeypatch, tmp_path):
-    pytest.importorskip("onnxruntime")
-    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path))  # no file of another test reused
-    torch.manual_seed(0)
-    model = nn.Conv2d(3, 2, 3, padding=1).eval()
-    used = fake_exporters(monkeypatch, lambda module: nn.Sequential(module, nn.ReLU()))
-    onnx = build_backend("onnx", model, torch.device("cpu"), 3)
-    x = torch.randn(1, 3, 75, 97)
-    assert used == ["legacy", "dynamo"]
-    torch.testing.assert_close(onnx(x), model(x), atol=1e-4, rtol=1e-4)
-
-
 class _BakedSize(nn.Module):
     """Adds a constant of the traced size: its ONNX file cannot run at another size, as a traced
     FCN-8s on MobileNetV3 could not (onnxruntime raised on a broadcast at 75x97)."""
@@ -280,13 +267,16 @@ class _BakedSize(nn.Module):
         return self.model(x) + torch.zeros(1, 1, 64, 64)
 
 
-def test_an_export_onnxruntime_cannot_run_at_another_size_is_redone_with_torch_export(
-        monkeypatch, tmp_path):
+@pytest.mark.parametrize("traced", [
+    lambda module: nn.Sequential(module, nn.ReLU()),  # differs from PyTorch at another size
+    _BakedSize,  # onnxruntime cannot run it at another size
+], ids=["differs", "cannot-run"])
+def test_a_trace_wrong_at_another_size_is_redone_with_torch_export(monkeypatch, tmp_path, traced):
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path))  # no file of another test reused
     torch.manual_seed(0)
     model = nn.Conv2d(3, 2, 3, padding=1).eval()
-    used = fake_exporters(monkeypatch, _BakedSize)
+    used = fake_exporters(monkeypatch, traced)
     onnx = build_backend("onnx", model, torch.device("cpu"), 3)
     x = torch.randn(1, 3, 75, 97)
     assert used == ["legacy", "dynamo"]
