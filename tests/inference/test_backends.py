@@ -256,8 +256,8 @@ def fake_exporters(monkeypatch, traced: Callable[[nn.Module], nn.Module]) -> lis
 
 
 class _BakedSize(nn.Module):
-    """Adds a constant of the traced size: its ONNX file cannot run at another size, as a traced
-    FCN-8s on MobileNetV3 could not (onnxruntime raised on a broadcast at 75x97)."""
+    """Adds a constant of the traced size: its ONNX file cannot run at another size, as an FCN-8s
+    traced with a Python min in its crop could not (onnxruntime raised on a broadcast at 75x97)."""
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__()

@@ -143,7 +143,8 @@ def write_onnx(model: nn.Module, path: str | Path, sample: Tensor, *, opset: int
 def onnx_difference(path: str | Path, model: nn.Module, x: Tensor) -> float:
     """Largest logit difference between the ONNX file and ``model`` on ``x``; infinite when
     onnxruntime cannot run the file at that size (a traced graph that baked the trace's sizes
-    into a crop fails to broadcast there: FCN-8s on MobileNetV3 at 75x97 after a 64x64 trace)."""
+    into a crop fails to broadcast there: FCN-8s on MobileNetV3 did at 75x97 after a 64x64
+    trace, until its crop used ``models.layers.smaller``)."""
     try:
         with torch.inference_mode():
             return float((OnnxModule(path, threads=1)(x) - model(x)).abs().max())

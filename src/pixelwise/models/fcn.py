@@ -26,7 +26,7 @@ from torch import nn
 from pixelwise.errors import CheckpointError, ConfigError
 from pixelwise.models.backbones import BACKBONES, Backbone, Stage, build_backbone
 from pixelwise.models.geometry import Geometry
-from pixelwise.models.layers import bilinear_upsampler, crop
+from pixelwise.models.layers import bilinear_upsampler, crop, smaller
 from pixelwise.models.registry import check_choice, check_int, register
 
 # "At-once" training (FCN journal version; reference net voc-fcn8s-atonce): skip inputs are scaled
@@ -113,8 +113,8 @@ class FCN(nn.Module):
             up = upsample(scores)
             skip = self.score[str(stage.stride)](features[stage.name] * scale)
             up_start, skip_start = max(shift, 0), max(-shift, 0)
-            h = min(up.shape[-2] - up_start, skip.shape[-2] - skip_start)
-            w = min(up.shape[-1] - up_start, skip.shape[-1] - skip_start)
+            h = smaller(up.shape[-2] - up_start, skip.shape[-2] - skip_start)
+            w = smaller(up.shape[-1] - up_start, skip.shape[-1] - skip_start)
             scores = crop(up, up_start, up_start, h, w) + crop(skip, skip_start, skip_start, h, w)
         out = final_upsampler(scores)
         return crop(out, self.shifts[-1], self.shifts[-1], height, width)

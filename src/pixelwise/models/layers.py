@@ -38,6 +38,18 @@ def bilinear_upsampler(channels: int, factor: int, kernel_size: int) -> nn.ConvT
     return layer
 
 
+def smaller(a: int, b: int) -> int:
+    """``min(a, b)`` of two sizes, kept in the graph when the model is traced or exported.
+
+    Under ``torch.jit.trace`` (the legacy ONNX exporter) sizes are 0-dim tensors and Python's
+    ``min`` would freeze the trace's choice, wrong at other input sizes; ``torch.minimum``
+    records it. Under ``torch.export`` sizes are SymInts, which ``torch.sym_min`` keeps symbolic.
+    """
+    if isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor):
+        return torch.minimum(a, b)  # type: ignore[return-value]
+    return torch.sym_min(a, b)
+
+
 def crop(x: torch.Tensor, top: int, left: int, height: int, width: int) -> torch.Tensor:
     """``x[..., top:top + height, left:left + width]``; raises if ``x`` is too small."""
     if x.shape[-2] < top + height or x.shape[-1] < left + width:
