@@ -1,5 +1,5 @@
 """``python -m pixelwise`` runs the command line (also how torchrun starts it)."""
 
-from pixelwise.cli import main
+from pixelwise.cli import program
 
-raise SystemExit(main())
+program()

@@ -10,6 +10,7 @@ without a traceback.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import sys
 from pathlib import Path
@@ -32,6 +33,16 @@ def main(argv: list[str] | None = None) -> int:
         return fail(one_line(err))
     except OSError as err:  # the file system refused a path: a file where a folder must go, ...
         return fail(f"{err}; check the path and its permissions")
+
+
+def program() -> NoReturn:
+    """The ``pixelwise`` program (console script, ``python -m pixelwise``, torchrun): exit with
+    :func:`main`'s status, skipping the garbage collections Python runs over every object at
+    exit, which torch's many objects make take 1 to 2 s (by then every file, loader worker and
+    writer is closed; :func:`main` itself stays safe to call in a long-lived process)."""
+    status = main()
+    gc.freeze()
+    raise SystemExit(status)
 
 
 def fail(message: str) -> int:
