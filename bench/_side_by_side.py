@@ -3,7 +3,9 @@ one after another, scored by one piece of code, and reported as a table and JSON
 
 - pixelwise trains through ``pixelwise.train`` from a shipped recipe (``configs/*_cpu.yaml``)
   with ``train.time_budget`` (or ``train.max_steps``), and is scored by ``pixelwise.evaluate``
-  on the checkpoint it wrote.
+  on the checkpoint it wrote, with the recipe's test-time augmentation (``Task.tta``: the 8
+  rotations and mirrors for EM, the mirror for street scenes; ``--tta`` changes it), as a user
+  runs ``pixelwise evaluate --tta-views``.
 - Peers use their own libraries' models, no pretrained weights (as pixelwise):
   ``smp.Unet("resnet34", encoder_weights=None)`` and torchvision's
   ``lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)``, trained by
@@ -59,6 +61,7 @@ class Task:
     scores: Callable[[dict], dict[str, Any]]  # the task's row fields from evaluate's scores
     options: dict[str, Any] = field(default_factory=dict)  # dataset options (both splits)
     eval_options: dict[str, Any] = field(default_factory=dict)  # dataset options (eval only)
+    tta: str = "none"  # pixelwise's evaluation views: none, h (mirror) or d4 (rotations too)
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
     parser.add_argument("--batch-size", type=int, default=batch_size, help="every system")
     parser.add_argument("--set", action="append", default=[], metavar="key=value",
                         help="change pixelwise's recipe, e.g. optim.loss=ce (ablations)")
+    parser.add_argument("--tta", choices=("none", "h", "d4"), default=None,
+                        help="pixelwise's test-time augmentation (default: the recipe's, "
+                             "d4 on ISBI 2012, h on CamVid); the peers' plain loop has none")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train every system this many times (seeds 0, 1, ...; seed-major, "
                              "so that machine load falls on all systems alike) and print the "
@@ -209,9 +215,11 @@ def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
                  f"data.batch_size={args.batch_size}", f"data.crop_size={crop}",
                  f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set]
     result = pixelwise.train(load_config(task.config, overrides))
+    tta = args.tta or task.tta
     scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
                                 task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
                                 device=args.device, progress=False,
+                                tta=False if tta == "none" else tta,
                                 **task.options, **task.eval_options)
     return result["step"], result["seconds"], scores
 
@@ -227,7 +235,8 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{task.kind}: {limit.describe()} per system, {args.threads} threads, {args.device}, "
-          f"crop {args.crop}, batch {args.batch_size}; torch {torch.__version__}")
+          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {args.tta or task.tta}; "
+          f"torch {torch.__version__}")
     if limit.seconds is not None:
         print(HONESTY)
     info = open_dataset(task.kind, task.train_root, "train", **task.options).info
@@ -242,7 +251,8 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                     continue
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
                 scores = score_peer(model, task, device)
-            rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed})
+            rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
+                         "tta": (args.tta or task.tta) if system == "pixelwise" else "none"})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:

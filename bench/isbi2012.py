@@ -5,7 +5,7 @@
 
 Every system trains on slices 0-24 (256x256 crops, batch 4, 2 threads), one after another, and
 is scored on whole slices 25-29 at 512x512 (bench/_side_by_side.py says how each is trained
-and scored). pixelwise trains from configs/isbi2012_cpu.yaml. Scores:
+and scored; pixelwise with its 8 rotations and mirrors averaged, --tta none to drop them). pixelwise trains from configs/isbi2012_cpu.yaml. Scores:
 - pixel_error: wrong pixels / all pixels, pooled over the slices (ISBI 2012's pixel error);
 - membrane_iou: IoU of class 0, the membrane;
 - adapted_rand_error: foreground-restricted adapted Rand error, the mean over slices of
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     task = Task("isbi2012", str(REPO / "configs" / "isbi2012_cpu.yaml"), args.root, args.root,
                 "val", parse_crop(args.crop), args.batch_size, vflip=0.5, scores=isbi_scores,
-                eval_options={"slices": args.eval_slices})
+                eval_options={"slices": args.eval_slices}, tta="d4")
     run_all(task, args, default_out="runs/bench-isbi2012")
     return 0
 

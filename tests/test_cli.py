@@ -187,6 +187,26 @@ def test_evaluate_tta_averages_the_mirrored_prediction(trained, tmp_path):
     assert written["matrix"] == matrix.tolist()
 
 
+def test_evaluate_and_predict_tta_views_d4_use_the_eight_rotations_and_mirrors(trained, tmp_path):
+    from pixelwise.inference.tta import DIHEDRAL
+
+    best = trained / "run" / "best.safetensors"
+    assert main(["evaluate", str(best), "--data", "synthetic", "--tta-views", "d4", "--option",
+                 "n=2", "--option", "size=32", "--out", str(tmp_path / "e")]) == 0
+    written = json.loads((tmp_path / "e" / "metrics.json").read_text())
+    assert written["evaluated"]["tta"]["flips"] == list(DIHEDRAL)
+    image = tmp_path / "x.png"
+    pixels = np.random.default_rng(4).integers(0, 256, (32, 40, 3), np.uint8)
+    Image.fromarray(pixels).save(image)
+    assert main(["predict", str(best), str(image), "--out", str(tmp_path / "o"), "--tta-views",
+                 "d4", "--format", "npy"]) == 0
+    plain = Segmenter.from_checkpoint(best, device="cpu")
+    proba = sum(
+        np.rot90(plain.predict_proba(np.rot90(view, k).copy()), -k, axes=(1, 2))[..., ::step]
+        for step, view in ((1, pixels), (-1, pixels[:, ::-1])) for k in range(4))
+    np.testing.assert_array_equal(np.load(tmp_path / "o" / "x.npy"), proba.argmax(0))
+
+
 def test_export_onnx_then_predict_with_the_onnx_file_matches_pytorch(trained, tmp_path, capsys):
     best = trained / "run" / "best.safetensors"
     onnx_file = tmp_path / "model.onnx"

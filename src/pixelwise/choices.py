@@ -1,8 +1,8 @@
-"""Names a user chooses among: prediction output formats (with the file name each gives) and
-inference backends. The one place that states them.
+"""Names a user chooses among: prediction output formats (with the file name each gives),
+inference backends and test-time augmentation views. The one place that states them.
 
-Kept apart from :mod:`pixelwise.outputs` and :mod:`pixelwise.inference.backends`, which
-implement them, so that the command line offers the choices without importing torch
+Kept apart from :mod:`pixelwise.outputs`, :mod:`pixelwise.inference.backends` and
+:mod:`pixelwise.inference.tta`, which implement them, so that the command line offers the choices without importing torch
 (``pixelwise --help`` stays quick).
 """
 
@@ -14,3 +14,6 @@ OUTPUT_SUFFIXES = {"png": ".png", "overlay": "_overlay.png", "geojson": ".geojso
 FORMATS = tuple(OUTPUT_SUFFIXES)
 
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # pixelwise.inference.backends
+
+# pixelwise.inference.tta: "h" the image and its mirror, "d4" its 8 rotations and mirrors
+TTA_VIEWS = ("h", "d4")

@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 from typing import NoReturn
 
-from pixelwise.choices import BACKENDS, FORMATS
+from pixelwise.choices import BACKENDS, FORMATS, TTA_VIEWS
 from pixelwise.errors import ConfigError, PixelwiseError
 from pixelwise.options import Spelling
 
@@ -106,9 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="dataset kind: synthetic, folder, voc, camvid, isbi2012, cityscapes")
     evaluate.add_argument("--root", default="", help="dataset folder")
     evaluate.add_argument("--split", default="val")
-    evaluate.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    evaluate.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
-                          help="also average over these input scales, e.g. 0.75 1 1.25")
+    add_tta_arguments(evaluate)
     evaluate.add_argument("--batch-size", type=positive_int, default=1)
     evaluate.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N")
     evaluate.add_argument("--out", help="output folder (default: eval-SPLIT beside the checkpoint)")
@@ -135,9 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", nargs="+", default=["png", "overlay"], dest="formats",
                          choices=list(FORMATS), help="what to write per input (default: png "
                          "overlay); GeoTIFF inputs keep their CRS in geotiff and geojson")
-    predict.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    predict.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
-                         help="also average over these input scales, e.g. 0.75 1 1.25")
+    add_tta_arguments(predict)
     predict.add_argument("--min-area", type=int, default=0,
                          help="geojson/coco: drop objects smaller than this many pixels")
     predict.add_argument("--simplify", type=float, default=0.0,
@@ -221,6 +217,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_tta_arguments(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--tta", action="store_true", help="average with the mirrored image")
+    command.add_argument("--tta-views", choices=TTA_VIEWS, metavar="{h,d4}",
+                         help="which views --tta averages (and implies it): h the image and its "
+                              "mirror (the default), d4 its 8 rotations and mirrors, for images "
+                              "with no up or left (microscopy, EM, aerial)")
+    command.add_argument("--tta-scales", type=float, nargs="+", default=[1.0], metavar="S",
+                         help="also average over these input scales, e.g. 0.75 1 1.25")
+
+
+def tta_setting(args: argparse.Namespace) -> bool | str:
+    """``--tta`` / ``--tta-views`` as evaluate's ``tta``: False, or the views' name."""
+    return args.tta_views or ("h" if args.tta else False)
+
+
 def add_backend_arguments(command: argparse.ArgumentParser, calibration_default: str) -> None:
     command.add_argument("--backend", choices=[*BACKENDS, "auto"],
                          help="how the model runs (default: PyTorch fp32, or onnxruntime for an "
@@ -299,7 +310,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
     check_request(args.data, args.root, options, CLI_DATA_SPELLING)
     pick_device(args.device, spelling="--device {value}")
     scores = evaluate(args.checkpoint, args.data, args.root, args.split, out_dir=args.out,
-                      tta=args.tta, tta_scales=tuple(args.tta_scales),
+                      tta=tta_setting(args), tta_scales=tuple(args.tta_scales),
                       batch_size=args.batch_size, device=args.device, report=args.report,
                       backend=args.backend, calibration=args.calibration,
                       strict=args.strict, **options)
@@ -325,11 +336,12 @@ def run_predict(args: argparse.Namespace) -> int:
             "has got")
     from pixelwise.device import pick_device
     from pixelwise.engine.predict_job import PredictionJob, run_prediction_job
+    from pixelwise.inference.tta import tta_views
 
     pick_device(args.device, spelling="--device {value}")  # a device this machine lacks: one line
     summary = run_prediction_job(PredictionJob(
         checkpoint=args.checkpoint, inputs=args.inputs, out_dir=args.out,
-        formats=tuple(args.formats), device=args.device, tta_flips=("h",) if args.tta else (),
+        formats=tuple(args.formats), device=args.device, tta_flips=tta_views(tta_setting(args)),
         tta_scales=tuple(args.tta_scales), min_area=args.min_area, simplify=args.simplify,
         background=parse_background(args.background), coco_segmentation="rle" if args.coco_rle else "auto",
         backend=args.backend, calibration=args.calibration,

@@ -8,7 +8,7 @@ from torch import nn
 
 from pixelwise.errors import ConfigError
 from pixelwise.inference.tiling import predict_tiled
-from pixelwise.inference.tta import TestTimeAugmented, tta_logits
+from pixelwise.inference.tta import DIHEDRAL, TestTimeAugmented, tta_logits, tta_views
 
 
 class Identity(nn.Module):
@@ -75,3 +75,45 @@ def test_rejects_unknown_flip_and_scale_on_valid_model():
 
     with pytest.raises(ConfigError, match="scales other than 1.0"):
         tta_logits(valid, batch(), flips=(), scales=(0.5,))
+
+
+class PositionBias(nn.Module):
+    """logits[c, y, x] = input[c, y, x] + a[c] * y + b[c] * x: neither flip- nor
+    rotation-symmetric, and it takes any size (so a transposed view too)."""
+
+    def __init__(self, a, b):
+        super().__init__()
+        self.a, self.b = (torch.tensor(v).view(1, -1, 1, 1) for v in (a, b))
+
+    def forward(self, x):
+        rows = torch.arange(x.shape[-2]).float().view(-1, 1)
+        columns = torch.arange(x.shape[-1]).float().view(1, -1)
+        return x + self.a * rows + self.b * columns
+
+
+def test_d4_averages_the_eight_rotations_and_mirrors():
+    # reference with numpy's rot90 and fliplr, not the module's flip-and-transpose views: each
+    # of the 8 symmetries of the square is applied, the model run, the output mapped back
+    x = batch(3, (1, 3, 6, 11)).numpy()  # not square: the quarter turns give 11x6 views
+    a, b = [0.2, -0.1, 0.05], [-0.15, 0.1, 0.3]
+    model = PositionBias(a, b)
+    views = []
+    for k in range(4):
+        for mirror in (False, True):
+            view = np.rot90(x[..., ::-1] if mirror else x, k, axes=(-2, -1)).copy()
+            probabilities = softmax(model(torch.from_numpy(view)).numpy(), axis=1)
+            back = np.rot90(probabilities, -k, axes=(-2, -1))
+            views.append(back[..., ::-1] if mirror else back)
+    expected = np.mean(views, axis=0)
+    out = tta_logits(model, torch.from_numpy(x), flips=DIHEDRAL)
+    np.testing.assert_allclose(np.exp(out.numpy()), expected, atol=1e-6)
+    # and the eight really are distinct views: the average differs from any smaller set's
+    fewer = tta_logits(model, torch.from_numpy(x), flips=("h", "v", "hv"))
+    assert not np.allclose(np.exp(fewer.numpy()), expected, atol=1e-4)
+
+
+def test_tta_settings_name_their_views():
+    assert tta_views(False) == () and tta_views(True) == ("h",) == tta_views("h")
+    assert tta_views("d4") == DIHEDRAL and len(set(DIHEDRAL)) == 7
+    with pytest.raises(ConfigError, match="tta must be one of"):
+        tta_views("d8")

@@ -85,15 +85,16 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
-             out_dir: str | Path | None = None, tta: bool = False, batch_size: int = 1,
+             out_dir: str | Path | None = None, tta: bool | str = False, batch_size: int = 1,
              device: str = "auto", progress: bool = True, tta_scales: tuple[float, ...] = (1.0,),
              report: bool | str | Path = False, backend: str | None = None,
              calibration: str | Path | None = None,
              strict: bool = False, **options: Any) -> dict[str, Any]:
     """Evaluate the model in ``checkpoint`` on ``dataset``/``split``; return the scores.
 
-    ``tta`` averages the softmax of the image and its horizontal flip, ``tta_scales`` over
-    rescaled copies (:func:`pixelwise.inference.tta.tta_logits`). ``backend`` runs the model
+    ``tta`` averages the softmax of the image and its horizontal flip (True or "h"), or of its 8
+    rotations and mirrors ("d4"), ``tta_scales`` over rescaled copies
+    (:func:`pixelwise.inference.tta.tta_logits`). ``backend`` runs the model
     as :class:`~pixelwise.inference.predict.Segmenter` does (None: PyTorch fp32); "onnx-int8"
     and "auto" calibrate on the folder ``calibration``, default the split's first images.
 
@@ -110,10 +111,11 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     """
     from pixelwise.data import open_dataset
     from pixelwise.data.transforms import eval_preset
-    from pixelwise.inference.tta import with_tta
+    from pixelwise.inference.tta import tta_views, with_tta
     from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
     from pixelwise.models import same_size_output
 
+    flips = list(tta_views(tta))
     with process_group(pick_device(device).type == "cuda") as dist_info:
         model, meta = load_model(checkpoint)
         torch_device = pick_device(device, dist_info)
@@ -123,7 +125,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         check_matches_data(checkpoint, meta, data.info, dataset, strict)
         if backend is not None:
             model = _with_backend(model, backend, torch_device, meta, data, calibration)
-        model = with_tta(same_size_output(model), flips=("h",) if tta else (), scales=tta_scales)
+        model = with_tta(same_size_output(model), flips=flips, scales=tta_scales)
         loader = DataLoader(shard_without_padding(data, dist_info), batch_size=batch_size,
                             shuffle=False)
         gallery = None
@@ -136,7 +138,6 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
                           detailed=True)
         if gallery is not None:
             scores["per_image_iou"] = gallery.per_image_iou
-        flips = ["h"] if tta else []
         evaluated = {"checkpoint": str(checkpoint), "dataset": dataset, "root": str(root),
                      "split": split, "tta": {"flips": flips, "scales": list(tta_scales)}}
         scores["classes"] = list(meta.classes)
@@ -155,7 +156,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
                 about = {"checkpoint": f"{checkpoint} (epoch {meta.epoch}, step {meta.step})",
                          "model": f"{meta.name} {meta.options}",
                          "data": f"{dataset} {root}".strip(), "split": split, "options": options,
-                         "TTA": f"flips {'h' if tta else 'none'}, scales {list(tta_scales)}",
+                         "TTA": f"flips {'+'.join(flips) or 'none'}, scales {list(tta_scales)}",
                          "device": str(torch_device)}
                 names = ([Path(s.image).name for s in data.samples] if hasattr(data, "samples")
                          else None)
@@ -240,9 +241,13 @@ def check_matches_data(checkpoint: str | Path, meta: ModelMeta, info: DatasetInf
 
 def describe_evaluation(evaluated: dict[str, Any]) -> str:
     """One line for the figures' titles: ``best.safetensors on camvid/val, TTA flips h ...``."""
+    from pixelwise.inference.tta import DIHEDRAL
+
     tta = evaluated["tta"]
     scales = [scale for scale in tta["scales"] if scale != 1.0]
-    parts = ([f"flip {'+'.join(tta['flips'])}"] if tta["flips"] else []) + (
+    views = ("8 rotations and mirrors" if tuple(tta["flips"]) == DIHEDRAL
+             else f"flip {'+'.join(tta['flips'])}")
+    parts = ([views] if tta["flips"] else []) + (
         [f"scales {' '.join(f'{s:g}' for s in tta['scales'])}"] if scales else [])
     return (f"{Path(evaluated['checkpoint']).name} on {evaluated['dataset']}/"
             f"{evaluated['split']}, {'TTA ' + ', '.join(parts) if parts else 'no TTA'}")

@@ -1,7 +1,9 @@
-"""Test-time augmentation (TTA): flips and multi-scale, averaged as softmax probabilities.
+"""Test-time augmentation (TTA): flips, rotations and multi-scale, averaged as softmax
+probabilities.
 
-Each view (the image itself, each flip, each scale, and their combinations) is run through the
-model, mapped back to the input's geometry (flipped back; logits resized back to the unscaled
+Each view (the image itself, each flip or transpose, each scale, and their combinations) is run
+through the model, mapped back to the input's geometry (flipped and transposed back; logits
+resized back to the unscaled
 output size, bilinear), turned into softmax probabilities and averaged. Probabilities rather than
 logits are averaged because logits of different views are not on a common scale (a confident view
 would dominate a logit average), as in FCN-style multi-scale testing and nnU-Net's mirroring.
@@ -19,15 +21,38 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from pixelwise.choices import TTA_VIEWS
 from pixelwise.errors import ConfigError
 
 FLIP_DIMS = {"h": (-1,), "v": (-2,), "hv": (-2, -1)}
+# A view: a flip ("h" left-right, "v" up-down, "hv" both), then for names ending in "t" a
+# transpose (height and width swapped). With the image itself the seven of DIHEDRAL are the
+# square's 8 symmetries: 4 rotations (hv is the half turn, ht and vt the quarter turns) and 4
+# mirrors (h, v, and the two diagonals t and hvt).
+VIEWS: dict[str, tuple[tuple[int, ...], bool]] = {
+    **{name: (dims, False) for name, dims in FLIP_DIMS.items()},
+    "t": ((), True), **{f"{name}t": (dims, True) for name, dims in FLIP_DIMS.items()},
+}
+DIHEDRAL = ("h", "v", "hv", "t", "ht", "vt", "hvt")
+VIEW_SETS = dict(zip(TTA_VIEWS, (("h",), DIHEDRAL), strict=True))  # what `tta` names mean
+
+
+def tta_views(tta: bool | str) -> tuple[str, ...]:
+    """The extra views of a ``tta`` setting: False none, True or "h" the mirror image, "d4" the
+    8 rotations and mirrors (for images with no up or left: microscopy, EM, aerial)."""
+    if tta is False or tta is None:
+        return ()
+    if tta is True:
+        return VIEW_SETS["h"]
+    if tta not in VIEW_SETS:
+        raise ConfigError(f"tta must be one of {[False, True, *VIEW_SETS]}, got {tta!r}; try 'h'")
+    return VIEW_SETS[tta]
 
 
 def _check(flips: Sequence[str], scales: Sequence[float]) -> None:
-    unknown = [f for f in flips if f not in FLIP_DIMS]
+    unknown = [f for f in flips if f not in VIEWS]
     if unknown:
-        raise ConfigError(f"flips must be among {sorted(FLIP_DIMS)}, got {unknown}; try ('h',)")
+        raise ConfigError(f"flips must be among {sorted(VIEWS)}, got {unknown}; try ('h',)")
     if not scales or any(s <= 0 for s in scales):
         raise ConfigError(f"scales must be positive, got {list(scales)}; try (0.75, 1.0, 1.25)")
 
@@ -38,13 +63,14 @@ def tta_logits(
     flips: Sequence[str] = ("h",),
     scales: Sequence[float] = (1.0,),
 ) -> Tensor:
-    """Log of the softmax probabilities averaged over flipped and rescaled views of `x`.
+    """Log of the softmax probabilities averaged over flipped, transposed and rescaled views of `x`.
 
     Args:
         model: maps float `(N, C, H, W)` to logits `(N, K, H', W')`.
         x: float `(N, C, H, W)` input batch.
-        flips: extra flipped views, among "h" (left-right), "v" (up-down), "hv" (both); the
-            unflipped view is always included.
+        flips: extra views, among "h" (left-right), "v" (up-down), "hv" (both), and the same
+            followed by a transpose: "t", "ht", "vt", "hvt" (`DIHEDRAL`: all seven, for the 8
+            rotations and mirrors); the image itself is always included.
         scales: input scale factors; each view is also run at each scale (1.0 = as is). Scales
             other than 1.0 need a model whose output has the input's size ("same" padding).
 
@@ -60,9 +86,8 @@ def tta_logits(
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
         scaled = x if size == (height, width) else F.interpolate(
             x, size=size, mode="bilinear", align_corners=False)
-        for dims in [(), *(FLIP_DIMS[f] for f in flips)]:
-            logits = model(scaled.flip(dims) if dims else scaled)
-            logits = logits.flip(dims) if dims else logits
+        for dims, transpose in [((), False), *(VIEWS[f] for f in flips)]:
+            logits = _undo(model(_view(scaled, dims, transpose)), dims, transpose)
             if logits.shape[-2:] != scaled.shape[-2:] and size != (height, width):
                 raise ConfigError(
                     f"scales other than 1.0 need a model whose output has its input's size, got "
@@ -75,6 +100,16 @@ def tta_logits(
             total = probabilities if total is None else total + probabilities
             views += 1
     return torch.log((total / views).clamp_min(1e-12))
+
+
+def _view(x: Tensor, dims: tuple[int, ...], transpose: bool) -> Tensor:
+    x = x.flip(dims) if dims else x
+    return x.transpose(-2, -1) if transpose else x
+
+
+def _undo(logits: Tensor, dims: tuple[int, ...], transpose: bool) -> Tensor:
+    logits = logits.transpose(-2, -1) if transpose else logits
+    return logits.flip(dims) if dims else logits
 
 
 class TestTimeAugmented(nn.Module):
