@@ -274,14 +274,17 @@ def row_of(system: str, steps: int, seconds: float, limit: Limit, task: Task,
 
 
 def format_rows(rows: list[dict[str, Any]], classes: list[str]) -> str:
-    """A Markdown table: steps, seconds, the task's scalar scores, mean object recall by size;
-    then, when the rows have per-class IoU, a table of it."""
+    """A Markdown table: steps, seconds, TTA, the task's scalar scores, mean object recall by
+    size; then, when the rows have per-class IoU, a table of it."""
     scalars = [key for key in rows[0] if isinstance(rows[0][key], float | int | None)
-               and key not in ("steps", "seconds", "budget_s", "budget_steps")] if rows else []
-    head = ["system", "steps", "seconds", *scalars, *(f"recall {size}" for size in SIZE_BINS)]
+               and key not in ("steps", "seconds", "budget_s", "budget_steps", "seed")
+               ] if rows else []
+    head = ["system", "steps", "seconds", "TTA", *scalars,
+            *(f"recall {size}" for size in SIZE_BINS)]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [label_of(row, rows), str(row["steps"]), f"{row['seconds']:.0f}",
+                 row.get("tta", "none"),
                  *(_number(row[key]) for key in scalars),
                  *(_number(row["object_recall_mean"][size]) for size in SIZE_BINS)]
         lines.append("| " + " | ".join(cells) + " |")

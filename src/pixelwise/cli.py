@@ -219,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_tta_arguments(command: argparse.ArgumentParser) -> None:
     command.add_argument("--tta", action="store_true", help="average with the mirrored image")
-    command.add_argument("--tta-views", choices=TTA_VIEWS, metavar="{h,d4}",
+    command.add_argument("--tta-views", choices=TTA_VIEWS,
                          help="which views --tta averages (and implies it): h the image and its "
                               "mirror (the default), d4 its 8 rotations and mirrors, for images "
                               "with no up or left (microscopy, EM, aerial)")
