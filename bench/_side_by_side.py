@@ -203,6 +203,11 @@ def score_peer(model: nn.Module, task: Task, device: torch.device) -> dict[str, 
 # ---- pixelwise ---------------------------------------------------------------------------------
 
 
+def pixelwise_tta(task: Task, args: argparse.Namespace) -> str:
+    """The views pixelwise is scored with: ``--tta``, else the recipe's (``Task.tta``)."""
+    return args.tta or task.tta
+
+
 def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
                   out: Path, seed: int = 0) -> tuple[int, float, dict[str, Any]]:
     """Train the recipe for ``limit`` into ``out/pixelwise`` (``out/pixelwise-seedS`` for a
@@ -215,7 +220,7 @@ def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
                  f"data.batch_size={args.batch_size}", f"data.crop_size={crop}",
                  f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set]
     result = pixelwise.train(load_config(task.config, overrides))
-    tta = args.tta or task.tta
+    tta = pixelwise_tta(task, args)
     scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
                                 task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
                                 device=args.device, progress=False,
@@ -235,7 +240,7 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{task.kind}: {limit.describe()} per system, {args.threads} threads, {args.device}, "
-          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {args.tta or task.tta}; "
+          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {pixelwise_tta(task, args)}; "
           f"torch {torch.__version__}")
     if limit.seconds is not None:
         print(HONESTY)
@@ -252,7 +257,7 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
                 scores = score_peer(model, task, device)
             rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
-                         "tta": (args.tta or task.tta) if system == "pixelwise" else "none"})
+                         "tta": pixelwise_tta(task, args) if system == "pixelwise" else "none"})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:
