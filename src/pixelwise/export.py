@@ -8,8 +8,8 @@ with fails here instead of in production.
 
 ONNX exporters (`exporter=`): torch 2.14 offers two, and neither handles all our models.
 * "legacy" (TorchScript tracing with `dynamic_axes`, deprecated): under a second; traces the
-  valid and same U-Nets and VGG16 FCNs correctly, but bakes Python-side shape decisions into the
-  graph (FCN on ResNet/MobileNet backbones then fails on other sizes).
+  valid and same U-Nets and the FCNs correctly, but bakes Python-side shape decisions into the
+  graph (a Python `min` of two sizes; FCN's crop uses `models.layers.smaller` for that reason).
 * "dynamo" (`torch.export`, the supported path, needs onnxscript): sizes are symbolic, so Python
   arithmetic on shapes (FCN's crops, `min` of two sizes) stays dynamic; 5 to 20 s on a 2-core
   CPU. It refuses models that branch on sizes it cannot decide symbolically: the valid U-Net

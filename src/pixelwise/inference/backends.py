@@ -232,7 +232,7 @@ def _exported(model: nn.Module, in_channels: int) -> Path:
 
     `write_onnx`'s "auto" rule: the legacy exporter (tracing, under a second where
     ``torch.export`` takes tens) unless its graph differs from PyTorch on a second, odd size
-    (it can bake the traced size into FCN's crops on ResNet backbones), then "dynamo", whose
+    (it can bake the traced size into Python-side size arithmetic), then "dynamo", whose
     file is checked on that size too.
     """
     path = cache_dir() / f"{_model_key(model)}.onnx"
