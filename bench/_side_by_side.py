@@ -5,7 +5,9 @@ one after another, scored by one piece of code, and reported as a table and JSON
   with ``train.time_budget`` (or ``train.max_steps``), and is scored by ``pixelwise.evaluate``
   on the checkpoint it wrote, with the recipe's test-time augmentation (``Task.tta``: the 8
   rotations and mirrors for EM, the mirror for street scenes; ``--tta`` changes it), as a user
-  runs ``pixelwise evaluate --tta-views``.
+  runs ``pixelwise evaluate --tta-views``. ``pixelwise-realtime`` is the same recipe with the
+  model of the ``realtime`` preset (``pixelwise.models.presets``: FCN-8s on MobileNetV3-Large),
+  the counterpart of torchvision's LR-ASPP MobileNetV3.
 - Peers use their own libraries' models, no pretrained weights (as pixelwise):
   ``smp.Unet("resnet34", encoder_weights=None)`` and torchvision's
   ``lraspp_mobilenet_v3_large(weights=None, weights_backbone=None)``, trained by
@@ -42,7 +44,9 @@ from pixelwise.metrics import SIZE_BINS
 HONESTY = ("A time budget is honest only when nothing else runs on this machine: run the "
            "benchmark alone (--steps N compares at equal steps, independent of the load).")
 PEERS = ("smp-unet-r34", "tv-lraspp-mbv3")
-SYSTEMS = ("pixelwise", *PEERS)
+# pixelwise's systems: the model preset each trains in the task's recipe (None: the recipe's own)
+PIXELWISE = {"pixelwise": None, "pixelwise-realtime": "realtime"}
+SYSTEMS = (*PIXELWISE, *PEERS)
 PEER_LR, PEER_WEIGHT_DECAY = 1e-3, 1e-4
 
 
@@ -85,19 +89,21 @@ class Limit:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: str,
-                         batch_size: int) -> None:
+                         batch_size: int, systems: tuple[str, ...] = SYSTEMS) -> None:
     parser.add_argument("--budget", type=float, default=budget,
                         help="seconds of training per system (default %(default)s)")
     parser.add_argument("--steps", type=int, help="optimiser steps per system instead of --budget")
-    parser.add_argument("--systems", default=",".join(SYSTEMS),
-                        help="comma-separated, among " + ", ".join(SYSTEMS))
+    parser.add_argument("--systems", default=",".join(systems),
+                        help="comma-separated, among " + ", ".join(SYSTEMS) +
+                             " (default %(default)s)")
     parser.add_argument("--out", default=None, help="folder for the rows and pixelwise's run")
     parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
     parser.add_argument("--device", default="cpu", help="cpu or cuda, for every system")
     parser.add_argument("--crop", default=crop, help="training crop HxW or N, every system")
     parser.add_argument("--batch-size", type=int, default=batch_size, help="every system")
     parser.add_argument("--set", action="append", default=[], metavar="key=value",
-                        help="change pixelwise's recipe, e.g. optim.loss=ce (ablations)")
+                        help="change pixelwise's recipe, e.g. optim.loss=ce (ablations); "
+                             "pixelwise-realtime keeps its preset's model.*")
     parser.add_argument("--tta", choices=("none", "h", "d4"), default=None,
                         help="pixelwise's test-time augmentation (default: the recipe's, "
                              "d4 on ISBI 2012, h on CamVid); the peers' plain loop has none")
@@ -208,17 +214,31 @@ def pixelwise_tta(task: Task, args: argparse.Namespace) -> str:
     return args.tta or task.tta
 
 
-def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace,
-                  out: Path, seed: int = 0) -> tuple[int, float, dict[str, Any]]:
-    """Train the recipe for ``limit`` into ``out/pixelwise`` (``out/pixelwise-seedS`` for a
-    seed other than 0), then ``pixelwise.evaluate`` its checkpoint; returns (steps, seconds,
-    scores)."""
-    run_dir = out / ("pixelwise" if seed == 0 else f"pixelwise-seed{seed}")
+def preset_overrides(name: str | None) -> list[str]:
+    """Config overrides that make a recipe train model preset ``name`` (none for None); the
+    whole ``model.options`` mapping is replaced, so ``--set model.options.x`` of the recipe's
+    own model cannot leak into the preset's."""
+    if name is None:
+        return []
+    from pixelwise.models.presets import preset
+
+    model, options = preset(name)
+    mapping = ", ".join(f"{key}: {value}" for key, value in options.items())
+    return [f"model.name={model}", f"model.options={{{mapping}}}"]
+
+
+def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace, out: Path,
+                  seed: int = 0, system: str = "pixelwise") -> tuple[int, float, dict[str, Any]]:
+    """Train the recipe (with ``system``'s model preset) for ``limit`` into ``out/SYSTEM``
+    (``out/SYSTEM-seedS`` for a seed other than 0), then ``pixelwise.evaluate`` its checkpoint;
+    returns (steps, seconds, scores)."""
+    run_dir = out / (system if seed == 0 else f"{system}-seed{seed}")
     crop = f"[{task.crop[0]},{task.crop[1]}]" if isinstance(task.crop, tuple) else task.crop
     overrides = [f"data.root={task.train_root}", f"train.out_dir={run_dir}",
                  "train.overwrite=true", "train.progress=false", f"train.device={args.device}",
                  f"data.batch_size={args.batch_size}", f"data.crop_size={crop}",
-                 f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set]
+                 f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set,
+                 *preset_overrides(PIXELWISE[system])]
     result = pixelwise.train(load_config(task.config, overrides))
     tta = pixelwise_tta(task, args)
     scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
@@ -248,8 +268,8 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     rows, classes = [], list(info.classes)
     for seed in range(args.seeds):
         for system in systems_of(args):
-            if system == "pixelwise":
-                steps, seconds, scores = run_pixelwise(task, limit, args, out, seed)
+            if system in PIXELWISE:
+                steps, seconds, scores = run_pixelwise(task, limit, args, out, seed, system)
             else:
                 build = peer_builder(system, info.in_channels, info.num_classes)
                 if build is None:
@@ -257,15 +277,16 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
                 scores = score_peer(model, task, device)
             rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
-                         "tta": pixelwise_tta(task, args) if system == "pixelwise" else "none"})
+                         "tta": pixelwise_tta(task, args) if system in PIXELWISE else "none"})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:
         print(format_seed_summary(rows))
     with (out / "results.jsonl").open("w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    print(f"wrote {out / 'results.jsonl'}" + (f" and {out / 'pixelwise'}/last.safetensors"
-                                                if "pixelwise" in systems_of(args) else ""))
+    ours = [name for name in systems_of(args) if name in PIXELWISE]
+    print(f"wrote {out / 'results.jsonl'}" + "".join(f" and {out / name}/last.safetensors"
+                                                     for name in ours))
     return rows
 
 

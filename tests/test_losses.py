@@ -86,6 +86,58 @@ def test_ce_dice_is_the_sum_of_both():
     assert float(build_loss("ce_dice", 3)(logits, target)) == pytest.approx(float(total))
 
 
+def test_lovasz_of_two_pixels_by_hand():
+    # Pixel A: class 0, p = (0.8, 0.2); pixel B: class 1, p = (0.6, 0.4). Class 0: errors
+    # B 0.6 (not class 0), A 0.2; the Jaccard loss after B is 1 - 1/2, after A 1 - 0/2: increments
+    # (1/2, 1/2), term 0.6/2 + 0.2/2 = 0.4. Class 1: errors B 0.6 (class 1), A 0.2; Jaccard loss
+    # 1 - 0/1 then 1 - 0/2: increments (1, 0), term 0.6. Mean 0.5.
+    value = build_loss("lovasz", 2, IGNORE)(logits_of([[0.8, 0.6], [0.2, 0.4]]),
+                                            torch.tensor([[[0, 1]]]))
+    assert float(value) == pytest.approx(0.5)
+
+
+def jaccard_loss(fg, wrong):
+    """Berman et al.'s set function: |M| / |fg | M| for the set M of wrong pixels."""
+    return wrong.sum() / max((fg | wrong).sum(), 1)
+
+
+def lovasz_extension_by_integral(fg, errors):
+    """The Lovász extension as the integral over t in [0, 1] of the Jaccard loss of the set
+    {errors >= t}: piecewise constant between the sorted error values."""
+    levels = np.append(np.unique(errors)[::-1], 0.0)
+    return sum((high - low) * jaccard_loss(fg, errors >= high)
+               for high, low in zip(levels[:-1], levels[1:], strict=True))
+
+
+def test_lovasz_matches_the_extension_integral_and_is_one_minus_iou_when_hard():
+    rng = np.random.default_rng(0)
+    logits = torch.tensor(rng.normal(size=(2, 3, 5, 6)) * 2)
+    target = torch.tensor(rng.integers(0, 3, (2, 5, 6)))
+    target[0, 0] = IGNORE
+    probs = logits.softmax(1).permute(0, 2, 3, 1).numpy()
+    labels, valid = target.numpy(), target.numpy() != IGNORE
+    expected = np.mean([lovasz_extension_by_integral(labels[valid] == c,
+                                                     np.abs((labels[valid] == c) - probs[valid][:, c]))
+                        for c in range(3)])
+    assert float(build_loss("lovasz", 3, IGNORE)(logits, target)) == pytest.approx(expected)
+    hard = torch.nn.functional.one_hot(logits.argmax(1), 3).permute(0, 3, 1, 2) * 1e4
+    prediction = logits.argmax(1).numpy()
+    iou = [((prediction == c) & (labels == c) & valid).sum()
+           / (((prediction == c) | (labels == c)) & valid).sum() for c in range(3)]
+    assert float(build_loss("lovasz", 3, IGNORE)(hard.double(), target)) == pytest.approx(
+        1 - np.mean(iou))
+
+
+def test_lovasz_skips_classes_absent_from_the_batch_and_ce_lovasz_is_the_sum():
+    target = torch.tensor([[[0, 0, 2, 2]]])  # class 1 absent: it adds no term
+    logits = torch.randn(1, 3, 1, 4)
+    three = float(build_loss("lovasz", 3)(logits, target))
+    weights = float(build_loss("lovasz", 3, class_weights=[1.0, 5.0, 1.0])(logits, target))
+    assert three == pytest.approx(weights)
+    total = build_loss("ce", 3)(logits, target) + build_loss("lovasz", 3)(logits, target)
+    assert float(build_loss("ce_lovasz", 3)(logits, target)) == pytest.approx(float(total))
+
+
 def test_target_outside_the_classes_raises_data_error():
     with pytest.raises(DataError, match="target values must be class ids 0..2"):
         build_loss("ce", 3)(torch.zeros(1, 3, 2, 2), torch.tensor([[[0, 5], [0, 0]]]))

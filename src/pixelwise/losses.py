@@ -7,6 +7,10 @@ to the loss and nothing to the normaliser. A batch with no labelled pixel gives 
 - `dice`: soft multi-class Dice loss, `1 - mean_c (2 sum p g + s) / (sum p + sum g + s)`.
 - `ce_dice`: the sum of the two.
 - `focal`: focal loss `-(1 - p_t)^gamma log p_t` (Lin et al. 2017), class weights as alpha.
+- `lovasz`: the Lovász-softmax loss (Berman, Rannen Triki, Blaschko, CVPR 2018), a convex
+  surrogate of `1 - IoU` per class, so it trains the score it is judged by (mean IoU: each
+  class counts alike however few its pixels are).
+- `ce_lovasz`: cross-entropy plus Lovász-softmax.
 - `unet_weighted_ce`: cross-entropy weighted per pixel by the U-Net paper's weight map (§3),
   computed from the target's connected components, so touching cells get separated.
 """
@@ -140,6 +144,51 @@ class CEDiceLoss(_SegmentationLoss):
         return self.ce(logits, target) + self.dice(logits, target)
 
 
+class LovaszSoftmaxLoss(_SegmentationLoss):
+    """Lovász-softmax (Berman et al. 2018, eq. 12 and Alg. 1): per class `c`, the Lovász
+    extension of the Jaccard loss at the pixel errors `m_i = |[y_i = c] - p_i(c)|`, i.e. the
+    errors sorted in decreasing order dotted with the Jaccard loss's increments
+    (:func:`lovasz_gradient`); the class-weighted mean over the classes present in the batch's
+    labelled pixels (the paper's "present" classes). With one-hot probabilities it is exactly
+    `1 - IoU` of each class, so its minimum is the mean IoU's maximum.
+    """
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        valid = self._valid(logits, target)
+        probs = logits.float().softmax(1).permute(0, 2, 3, 1)[valid]  # (P, K), labelled only
+        truth = target[valid]
+        total, weight = logits.sum() * 0.0, logits.new_zeros(())  # 0, with a gradient
+        for c in truth.unique().tolist():
+            fg = (truth == c).float()
+            errors, order = (fg - probs[:, c]).abs().sort(descending=True)
+            total = total + self.class_weights[c] * (errors @ lovasz_gradient(fg[order]))
+            weight = weight + self.class_weights[c]
+        return total / weight.clamp_min(1e-12)
+
+
+def lovasz_gradient(fg_sorted: torch.Tensor) -> torch.Tensor:
+    """The increments of the Jaccard loss `1 - |fg & errors| / |fg | errors|` as the pixels of
+    one class are marked wrong one by one in the given order (Berman et al. 2018, Alg. 1):
+    `fg_sorted` (P,) is 1 for the class's pixels, in the order of decreasing error."""
+    present = fg_sorted.sum()
+    intersection = present - fg_sorted.cumsum(0)
+    union = present + (1 - fg_sorted).cumsum(0)
+    jaccard = 1 - intersection / union
+    return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
+
+
+class CELovaszLoss(_SegmentationLoss):
+    """Cross-entropy plus Lovász-softmax, with the same class weights and ignore index."""
+
+    def __init__(self, num_classes: int, ignore_index: int, class_weights: torch.Tensor) -> None:
+        super().__init__(num_classes, ignore_index, class_weights)
+        self.ce = CrossEntropyLoss(num_classes, ignore_index, class_weights)
+        self.lovasz = LovaszSoftmaxLoss(num_classes, ignore_index, class_weights)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        return self.ce(logits, target) + self.lovasz(logits, target)
+
+
 class FocalLoss(_SegmentationLoss):
     """Focal loss `-alpha_c (1 - p_t)^gamma log p_t` (Lin et al. 2017, eq. 5), gamma = 2,
     averaged over labelled pixels weighted by `alpha_c` (the class weights)."""
@@ -262,6 +311,8 @@ LOSS_CLASSES: dict[str, type[_SegmentationLoss]] = {
     "dice": DiceLoss,
     "ce_dice": CEDiceLoss,
     "focal": FocalLoss,
+    "lovasz": LovaszSoftmaxLoss,
+    "ce_lovasz": CELovaszLoss,
     "unet_weighted_ce": UNetWeightedCELoss,
 }
 LOSSES = tuple(LOSS_CLASSES)

@@ -17,6 +17,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pixelwise.config import load_config
+
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("PIXELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 pytestmark = pytest.mark.shared_data
@@ -24,9 +26,10 @@ TINY = ["--steps", "2", "--crop", "32", "--batch-size", "2", "--threads", "1",
         "--set", "model.options.base_channels=4", "--set", "model.options.depth=2"]
 
 
-def installed_systems() -> list[str]:
+def installed_systems(realtime: bool = False) -> list[str]:
+    """The systems a script's default runs: CamVid's adds the realtime preset."""
     peers = ["smp-unet-r34"] if importlib.util.find_spec("segmentation_models_pytorch") else []
-    return ["pixelwise", *peers, "tv-lraspp-mbv3"]
+    return ["pixelwise", *(["pixelwise-realtime"] if realtime else []), *peers, "tv-lraspp-mbv3"]
 
 
 def bench_script(name: str):
@@ -96,7 +99,7 @@ def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
                         "check", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
     rows = json_rows(printed)
-    assert [row["system"] for row in rows] == installed_systems()
+    assert [row["system"] for row in rows] == installed_systems(realtime=True)
     for row in rows:
         assert row["steps"] == 2
         assert len(row["iou"]) == 11 and {"mean_iou", "pixel_accuracy"} <= set(row)
@@ -104,3 +107,9 @@ def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
     assert "| Pole |" in printed  # the per-class IoU table
     scored = json.loads((out / "pixelwise" / "eval-check" / "metrics.json").read_text())
     assert scored["num_images"] == 2 and scored["num_pixels"] <= 2 * 180 * 240  # at half size
+    # the realtime system trained the preset's model, not the recipe's U-Net (whose --set
+    # model.options did not leak into it), in the same recipe, and was scored with its TTA
+    config = load_config(out / "pixelwise-realtime" / "config.yaml")
+    assert (config.model.name, config.model.options) == ("fcn8s", {"backbone": "mobilenet_v3_large"})
+    assert config.optim.loss == load_config(REPO / "configs" / "camvid_cpu.yaml").optim.loss
+    assert [row["tta"] for row in rows[:2]] == ["h", "h"]

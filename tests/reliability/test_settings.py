@@ -27,7 +27,7 @@ SETTING_MISTAKES = [
     ("train.metric=miou", "train.metric must be one of ['pixel_accuracy', 'mean_accuracy', "
                           "'mean_iou', 'fw_iou', 'mean_dice'], got 'miou'; try 'mean_iou'"),
     ("optim.loss=focall", "optim.loss must be one of ['ce', 'dice', 'ce_dice', 'focal', "
-                           "'unet_weighted_ce'], got 'focall'; try 'focal'"),
+                           "'lovasz', 'ce_lovasz', 'unet_weighted_ce'], got 'focall'; try 'focal'"),
     ("data.augment.flip=0.5", "options of data.augment must be among ['colour_jitter', "
                               "'elastic', 'hflip', 'rotation', 'scale', 'vflip'], got unknown "
                               "['flip']; try 'vflip'"),
