@@ -50,14 +50,36 @@ def test_horizontal_flip_averages_probabilities_of_both_views():
 
 
 def test_scale_view_is_resized_back_to_input_size():
-    # a linear ramp survives bilinear down- and up-sampling (align_corners=False) away from the
-    # border, so the half-scale view equals the plain one in the interior
+    # a linear ramp survives bilinear down- (antialiased: a filter twice as wide) and
+    # up-sampling (align_corners=False) away from the border, so the half-scale view equals the
+    # plain one in the interior
     ramp = torch.arange(16, dtype=torch.float32) / 4
     x = torch.stack([ramp.expand(12, 16), -ramp.expand(12, 16)])[None]
     out = tta_logits(Identity(), x, flips=(), scales=(0.5, 1.0))
     assert out.shape == x.shape
     expected = np.log(softmax(x.numpy(), axis=1))
-    np.testing.assert_allclose(out.numpy()[..., 2:-2], expected[..., 2:-2], atol=1e-5)
+    np.testing.assert_allclose(out.numpy()[..., 4:-4], expected[..., 4:-4], atol=1e-5)
+
+
+def test_a_smaller_scale_shows_the_model_what_a_dataset_read_at_that_scale_holds():
+    # the half-scale view is the image as CamVid's scale=0.5 reads it (antialiased bilinear),
+    # so a model trained on half-size images sees the same pixels at inference
+    from pixelwise.data.transforms import rescale_pair
+
+    seen = []
+
+    def model(x):
+        seen.append(x)
+        return x
+
+    image = torch.rand(3, 36, 48)
+    tta_logits(model, image[None], flips=(), scales=(0.5,))
+    expected, _ = rescale_pair(image, torch.zeros(36, 48, dtype=torch.int64), 0.5)
+    np.testing.assert_allclose(seen[0][0].numpy(), expected.numpy(), atol=1e-6)
+    checkerboard = (torch.arange(48)[None, :] + torch.arange(36)[:, None]) % 2
+    tta_logits(model, checkerboard.float().expand(1, 3, 36, 48), flips=(), scales=(0.5,))
+    # no aliasing of the pattern (away from the border, where the filter is cut)
+    np.testing.assert_allclose(seen[1][..., 1:-1, 1:-1].numpy(), 0.5, atol=1e-6)
 
 
 def test_wrapped_model_plugs_into_tiled_inference():

@@ -71,8 +71,12 @@ def tta_logits(
         flips: extra views, among "h" (left-right), "v" (up-down), "hv" (both), and the same
             followed by a transpose: "t", "ht", "vt", "hvt" (`DIHEDRAL`: all seven, for the 8
             rotations and mirrors); the image itself is always included.
-        scales: input scale factors; each view is also run at each scale (1.0 = as is). Scales
-            other than 1.0 need a model whose output has the input's size ("same" padding).
+        scales: input scale factors; each view is also run at each scale (1.0 = as is), the
+            input resized bilinearly (antialiased when shrunk) and the logits resized back.
+            A single scale is inference at that size: ``(0.5,)`` runs a model trained on
+            half-size images (CamVid ``scale=0.5``) on full-size frames, at a quarter of the
+            pixels. Scales other than 1.0 need a model whose output has the input's size
+            ("same" padding).
 
     Returns:
         `(N, K, H', W')` float logits, `log(mean_views softmax(view))` (clamped at 1e-12 before
@@ -84,8 +88,11 @@ def tta_logits(
     views = 0
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        # down with antialiasing, as a dataset's `scale` option reads images (rescale_pair):
+        # a model trained at half size sees the same pixels here
         scaled = x if size == (height, width) else F.interpolate(
-            x, size=size, mode="bilinear", align_corners=False)
+            x, size=size, mode="bilinear", align_corners=False,
+            antialias=size[0] < height or size[1] < width)
         for dims, transpose in [((), False), *(VIEWS[f] for f in flips)]:
             logits = _undo(model(_view(scaled, dims, transpose)), dims, transpose)
             if logits.shape[-2:] != scaled.shape[-2:] and size != (height, width):
