@@ -2,49 +2,98 @@
 against torchvision's LR-ASPP MobileNetV3 eager fp32, interleaved (30 rounds, medians), 2 threads.
 
     python bench/realtime_fps.py
+    python bench/realtime_fps.py --rounds 10 --json runs/realtime_fps.json
+
+Each row maps a 360x480 frame to its 360x480 label map. "half size" rows run the model on the
+frame shrunk to 180x240 and resize the class scores back (``tta_scales=(0.5,)``, what
+``Segmenter(..., tta_scales=(0.5,))`` and ``pixelwise predict --tta-scales 0.5`` do), the size
+``bench/camvid.py`` trains and scores every system at; LR-ASPP gets the same treatment, so that
+each model is timed at the size it was trained for.
 """
 
 from __future__ import annotations
 
+import argparse
+import json
 import statistics
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import torch
+from torch import nn
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
 from pixelwise.inference.backends import build_backend
+from pixelwise.inference.tta import with_tta
 from pixelwise.models import build, preset
 
+FRAME = (360, 480)
+HALF = (0.5,)
 
-def main() -> None:
-    torch.set_num_threads(2)
+
+class Logits(nn.Module):
+    """torchvision's ``{"out": logits}`` as plain logits, for the TTA wrapper."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)["out"]
+
+
+def runs() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
+    """Each timed system: frame (1, 3, 360, 480) in, label map (1, 360, 480) out."""
     torch.manual_seed(0)
     name, options = preset("realtime")
     ours = build(name, num_classes=11, **options).eval().to(memory_format=torch.channels_last)
-    peer = lraspp_mobilenet_v3_large(weights=None, weights_backbone=None, num_classes=11).eval()
-    frame = torch.randn(1, 3, 360, 480)
+    peer = Logits(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                            num_classes=11).eval())
     onnx = build_backend("onnx", ours, torch.device("cpu"), 3)
-    runs = {
-        "realtime torch": lambda: ours(frame.contiguous(memory_format=torch.channels_last)).argmax(1),
-        "realtime onnx": lambda: onnx(frame).argmax(1),
-        "lraspp torch": lambda: peer(frame)["out"].argmax(1),
+    ours_half, peer_half = with_tta(ours, (), HALF), with_tta(peer, (), HALF)
+    last = torch.channels_last
+    return {
+        "realtime torch": lambda x: ours(x.contiguous(memory_format=last)).argmax(1),
+        "realtime onnx": lambda x: onnx(x).argmax(1),
+        "realtime torch, half size": lambda x: ours_half(x.contiguous(memory_format=last)).argmax(1),
+        "lraspp torch": lambda x: peer(x).argmax(1),
+        "lraspp torch, half size": lambda x: peer_half(x).argmax(1),
     }
-    times: dict[str, list[float]] = {key: [] for key in runs}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=30, help="interleaved rounds (default 30)")
+    parser.add_argument("--threads", type=int, default=2, help="torch.set_num_threads")
+    parser.add_argument("--json", type=Path, help="also write the rows here")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    systems = runs()
+    frame = torch.randn(1, 3, *FRAME)
+    times: dict[str, list[float]] = {key: [] for key in systems}
     with torch.inference_mode():
-        for run in runs.values():  # warm-up
-            run()
-            run()
-        for _ in range(30):
-            for key, run in runs.items():
+        for run in systems.values():  # warm-up
+            assert run(frame).shape == (1, *FRAME)
+            run(frame)
+        for _ in range(args.rounds):
+            for key, run in systems.items():
                 start = time.perf_counter()
-                run()
+                run(frame)
                 times[key].append(time.perf_counter() - start)
     peer_ms = statistics.median(times["lraspp torch"])
+    rows = []
     for key, values in times.items():
         median = statistics.median(values)
-        print(f"{key:16s} {median * 1000:7.1f} ms {1 / median:6.1f} fps  "
+        rows.append({"system": key, "ms": round(median * 1000, 1), "fps": round(1 / median, 1),
+                     "time_over_lraspp": round(median / peer_ms, 2)})
+        print(f"{key:26s} {median * 1000:7.1f} ms {1 / median:6.1f} fps  "
               f"time / LR-ASPP {median / peer_ms:.2f}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(rows, indent=1) + "\n")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

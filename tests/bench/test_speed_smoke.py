@@ -47,3 +47,22 @@ def test_quick_run_writes_every_figure_and_the_ratio_to_the_peer(tmp_path, monke
                                                  "tv_lraspp_mobilenet_v3")
     assert pair["frame"] > 0 and pair["step_fp32"] > 0
     assert "ratio pixelwise / peer" in stdout
+
+
+@pytest.mark.heavy
+def test_realtime_fps_times_every_system_frame_to_full_size_label_map(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))  # the onnx export
+    spec = importlib.util.spec_from_file_location("bench_realtime_fps", SCRIPT.parent / "realtime_fps.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    threads = torch.get_num_threads()
+    try:  # main() asserts each system's label map is 360x480 before timing it
+        assert module.main(["--rounds", "1", "--threads", "1", "--json", str(tmp_path / "fps.json")]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    rows = {row["system"]: row for row in json.loads((tmp_path / "fps.json").read_text())}
+    assert sorted(rows) == ["lraspp torch", "lraspp torch, half size", "realtime onnx",
+                            "realtime torch", "realtime torch, half size"]
+    assert rows["lraspp torch"]["time_over_lraspp"] == 1.0
+    assert all(row["ms"] > 0 and row["fps"] > 0 for row in rows.values())
+    assert "realtime torch, half size" in capsys.readouterr().out
