@@ -55,6 +55,12 @@ def test_out_of_range_values_are_config_errors(override):
         load_config(None, [override])
 
 
+def test_class_weights_by_name_are_auto_or_sqrt():
+    assert load_config(None, ["data.class_weights=sqrt"]).data.class_weights == "sqrt"
+    with pytest.raises(ConfigError, match=r"one of \['auto', 'sqrt'\].*got 'balanced'"):
+        load_config(None, ["data.class_weights=balanced"])
+
+
 def test_override_without_equals_sign_is_rejected():
     with pytest.raises(ConfigError, match="key=value"):
         load_config(None, ["optim.lr"])

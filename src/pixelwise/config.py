@@ -35,6 +35,9 @@ log = logging.getLogger("pixelwise")
 OPTIMIZERS = ("sgd", "adamw")
 SCHEDULES = ("constant", "linear", "poly", "cosine")
 PRECISE_BN = ("auto", "always", "never")
+# data.class_weights by name: "auto" median-frequency balancing (SegNet), "sqrt" its square
+# root (a softer balance); pixelwise.engine.data_setup.class_weights_for computes them
+CLASS_WEIGHTINGS = ("auto", "sqrt")
 # A key naming what the options under the other key belong to: naming another one on the
 # command line drops the file's options.
 OWNERS = {"model.name": "model.options", "data.dataset": "data.options"}
@@ -63,7 +66,7 @@ class DataConfig:
     mean: list[float] | None = None  # per channel; None: the dataset's own statistics
     std: list[float] | None = None
     ignore_index: int | None = None  # None: the dataset's own ignore index
-    class_weights: Any = None  # None | "auto" (median frequency) | list of K floats
+    class_weights: Any = None  # None | a CLASS_WEIGHTINGS name | list of K floats
     augment: dict[str, Any] = field(default_factory=dict)  # train_preset options (scale, hflip,
     # vflip, rotation, elastic, colour_jitter) over the kind's RECOMMENDED settings
     options: dict[str, Any] = field(default_factory=dict)  # extra open_dataset keywords
@@ -257,9 +260,10 @@ def validate(config: Config) -> None:
             f"data.crop_size must be null, a positive int or [height, width], got {crop!r}"
         )
     weights = config.data.class_weights
-    if not (weights is None or weights == "auto" or isinstance(weights, list)):
+    if not (weights is None or weights in CLASS_WEIGHTINGS or isinstance(weights, list)):
         raise ConfigError(
-            f"data.class_weights must be null, 'auto' or a list of floats, got {weights!r}"
+            f"data.class_weights must be null, one of {list(CLASS_WEIGHTINGS)} or a list of "
+            f"floats, got {weights!r}; try auto (median frequency) or sqrt (its square root)"
         )
     if (config.data.mean is None) != (config.data.std is None):
         raise ConfigError("data.mean and data.std must be given together or both left null")

@@ -24,6 +24,9 @@ def test_auto_class_weights_are_segnet_median_frequency_of_the_training_masks():
     frequency = counts / image_pixels
     np.testing.assert_allclose(class_weights_for(config, 5, train),
                                np.median(frequency) / frequency)
+    config.class_weights = "sqrt"  # the softer balance: their square roots
+    np.testing.assert_allclose(class_weights_for(config, 5, train),
+                               np.sqrt(np.median(frequency) / frequency))
 
 
 def test_auto_class_weights_of_an_opened_training_set_ignore_its_augmentation():

@@ -6,6 +6,7 @@ Kept apart from the loop so ``train.py`` reads as the loop and ``evaluate`` can 
 from __future__ import annotations
 
 import copy
+import math
 import os
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -119,21 +120,24 @@ def loader_workers(workers: int | str, dist_info: DistInfo) -> int:
 
 def class_weights_for(config: DataConfig, num_classes: int,
                       train_set: Dataset) -> list[float] | None:
-    """``data.class_weights`` resolved: None, an explicit list, or ``"auto"`` (median frequency
+    """``data.class_weights`` resolved: None, an explicit list, ``"auto"`` (median frequency
     balancing, Eigen & Fergus 2015, with SegNet's per-image denominator, counted over the
-    un-augmented training masks: the same weights ``pixelwise data check`` prints).
+    un-augmented training masks: the same weights ``pixelwise data check`` prints) or
+    ``"sqrt"``, their square roots: a softer balance that lifts the rare classes without
+    giving up the frequent ones (CamVid train: ``auto`` weighs Bicyclist 59x Road, ``sqrt`` 8x).
 
     ``train_set`` is the training split already opened (its transforms are not applied here).
     """
     weights: Any = config.class_weights
     if weights is None:
         return None
-    if weights == "auto":
+    if weights in ("auto", "sqrt"):
         from pixelwise.data.checks import check_dataset
 
         plain = copy.copy(train_set)  # the same samples, without the augmentation
         plain.transforms = None
-        return check_dataset(plain, progress=False).class_weights[:num_classes]
+        median = check_dataset(plain, progress=False).class_weights[:num_classes]
+        return median if weights == "auto" else [math.sqrt(w) for w in median]
     if len(weights) != num_classes:
         raise ConfigError(
             f"data.class_weights must have one weight per class ({num_classes}), got "
