@@ -47,6 +47,7 @@ PEERS = ("smp-unet-r34", "tv-lraspp-mbv3")
 # pixelwise's systems: the model preset each trains in the task's recipe (None: the recipe's own)
 PIXELWISE = {"pixelwise": None, "pixelwise-realtime": "realtime"}
 SYSTEMS = (*PIXELWISE, *PEERS)
+DEFAULT_SYSTEMS = ("pixelwise", *PEERS)  # CamVid's recipe already trains the realtime model
 PEER_LR, PEER_WEIGHT_DECAY = 1e-3, 1e-4
 
 
@@ -89,11 +90,11 @@ class Limit:
 
 
 def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: str,
-                         batch_size: int, systems: tuple[str, ...] = SYSTEMS) -> None:
+                         batch_size: int) -> None:
     parser.add_argument("--budget", type=float, default=budget,
                         help="seconds of training per system (default %(default)s)")
     parser.add_argument("--steps", type=int, help="optimiser steps per system instead of --budget")
-    parser.add_argument("--systems", default=",".join(systems),
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS),
                         help="comma-separated, among " + ", ".join(SYSTEMS) +
                              " (default %(default)s)")
     parser.add_argument("--out", default=None, help="folder for the rows and pixelwise's run")

@@ -1,15 +1,14 @@
 """CamVid side by side at half resolution: pixelwise against smp and torchvision, one budget.
 
-    python bench/camvid.py --budget 1200   # pixelwise, pixelwise-realtime, smp, LR-ASPP
+    python bench/camvid.py --budget 1200 --systems pixelwise,smp-unet-r34,tv-lraspp-mbv3
     python bench/camvid.py --steps 300 --eval-root /data/camvid-full --eval-split test
 
 Every system trains on the 367 images of --train-root, each pair read at 180x240 (CamVid
 scale=0.5: image bilinear antialiased, mask nearest), 176x240 crops, batch 4, 2 threads, one
 after another, and is scored on --eval-root/--eval-split (default: the train root's val, 101
 images) at the same resolution with void ignored (bench/_side_by_side.py says how each is
-trained and scored). pixelwise trains from configs/camvid_cpu.yaml, pixelwise-realtime the same
-recipe with the realtime preset's model (FCN-8s MobileNetV3-Large, against torchvision's LR-ASPP
-MobileNetV3). Scores: mean_iou and iou per
+trained and scored). pixelwise trains from configs/camvid_cpu.yaml (FCN-8s on MobileNetV3-Large,
+the realtime preset's model, against torchvision's LR-ASPP MobileNetV3). Scores: mean_iou and iou per
 class in class order (FCN definitions, pooled), pixel_accuracy, and object_recall: per class and
 size (small < 32^2, medium < 96^2 pixels, large), the fraction of the truth's 4-connected
 components with at least half their pixels predicted as their class.

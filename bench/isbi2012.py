@@ -23,7 +23,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from _side_by_side import PEERS, Task, add_common_arguments, parse_crop, run_all  # bench/ is on sys.path
+from _side_by_side import Task, add_common_arguments, parse_crop, run_all  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,8 +35,7 @@ def isbi_scores(scores: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    add_common_arguments(parser, budget=600.0, crop="256", batch_size=4,
-                         systems=("pixelwise", *PEERS))  # the realtime preset: street scenes
+    add_common_arguments(parser, budget=600.0, crop="256", batch_size=4)
     parser.add_argument("--root", default=str(REPO.parent / "shared" / "data" / "isbi2012"),
                         help="ISBI 2012 folder (default ../shared/data/isbi2012)")
     parser.add_argument("--eval-slices", default="25-29",

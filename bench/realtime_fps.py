@@ -26,6 +26,7 @@ from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
 from pixelwise.inference.backends import build_backend
 from pixelwise.inference.tta import with_tta
+from pixelwise.labels import class_ids
 from pixelwise.models import build, preset
 
 FRAME = (360, 480)
@@ -52,13 +53,15 @@ def runs() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
                                             num_classes=11).eval())
     onnx = build_backend("onnx", ours, torch.device("cpu"), 3)
     ours_half, peer_half = with_tta(ours, (), HALF), with_tta(peer, (), HALF)
+    onnx_half = with_tta(onnx, (), HALF)
     last = torch.channels_last
     return {
-        "realtime torch": lambda x: ours(x.contiguous(memory_format=last)).argmax(1),
-        "realtime onnx": lambda x: onnx(x).argmax(1),
-        "realtime torch, half size": lambda x: ours_half(x.contiguous(memory_format=last)).argmax(1),
-        "lraspp torch": lambda x: peer(x).argmax(1),
-        "lraspp torch, half size": lambda x: peer_half(x).argmax(1),
+        "realtime torch": lambda x: class_ids(ours(x.contiguous(memory_format=last))),
+        "realtime onnx": lambda x: class_ids(onnx(x)),
+        "realtime torch, half size": lambda x: class_ids(ours_half(x.contiguous(memory_format=last))),
+        "realtime onnx, half size": lambda x: class_ids(onnx_half(x)),
+        "lraspp torch": lambda x: class_ids(peer(x)),
+        "lraspp torch, half size": lambda x: class_ids(peer_half(x)),
     }
 
 

@@ -18,18 +18,18 @@ import pytest
 from PIL import Image
 
 from pixelwise.config import load_config
+from pixelwise.models import preset
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("PIXELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 pytestmark = pytest.mark.shared_data
-TINY = ["--steps", "2", "--crop", "32", "--batch-size", "2", "--threads", "1",
-        "--set", "model.options.base_channels=4", "--set", "model.options.depth=2"]
+TINY = ["--steps", "2", "--crop", "32", "--batch-size", "2", "--threads", "1"]
+TINY_UNET = [*TINY, "--set", "model.options.base_channels=4", "--set", "model.options.depth=2"]
 
 
-def installed_systems(realtime: bool = False) -> list[str]:
-    """The systems a script's default runs: CamVid's adds the realtime preset."""
+def installed_systems() -> list[str]:
     peers = ["smp-unet-r34"] if importlib.util.find_spec("segmentation_models_pytorch") else []
-    return ["pixelwise", *(["pixelwise-realtime"] if realtime else []), *peers, "tv-lraspp-mbv3"]
+    return ["pixelwise", *peers, "tv-lraspp-mbv3"]
 
 
 def bench_script(name: str):
@@ -74,7 +74,7 @@ def json_rows(text: str) -> list[dict]:
 def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsys):
     script = bench_script("isbi2012")
     root = small_isbi(tmp_path / "isbi2012")
-    assert script.main(["--root", str(root), "--out", str(tmp_path / "out"), *TINY]) == 0
+    assert script.main(["--root", str(root), "--out", str(tmp_path / "out"), *TINY_UNET]) == 0
     rows = json_rows(capsys.readouterr().out)
     assert [row["system"] for row in rows] == installed_systems()
     for row in rows:
@@ -85,6 +85,23 @@ def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsy
     assert [row["tta"] for row in rows] == ["d4"] + ["none"] * (len(rows) - 1)
     assert json_rows((tmp_path / "out" / "results.jsonl").read_text()) == rows
     assert (tmp_path / "out" / "pixelwise" / "last.safetensors").is_file()
+
+
+def test_the_realtime_system_trains_the_presets_model_in_the_tasks_recipe(tmp_path, capsys):
+    script = bench_script("isbi2012")
+    root = small_isbi(tmp_path / "isbi2012")
+    out = tmp_path / "out"
+    # the recipe's U-Net options (--set model.options.*) do not leak into the preset's model
+    assert script.main(["--root", str(root), "--out", str(out), "--systems",
+                        "pixelwise-realtime", *TINY_UNET]) == 0
+    rows = json_rows(capsys.readouterr().out)
+    assert [(row["system"], row["steps"], row["tta"]) for row in rows] == [
+        ("pixelwise-realtime", 2, "d4")]
+    config = load_config(out / "pixelwise-realtime" / "config.yaml")
+    assert (config.model.name, config.model.options) == preset("realtime")
+    recipe = load_config(REPO / "configs" / "isbi2012_cpu.yaml")
+    assert (config.optim.loss, config.optim.loss_options) == (recipe.optim.loss,
+                                                              recipe.optim.loss_options)
 
 
 def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
@@ -99,7 +116,7 @@ def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
                         "check", "--out", str(out), *TINY]) == 0
     printed = capsys.readouterr().out
     rows = json_rows(printed)
-    assert [row["system"] for row in rows] == installed_systems(realtime=True)
+    assert [row["system"] for row in rows] == installed_systems()
     for row in rows:
         assert row["steps"] == 2
         assert len(row["iou"]) == 11 and {"mean_iou", "pixel_accuracy"} <= set(row)
@@ -107,9 +124,4 @@ def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
     assert "| Pole |" in printed  # the per-class IoU table
     scored = json.loads((out / "pixelwise" / "eval-check" / "metrics.json").read_text())
     assert scored["num_images"] == 2 and scored["num_pixels"] <= 2 * 180 * 240  # at half size
-    # the realtime system trained the preset's model, not the recipe's U-Net (whose --set
-    # model.options did not leak into it), in the same recipe, and was scored with its TTA
-    config = load_config(out / "pixelwise-realtime" / "config.yaml")
-    assert (config.model.name, config.model.options) == ("fcn8s", {"backbone": "mobilenet_v3_large"})
-    assert config.optim.loss == load_config(REPO / "configs" / "camvid_cpu.yaml").optim.loss
-    assert [row["tta"] for row in rows[:2]] == ["h", "h"]
+    assert rows[0]["tta"] == "h"  # pixelwise scored with the street-scene recipe's mirror

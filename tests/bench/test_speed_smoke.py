@@ -62,7 +62,8 @@ def test_realtime_fps_times_every_system_frame_to_full_size_label_map(tmp_path, 
         torch.set_num_threads(threads)
     rows = {row["system"]: row for row in json.loads((tmp_path / "fps.json").read_text())}
     assert sorted(rows) == ["lraspp torch", "lraspp torch, half size", "realtime onnx",
-                            "realtime torch", "realtime torch, half size"]
+                            "realtime onnx, half size", "realtime torch",
+                            "realtime torch, half size"]
     assert rows["lraspp torch"]["time_over_lraspp"] == 1.0
     assert all(row["ms"] > 0 and row["fps"] > 0 for row in rows.values())
     assert "realtime torch, half size" in capsys.readouterr().out

@@ -82,6 +82,22 @@ def test_a_smaller_scale_shows_the_model_what_a_dataset_read_at_that_scale_holds
     np.testing.assert_allclose(seen[1][..., 1:-1, 1:-1].numpy(), 0.5, atol=1e-6)
 
 
+def test_one_view_gives_the_views_logits_resized_with_the_same_softmax():
+    torch.manual_seed(0)
+    x = torch.randn(1, 4, 12, 16)
+    conv = nn.Conv2d(4, 3, 3, padding=1).eval()
+    with torch.no_grad():
+        one = tta_logits(conv, x, flips=(), scales=(0.5,))
+        shrunk = torch.nn.functional.interpolate(x, size=(6, 8), mode="bilinear",
+                                                 align_corners=False, antialias=True)
+        expected = torch.nn.functional.interpolate(conv(shrunk), size=(12, 16), mode="bilinear",
+                                                   align_corners=False)
+        # the same as averaging one view's probabilities: the two-scale path at one scale
+        averaged = tta_logits(conv, x, flips=(), scales=(0.5, 0.5))
+    np.testing.assert_allclose(one.numpy(), expected.numpy(), atol=1e-6)
+    np.testing.assert_allclose(one.softmax(1).numpy(), averaged.exp().numpy(), atol=1e-6)
+
+
 def test_wrapped_model_plugs_into_tiled_inference():
     image = batch(2, (1, 3, 30, 41))[0]
     model = TestTimeAugmented(ColumnBias([0.0, 0.0, 0.0]), flips=("h", "v"))

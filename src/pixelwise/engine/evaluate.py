@@ -28,6 +28,7 @@ from pixelwise.device import SINGLE_PROCESS, DistInfo, pick_device
 from pixelwise.engine.data_setup import batches_of, match_target
 from pixelwise.engine.distributed import process_group, shard_without_padding
 from pixelwise.errors import CheckpointError
+from pixelwise.labels import class_ids
 
 if TYPE_CHECKING:
     from pixelwise.data.info import DatasetInfo
@@ -69,7 +70,7 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
                                   dynamic_ncols=True):
             image = image.to(device, memory_format=memory_format)
             logits = net(image)
-            pred, target = logits.argmax(1), match_target(target.to(device), logits)
+            pred, target = class_ids(logits), match_target(target.to(device), logits)
             for meter in (matrix, *extra.values()):
                 meter.update(pred, target)
             if observe is not None:

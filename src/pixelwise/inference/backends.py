@@ -41,6 +41,7 @@ from pixelwise.choices import BACKENDS
 from pixelwise.device import bf16_supported
 from pixelwise.errors import ConfigError, MissingExtraError, import_extra
 from pixelwise.inference.onnx import TOLERANCE, OnnxModule, onnx_difference, write_onnx
+from pixelwise.labels import class_ids
 from pixelwise.models.geometry import geometry_of
 
 log = logging.getLogger(__name__)
@@ -193,7 +194,7 @@ def choose_backend(model: nn.Module, device: torch.device, in_channels: int,
     names, skipped = available_backends(model, device)
     modules = {name: build_backend(name, model, device, in_channels, calibration)
                for name in names}
-    labels = {name: [module(x).argmax(1) for x in calibration] for name, module in modules.items()}
+    labels = {name: [class_ids(module(x)) for x in calibration] for name, module in modules.items()}
     reference = labels[_reference(modules)]
     pixels = sum(label.numel() for label in reference)
     agreement = {name: sum((a == b).sum().item() for a, b in zip(maps, reference, strict=True))

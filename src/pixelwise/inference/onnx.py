@@ -59,6 +59,10 @@ class OnnxModule(nn.Module):
         options.log_severity_level = 4  # its errors reach the caller as CheckpointError instead
         if threads is not None:
             options.intra_op_num_threads = threads
+        # idle threads sleep instead of spinning: a spinning pool kept the 2 cores busy after
+        # each run, slowing the PyTorch work that followed (bench/realtime_fps.py: a 43 ms
+        # half-size frame measured 84 ms right after an onnxruntime run)
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         state = ort.capi.onnxruntime_pybind11_state  # onnxruntime's own exception types
         try:
             self.session = ort.InferenceSession(str(path), options,

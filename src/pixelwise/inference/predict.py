@@ -33,6 +33,7 @@ from pixelwise.errors import ConfigError, DataError
 from pixelwise.inference.backends import CALIBRATED, BackendChoice, build_backend, choose_backend
 from pixelwise.inference.onnx import OnnxModule, load_onnx
 from pixelwise.inference.tta import with_tta
+from pixelwise.labels import class_ids
 from pixelwise.models.layers import reflect_indices
 
 CALIBRATION_IMAGES = 4  # images taken from a calibration folder (the first, sorted by name)
@@ -174,7 +175,7 @@ class Segmenter:
         """``(N, H, W)`` class ids of softmax ``(N, K, H, W)``, in the compact dtype."""
         from pixelwise.inference.tiling import label_dtype
 
-        return proba.argmax(1).cpu().numpy().astype(label_dtype(self.meta.num_classes))
+        return class_ids(proba).cpu().numpy().astype(label_dtype(self.meta.num_classes))
 
     def _tiled(self, chw: torch.Tensor, return_proba: bool):
         from pixelwise.inference.tiling import predict_tiled
