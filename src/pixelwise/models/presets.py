@@ -25,12 +25,15 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     # FCN-8s on MobileNetV3-Large: 3.0M parameters, 0.63x the FLOPs of torchvision's LR-ASPP
-    # MobileNetV3 and a 360x480 label map in 0.91x its time (bench/speed.py, busy machine; the
-    # 30 fps target is not yet confirmed on an idle one: docs/benchmarks.md).
+    # MobileNetV3. Run at half size through onnxruntime (tta_scales=(0.5,), backend "onnx") a
+    # 360x480 frame's label map took 20.4 ms on 2 CPU cores, 49 per second, 0.21x LR-ASPP's
+    # time; trained by its config it scored 0.587 CamVid mean IoU against LR-ASPP's 0.504 in
+    # the same 1200 s (bench/realtime_fps.py, bench/camvid.py; docs/benchmarks.md).
     "realtime": Preset(
         name="fcn8s",
         options={"backbone": "mobilenet_v3_large"},
-        purpose="target: >= 30 label maps per second of 360x480 frames on 2 CPU cores",
+        purpose=(">= 30 label maps per second of 360x480 frames on 2 CPU cores: run it at half "
+                 "size through onnxruntime (predict --tta-scales 0.5 --backend onnx)"),
         config="configs/camvid_cpu.yaml",  # CamVid at 180x240 in 20 minutes on 2 CPU cores
     ),
 }
