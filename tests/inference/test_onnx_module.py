@@ -55,3 +55,11 @@ def test_onnx_file_without_a_model_spec_is_taken_as_same_size(tmp_path):
     model = torch.nn.Conv2d(1, 2, 1).eval()
     assert export_onnx(model, tmp_path / "c.onnx", exporter="legacy", sizes=[(9, 7)]).passed
     assert OnnxModule(tmp_path / "c.onnx", threads=1).geometry == SAME_SIZE
+
+
+def test_onnx_module_threads_sleep_when_idle_instead_of_spinning(tmp_path):
+    # a spinning pool keeps the cores busy after each run and slows the PyTorch work after it
+    model = torch.nn.Conv2d(1, 2, 1).eval()
+    assert export_onnx(model, tmp_path / "c.onnx", exporter="legacy", sizes=[(9, 7)]).passed
+    options = OnnxModule(tmp_path / "c.onnx", threads=1).session.get_session_options()
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
