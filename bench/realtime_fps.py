@@ -21,7 +21,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import torch
-from torch import nn
+from _side_by_side import PeerLogits  # bench/ is on sys.path
 from torchvision.models.segmentation import lraspp_mobilenet_v3_large
 
 from pixelwise.inference.backends import build_backend
@@ -33,24 +33,13 @@ FRAME = (360, 480)
 HALF = (0.5,)
 
 
-class Logits(nn.Module):
-    """torchvision's ``{"out": logits}`` as plain logits, for the TTA wrapper."""
-
-    def __init__(self, model: nn.Module) -> None:
-        super().__init__()
-        self.model = model
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.model(x)["out"]
-
-
 def runs() -> dict[str, Callable[[torch.Tensor], torch.Tensor]]:
     """Each timed system: frame (1, 3, 360, 480) in, label map (1, 360, 480) out."""
     torch.manual_seed(0)
     name, options = preset("realtime")
     ours = build(name, num_classes=11, **options).eval().to(memory_format=torch.channels_last)
-    peer = Logits(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
-                                            num_classes=11).eval())
+    peer = PeerLogits(lraspp_mobilenet_v3_large(weights=None, weights_backbone=None,
+                                                num_classes=11).eval(), repeat_grey=False)
     onnx = build_backend("onnx", ours, torch.device("cpu"), 3)
     ours_half, peer_half = with_tta(ours, (), HALF), with_tta(peer, (), HALF)
     onnx_half = with_tta(onnx, (), HALF)

@@ -24,8 +24,8 @@ def class_ids(scores: torch.Tensor, dim: int = 1) -> torch.Tensor:
     axis: 1 for `(N, K, H, W)`, 0 for `(K, H, W)`), the first one on a tie, as `argmax`.
 
     `scores.max(dim).indices` rather than `scores.argmax(dim)`: on the CPU (torch 2.14)
-    argmax over the class axis of a contiguous `(1, 11, 360, 480)` tensor took 32 ms, the
-    max 4 ms, the same indices; in a realtime preset's 30 ms budget that is the difference.
+    argmax over the class axis of a contiguous `(1, 11, 360, 480)` tensor took 39 ms, the
+    max 4 ms, for the same indices (docs/benchmarks.md): in a 30 fps budget, the difference.
     """
     return scores.max(dim).indices
 

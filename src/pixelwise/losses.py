@@ -132,16 +132,25 @@ class DiceLoss(_SegmentationLoss):
         return 1 - (dice * self.class_weights).sum() / self.class_weights.sum().clamp_min(1e-12)
 
 
-class CEDiceLoss(_SegmentationLoss):
-    """Cross-entropy plus soft Dice, with the same class weights and ignore index."""
+class _SumLoss(_SegmentationLoss):
+    """The sum of the losses in `terms`, each built with the same class weights and ignore
+    index."""
+
+    terms: tuple[type[_SegmentationLoss], ...] = ()
 
     def __init__(self, num_classes: int, ignore_index: int, class_weights: torch.Tensor) -> None:
         super().__init__(num_classes, ignore_index, class_weights)
-        self.ce = CrossEntropyLoss(num_classes, ignore_index, class_weights)
-        self.dice = DiceLoss(num_classes, ignore_index, class_weights)
+        self.parts = nn.ModuleList(term(num_classes, ignore_index, class_weights)
+                                   for term in self.terms)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.dice(logits, target)
+        return sum(part(logits, target) for part in self.parts)
+
+
+class CEDiceLoss(_SumLoss):
+    """Cross-entropy plus soft Dice, with the same class weights and ignore index."""
+
+    terms = (CrossEntropyLoss, DiceLoss)
 
 
 class LovaszSoftmaxLoss(_SegmentationLoss):
@@ -177,16 +186,10 @@ def lovasz_gradient(fg_sorted: torch.Tensor) -> torch.Tensor:
     return torch.cat([jaccard[:1], jaccard[1:] - jaccard[:-1]])
 
 
-class CELovaszLoss(_SegmentationLoss):
+class CELovaszLoss(_SumLoss):
     """Cross-entropy plus Lovász-softmax, with the same class weights and ignore index."""
 
-    def __init__(self, num_classes: int, ignore_index: int, class_weights: torch.Tensor) -> None:
-        super().__init__(num_classes, ignore_index, class_weights)
-        self.ce = CrossEntropyLoss(num_classes, ignore_index, class_weights)
-        self.lovasz = LovaszSoftmaxLoss(num_classes, ignore_index, class_weights)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.ce(logits, target) + self.lovasz(logits, target)
+    terms = (CrossEntropyLoss, LovaszSoftmaxLoss)
 
 
 class FocalLoss(_SegmentationLoss):

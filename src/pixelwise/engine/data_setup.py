@@ -15,7 +15,7 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from pixelwise.config import DataConfig
+from pixelwise.config import CLASS_WEIGHTINGS, DataConfig
 from pixelwise.data.info import DatasetInfo
 from pixelwise.device import DistInfo
 from pixelwise.engine.distributed import shard_sampler, shard_without_padding
@@ -131,7 +131,7 @@ def class_weights_for(config: DataConfig, num_classes: int,
     weights: Any = config.class_weights
     if weights is None:
         return None
-    if weights in ("auto", "sqrt"):
+    if weights in CLASS_WEIGHTINGS:
         from pixelwise.data.checks import check_dataset
 
         plain = copy.copy(train_set)  # the same samples, without the augmentation

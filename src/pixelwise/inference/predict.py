@@ -33,7 +33,7 @@ from pixelwise.errors import ConfigError, DataError
 from pixelwise.inference.backends import CALIBRATED, BackendChoice, build_backend, choose_backend
 from pixelwise.inference.onnx import OnnxModule, load_onnx
 from pixelwise.inference.tta import with_tta
-from pixelwise.labels import class_ids
+from pixelwise.labels import class_ids, label_dtype
 from pixelwise.models.layers import reflect_indices
 
 CALIBRATION_IMAGES = 4  # images taken from a calibration folder (the first, sorted by name)
@@ -173,8 +173,6 @@ class Segmenter:
 
     def _labels(self, proba: torch.Tensor) -> np.ndarray:
         """``(N, H, W)`` class ids of softmax ``(N, K, H, W)``, in the compact dtype."""
-        from pixelwise.inference.tiling import label_dtype
-
         return class_ids(proba).cpu().numpy().astype(label_dtype(self.meta.num_classes))
 
     def _tiled(self, chw: torch.Tensor, return_proba: bool):

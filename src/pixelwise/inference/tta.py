@@ -81,41 +81,49 @@ def tta_logits(
     Returns:
         `(N, K, H', W')` float logits, `log(mean_views softmax(view))` (clamped at 1e-12 before
         the log so that no class gets -inf); for a single view (one scale, no flips) that
-        view's logits themselves, resized: the same softmax, without computing it (the
-        realtime preset at half size saves 7 ms of its 30 per frame).
+        view's logits themselves, resized: the same softmax, without computing it (7 ms per
+        11-class 360x480 frame on 2 CPU cores, docs/benchmarks.md).
     """
     _check(flips, scales)
     if not flips and len(scales) == 1:
-        return _rescaled_logits(model, x, scales[0])
+        size = _scaled_size(x, scales[0])
+        return _restored(model(_resized(x, size)), x, size)
     views = [((), False), *(VIEWS[f] for f in flips)]
     total: Tensor | None = None
     for scale in scales:
+        size = _scaled_size(x, scale)
+        scaled = _resized(x, size)  # once per scale, for all its views
         for dims, transpose in views:
-            def viewed(image: Tensor, dims: tuple[int, ...] = dims,
-                       transpose: bool = transpose) -> Tensor:
-                return _undo(model(_view(image, dims, transpose)), dims, transpose)
-
-            probabilities = torch.softmax(_rescaled_logits(viewed, x, scale), dim=1)
+            logits = _undo(model(_view(scaled, dims, transpose)), dims, transpose)
+            probabilities = torch.softmax(_restored(logits, x, size), dim=1)
             total = probabilities if total is None else total + probabilities
     return torch.log((total / (len(scales) * len(views))).clamp_min(1e-12))
 
 
-def _rescaled_logits(model: nn.Module | Callable[[Tensor], Tensor], x: Tensor,
-                     scale: float) -> Tensor:
-    """The model's float logits for `x` run at `scale` (shrunk with antialiasing), resized back
-    to `x`'s size (bilinear): the one-view case of `tta_logits`."""
+def _scaled_size(x: Tensor, scale: float) -> tuple[int, int]:
     height, width = x.shape[-2:]
-    size = (max(1, round(height * scale)), max(1, round(width * scale)))
-    if size == (height, width):
-        return model(x).float()
-    logits = model(F.interpolate(x, size=size, mode="bilinear", align_corners=False,
-                                 antialias=scale < 1))
+    return max(1, round(height * scale)), max(1, round(width * scale))
+
+
+def _resized(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """`x` at `size`: bilinear, antialiased when shrunk (as a dataset's `scale` option reads
+    images, `rescale_pair`), so a model trained at that scale sees the same pixels."""
+    if size == tuple(x.shape[-2:]):
+        return x
+    return F.interpolate(x, size=size, mode="bilinear", align_corners=False,
+                         antialias=size[0] < x.shape[-2] or size[1] < x.shape[-1])
+
+
+def _restored(logits: Tensor, x: Tensor, size: tuple[int, int]) -> Tensor:
+    """Float logits of the view of `x` run at `size`, resized back to `x`'s size (bilinear)."""
+    if size == tuple(x.shape[-2:]):
+        return logits.float()
     if logits.shape[-2:] != size:
         raise ConfigError(
             f"scales other than 1.0 need a model whose output has its input's size, got "
             f"{tuple(logits.shape[-2:])} for {size}; try scales=(1.0,) for a valid U-Net"
         )
-    return F.interpolate(logits.float(), size=(height, width), mode="bilinear",
+    return F.interpolate(logits.float(), size=tuple(x.shape[-2:]), mode="bilinear",
                          align_corners=False)
 
 
