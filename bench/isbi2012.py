@@ -12,6 +12,9 @@ and scored; pixelwise with its 8 rotations and mirrors averaged, --tta none to d
   pixelwise.metrics.adapted_rand_error. Segments are the 4-connected regions of cell-interior
   pixels (class 1), labelled separately in the truth and in the prediction; only the truth's
   cell pixels are scored, and those the prediction calls membrane form one more segment;
+- watershed_rand_error: the same error of the cells pixelwise.postprocess.watershed_cells grows
+  from each system's cell probability (seeds where it exceeds 0.95, flooding 1 - P over every
+  pixel), so a gap in a predicted membrane no longer joins two cells; every system alike;
 - object_recall: per class and size (small < 32^2, medium < 96^2 pixels, large), the fraction
   of the truth's 4-connected components with at least half their pixels predicted as their
   class (for cells: how many cells are found).
@@ -30,7 +33,8 @@ REPO = Path(__file__).resolve().parents[1]
 
 def isbi_scores(scores: dict) -> dict:
     return {"pixel_error": scores["pixel_error"], "membrane_iou": scores["iou"][0],
-            "adapted_rand_error": scores["adapted_rand_error"]}
+            "adapted_rand_error": scores["adapted_rand_error"],
+            "watershed_rand_error": scores["watershed_rand_error"]}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -267,21 +267,34 @@ def adapted_rand_error(
 ) -> float:
     """Foreground-restricted adapted Rand error of a binary segmentation `(H, W)`, as ISBI 2012.
 
-    Segments are the 4-connected regions of `foreground` pixels (for ISBI 2012 the cell
-    interiors, class 1; `scipy.ndimage.label`'s default structure), labelled separately in both
-    maps. Only pixels that are foreground in `target` are scored (the "foreground-restricted"
-    Rand error of Arganda-Carreras et al. 2015); among them, pixels the prediction calls
-    background form one more predicted segment. With `n_ij` the scored pixels in true segment
-    `i` and predicted segment `j`, `a_i`, `b_j` the row and column sums and `N` their total,
-    the error is `1 - 2 P / (A + B)` with `P = sum n_ij^2 - N`, `A = sum a_i^2 - N`,
+    The predicted segments are the 4-connected regions of `foreground` pixels of the label map
+    `pred` (`scipy.ndimage.label`'s default structure); `segment_rand_error` scores them, and
+    says how the truth's segments are formed and which pixels count.
+    """
+    segments, _ = ndimage.label(_numpy(pred) == foreground)
+    return segment_rand_error(segments, target, foreground)
+
+
+def segment_rand_error(
+    segments: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor, foreground: int = 1
+) -> float:
+    """Foreground-restricted adapted Rand error of a segmentation `segments` `(H, W)` (one id per
+    segment, 0 for pixels in none) against a binary label map `target`.
+
+    The truth's segments are the 4-connected regions of its `foreground` pixels (for ISBI 2012
+    the cell interiors, class 1). Only pixels that are foreground in `target` are scored (the
+    "foreground-restricted" Rand error of Arganda-Carreras et al. 2015); among them, the pixels
+    of `segments` 0 form one more predicted segment. With `n_ij` the scored pixels in true
+    segment `i` and predicted segment `j`, `a_i`, `b_j` the row and column sums and `N` their
+    total, the error is `1 - 2 P / (A + B)` with `P = sum n_ij^2 - N`, `A = sum a_i^2 - N`,
     `B = sum b_j^2 - N` (pairs of pixels in one segment), as `skimage.metrics.
     adapted_rand_error(ignore_labels=(0,))`. 0 is a perfect segmentation, 1 the worst; NaN
     when no pair of scored pixels shares a segment (e.g. no foreground in `target`).
     """
     truth_segments, _ = ndimage.label(_numpy(target) == foreground)
-    pred_segments, _ = ndimage.label(_numpy(pred) == foreground)
     scored = truth_segments > 0
-    truth, guess = truth_segments[scored].astype(np.int64), pred_segments[scored].astype(np.int64)
+    truth = truth_segments[scored].astype(np.int64)
+    guess = _numpy(segments)[scored].astype(np.int64)
     n = truth.size
     _, joint = np.unique(truth * (int(guess.max(initial=0)) + 1) + guess, return_counts=True)
     truth_sizes, guess_sizes = np.bincount(truth), np.bincount(guess)
@@ -390,16 +403,23 @@ def format_object_recall(recall: dict, class_names: Sequence[str]) -> str:
 
 
 def format_binary_scores(scores: dict, class_names: Sequence[str]) -> str:
-    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` in
-    `scores`, as `validate(detailed=True)` adds them); "" when they are not there."""
+    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` and
+    `watershed_rand_error` in `scores`, as `validate(detailed=True)` adds them); "" when they
+    are not there."""
     if "adapted_rand_error" not in scores:
         return ""
     cell = class_names[1]
-    return (
+    line = (
         f"ISBI 2012 measures: pixel error {scores['pixel_error']:.4f} (pooled); adapted Rand "
         f"error {scores['adapted_rand_error']:.4f} (mean over images; foreground-restricted: "
         f"segments are the 4-connected {cell!r} regions, scored on the truth's {cell!r} pixels)"
     )
+    if "watershed_rand_error" in scores:
+        from pixelwise.postprocess import WATERSHED_SEED_THRESHOLD
+
+        line += (f"; of the watershed cells {scores['watershed_rand_error']:.4f} (grown from "
+                 f"where P({cell}) > {WATERSHED_SEED_THRESHOLD} over 1 - P({cell}))")
+    return line
 
 
 class MeanAdaptedRandError:
@@ -414,11 +434,21 @@ class MeanAdaptedRandError:
         self.state = torch.zeros(2, dtype=torch.float64)  # sum of errors, images counted
 
     def update(self, pred: torch.Tensor, target: torch.Tensor) -> None:
-        """Score integer label maps `(N, H, W)` or `(H, W)`, each image on its own."""
+        """Score integer label maps `(N, H, W)` or `(H, W)`, each image on its own: the
+        segments are the 4-connected foreground regions of `pred` (`adapted_rand_error`)."""
         for image_pred, image_target in _image_pairs(pred, target):
-            error = adapted_rand_error(image_pred, image_target, self.foreground)
-            if not math.isnan(error):
-                self.state += torch.tensor([error, 1.0], dtype=torch.float64)
+            self._add(adapted_rand_error(image_pred, image_target, self.foreground))
+
+    def update_segments(self, segments: torch.Tensor, target: torch.Tensor) -> None:
+        """Score segmentations `(N, H, W)` or `(H, W)` (one id per segment, for example
+        `pixelwise.postprocess.watershed_cells`) against label maps `target`, each image on
+        its own (`segment_rand_error`)."""
+        for image_segments, image_target in _image_pairs(segments, target):
+            self._add(segment_rand_error(image_segments, image_target, self.foreground))
+
+    def _add(self, error: float) -> None:
+        if not math.isnan(error):
+            self.state += torch.tensor([error, 1.0], dtype=torch.float64)
 
     def all_reduce(self) -> None:
         """Sum over all torchrun processes; a no-op when not distributed."""

@@ -15,7 +15,8 @@ from scipy import ndimage
 from pixelwise.cli import main
 from pixelwise.data import open_dataset
 from pixelwise.inference.predict import Segmenter
-from pixelwise.metrics import adapted_rand_error
+from pixelwise.metrics import adapted_rand_error, segment_rand_error
+from pixelwise.postprocess import watershed_cells
 
 TINY_ISBI = """\
 model:
@@ -88,6 +89,7 @@ def test_evaluate_of_a_binary_dataset_prints_pixel_and_rand_error(isbi_run, caps
     out = capsys.readouterr().out
     assert "ISBI 2012 measures: pixel error" in out
     assert "segments are the 4-connected 'cell' regions, scored on the truth's 'cell' pixels" in out
+    assert "of the watershed cells" in out
     assert "Object recall" in out
 
 
@@ -100,6 +102,15 @@ def test_evaluate_pixel_error_is_the_fraction_of_wrong_pixels(isbi_run, isbi_sco
 def test_evaluate_rand_error_is_the_mean_over_slices(isbi_run, isbi_scores):
     errors = [adapted_rand_error(pred, mask) for pred, mask in predictions(isbi_run)]
     assert isbi_scores["adapted_rand_error"] == pytest.approx(np.nanmean(errors))
+
+
+def test_evaluate_watershed_rand_error_scores_the_cells_of_each_slice(isbi_run, isbi_scores):
+    root, checkpoint = isbi_run
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    data = open_dataset("isbi2012", root, "val")
+    errors = [segment_rand_error(watershed_cells(segmenter.predict_proba(
+        data.read_image(i)[..., 0])[1]), data.read_mask(i)) for i in range(len(data))]
+    assert isbi_scores["watershed_rand_error"] == pytest.approx(np.nanmean(errors), abs=1e-6)
 
 
 def test_evaluate_counts_every_cell_as_an_object(isbi_run, isbi_scores):
@@ -119,4 +130,4 @@ def test_evaluate_of_a_multi_class_dataset_has_object_recall_but_no_isbi_measure
                  "--out", str(tmp_path / "eval")]) == 0
     scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(scores["object_recall"]["recall"]["all"]) == 5
-    assert "pixel_error" not in scores and "adapted_rand_error" not in scores
+    assert not {"pixel_error", "adapted_rand_error", "watershed_rand_error"} & set(scores)

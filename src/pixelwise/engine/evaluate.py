@@ -18,6 +18,7 @@ from collections.abc import Callable, Sized
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -50,7 +51,9 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     ``observe(images, predictions, targets)`` sees every batch as scored (the report's gallery).
     ``detailed`` adds ``object_recall`` (``ObjectRecall.compute()``) and, with two classes,
     the ISBI 2012 measures with class 1 as the foreground: ``pixel_error`` (pooled, ``1 -
-    pixel_accuracy``) and ``adapted_rand_error`` (``MeanAdaptedRandError``); they label
+    pixel_accuracy``), ``adapted_rand_error`` (``MeanAdaptedRandError`` of the label maps'
+    4-connected cell regions) and ``watershed_rand_error`` (the same error of the cells
+    ``pixelwise.postprocess.watershed_cells`` grows from the class-1 probability); they label
     connected components on the CPU, so ``evaluate`` asks for them and training does not.
     """
     from pixelwise.metrics import ConfusionMatrix, MeanAdaptedRandError, ObjectRecall
@@ -61,8 +64,10 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
     extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
+    cells = None
     if detailed and num_classes == 2:
         extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
+        cells = MeanAdaptedRandError(foreground=1)
     total = len(loader) if isinstance(loader, Sized) else None
     with batches_of(loader) as batches:
         for image, target in tqdm(batches, desc="validate", unit="batch", total=total,
@@ -73,8 +78,12 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
             pred, target = class_ids(logits), match_target(target.to(device), logits)
             for meter in (matrix, *extra.values()):
                 meter.update(pred, target)
+            if cells is not None:
+                cells.update_segments(_watershed_cells(logits), target)
             if observe is not None:
                 observe(image, pred, target)
+    if cells is not None:
+        extra["watershed_rand_error"] = cells
     for meter in (matrix, *extra.values()):
         meter.all_reduce()
     model.train(was_training)
@@ -83,6 +92,15 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     if "adapted_rand_error" in scores:
         scores["pixel_error"] = 1.0 - scores["pixel_accuracy"]
     return scores
+
+
+def _watershed_cells(logits: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` cells of two-class logits ``(N, 2, H, W)``: ``watershed_cells`` of each
+    image's class-1 probability."""
+    from pixelwise.postprocess import watershed_cells
+
+    foreground = logits.float().softmax(1)[:, 1].cpu().numpy()
+    return torch.from_numpy(np.stack([watershed_cells(image) for image in foreground]))
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
