@@ -402,10 +402,12 @@ def format_object_recall(recall: dict, class_names: Sequence[str]) -> str:
     return "\n".join(lines)
 
 
-def format_binary_scores(scores: dict, class_names: Sequence[str]) -> str:
+def format_binary_scores(scores: dict, class_names: Sequence[str],
+                         seed_threshold: float | None = None) -> str:
     """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` and
     `watershed_rand_error` in `scores`, as `validate(detailed=True)` adds them); "" when they
-    are not there."""
+    are not there. `seed_threshold`: the watershed seeds' probability threshold, to say how
+    those cells were grown."""
     if "adapted_rand_error" not in scores:
         return ""
     cell = class_names[1]
@@ -415,10 +417,9 @@ def format_binary_scores(scores: dict, class_names: Sequence[str]) -> str:
         f"segments are the 4-connected {cell!r} regions, scored on the truth's {cell!r} pixels)"
     )
     if "watershed_rand_error" in scores:
-        from pixelwise.postprocess import WATERSHED_SEED_THRESHOLD
-
+        seeds = f"where P({cell}) > {seed_threshold}" if seed_threshold else "seeds"
         line += (f"; of the watershed cells {scores['watershed_rand_error']:.4f} (grown from "
-                 f"where P({cell}) > {WATERSHED_SEED_THRESHOLD} over 1 - P({cell}))")
+                 f"{seeds} over 1 - P({cell}))")
     return line
 
 

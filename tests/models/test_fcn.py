@@ -157,3 +157,36 @@ def test_staged_init_from_another_num_classes_raises_checkpoint_error():
         CheckpointError, match=r"'score.32.bias' must have shape \(3,\), got \(5,\)"
     ):
         init_from(tiny_fcn("fcn16s"), tiny_fcn("fcn32s", num_classes=5))
+
+
+@pytest.mark.parametrize("path", [32, 16, 8, 4])
+def test_every_fcn4s_path_lands_on_the_input_pixel_grid(path):
+    # As for FCN-8s above, with torchvision's grids (offset 0) and the stride-4 skip added.
+    stages = tuple(Stage(f"s{stride}", 2, stride, 0.0) for stride in (4, 8, 16, 32))
+    model = FCN(Backbone(RampBody(stages), stages), num_classes=2, skips=3)
+    with torch.no_grad():
+        model.score[str(path)].weight.copy_(torch.eye(2)[:, :, None, None])
+        out = model(torch.zeros(1, 3, 37, 50))[0]
+    ys, xs = torch.meshgrid(torch.arange(37), torch.arange(50), indexing="ij")
+    torch.testing.assert_close(out, torch.stack([ys, xs]).float(), atol=1e-3, rtol=0)
+
+
+def test_fcn4s_on_mobilenet_v3_scores_the_stride_4_map_at_any_size():
+    model = build("fcn4s", 3, backbone="mobilenet_v3_small").eval()
+    assert model.output_stride == 4 and set(model.score) == {"32", "16", "8", "4"}
+    with torch.no_grad():
+        assert model(torch.zeros(1, 3, 45, 61)).shape == (1, 3, 45, 61)
+
+
+def test_vgg16_fcn4s_adds_pool2_with_whole_pixel_crops():
+    # pool2's grid (-97.5) lies 2 px before pool3's (-95.5): one half stride-4 cell, so the
+    # 2x upsampling of the stride-8 sum takes the half-pixel kernel 4 and the crops stay whole.
+    with torch.device("meta"):
+        model = build("fcn4s", 21, fc_channels=8)
+    assert set(model.score) == {"32", "16", "8", "4"} and model.output_stride == 4
+    assert all(float(s).is_integer() for s in model.shifts)
+
+
+def test_fcn4s_has_no_at_once_variant():
+    with pytest.raises(ConfigError, match="at_once must be False for fcn4s"):
+        build("fcn4s", 3, backbone="mobilenet_v3_small", at_once=True)

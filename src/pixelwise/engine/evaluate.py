@@ -133,6 +133,7 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
     from pixelwise.inference.tta import tta_views, with_tta
     from pixelwise.metrics import format_binary_scores, format_object_recall, format_table
     from pixelwise.models import same_size_output
+    from pixelwise.postprocess import WATERSHED_SEED_THRESHOLD
 
     flips = list(tta_views(tta))
     with process_group(pick_device(device).type == "cuda") as dist_info:
@@ -161,7 +162,8 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
                      "split": split, "tta": {"flips": flips, "scales": list(tta_scales)}}
         scores["classes"] = list(meta.classes)
         scores["evaluated"] = evaluated
-        tables = (format_table(scores, meta.classes), format_binary_scores(scores, meta.classes),
+        tables = (format_table(scores, meta.classes),
+                  format_binary_scores(scores, meta.classes, WATERSHED_SEED_THRESHOLD),
                   format_object_recall(scores["object_recall"], meta.classes))
         scores["table"] = "\n".join(table for table in tables if table)
         if dist_info.is_main:

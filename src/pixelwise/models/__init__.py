@@ -8,7 +8,7 @@ Geometry(align=16, border=92, smallest_input=188)
 >>> model = build("unet", num_classes=2, encoder="timm:convnext_nano")  # pixelwise[timm]
 """
 
-from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s, fcn16s, fcn8s)
+from pixelwise.models import fcn as _fcn  # noqa: F401  (registers fcn32s ... fcn4s)
 from pixelwise.models import unet as _unet  # noqa: F401  (registers unet)
 from pixelwise.models.backbones import BACKBONES
 from pixelwise.models.convolutionalize import convolutionalize

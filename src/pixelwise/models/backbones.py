@@ -117,7 +117,8 @@ class VGG16FCNBody(nn.Module):
 
     FCN reference implementation: the 100-pixel pad lets fc6's 7x7 window fit any input, however
     small, and ceil-mode pooling (Caffe's) keeps every input pixel inside the last pooling cell.
-    Returns ``pool3`` (stride 8), ``pool4`` (stride 16) and ``fc7`` (stride 32).
+    Returns ``pool2`` (stride 4, for FCN-4s), ``pool3`` (stride 8), ``pool4`` (stride 16) and
+    ``fc7`` (stride 32).
     """
 
     def __init__(self, features: nn.Sequential, fc6: nn.Conv2d, fc7: nn.Conv2d) -> None:
@@ -130,16 +131,22 @@ class VGG16FCNBody(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
-        pool3 = self.to_pool3(x)
+        # pool2 is the 10th layer of to_pool3 (conv, relu, conv, relu, pool twice); slicing keeps
+        # the modules, and so the checkpoints' tensor names, as they were.
+        pool2 = self.to_pool3[:10](x)
+        pool3 = self.to_pool3[10:](pool2)
         pool4 = self.to_pool4(pool3)
-        return {"pool3": pool3, "pool4": pool4, "fc7": self.fc(self.to_pool5(pool4))}
+        return {"pool2": pool2, "pool3": pool3, "pool4": pool4,
+                "fc7": self.fc(self.to_pool5(pool4))}
 
 
 # Offsets, in Caffe's coordinate-mapping arithmetic: a layer with kernel k, stride s, padding p
 # maps output index i to input position s * i + (k - 1) / 2 - p. conv1_1 (k3, p100): -99; each 2x2
-# pool adds 0.5 * (stride so far): pool3 -99 + 0.5 + 1 + 2 = -95.5, pool4 -91.5, pool5 -83.5;
+# pool adds 0.5 * (stride so far): pool2 -99 + 0.5 + 1 = -97.5, pool3 -95.5, pool4 -91.5,
+# pool5 -83.5;
 # fc6 (k7, p0) adds 3 * 32: 12.5. They reproduce the reference crop offsets (19; 5, 27; 5, 9, 31).
-VGG16_STAGES = (Stage("pool3", 256, 8, -95.5), Stage("pool4", 512, 16, -91.5))
+VGG16_STAGES = (Stage("pool2", 128, 4, -97.5), Stage("pool3", 256, 8, -95.5),
+                Stage("pool4", 512, 16, -91.5))
 
 def build_backbone(
     name: str, *, in_channels: int, pretrained: Pretrained = False, fc_channels: int = 4096

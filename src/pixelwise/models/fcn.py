@@ -1,6 +1,9 @@
-"""Fully convolutional networks FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer, Darrell 2015).
+"""Fully convolutional networks FCN-32s, FCN-16s and FCN-8s (Long, Shelhamer, Darrell 2015), and
+FCN-4s, one skip further, for thin objects.
 
-A backbone gives feature maps at stride 32 (VGG16: fc7), 16 (pool4) and 8 (pool3). The head
+A backbone gives feature maps at stride 32 (VGG16: fc7), 16 (pool4) and 8 (pool3); torchvision
+and timm backbones also at stride 4, which FCN-4s adds the same way (the paper stops at 8: "we
+meet diminishing returns"; on CamVid at 180x240 a pole is 1-3 pixels wide). The head
 scores the stride-32 map with a 1x1 convolution, then for each skip (FCN §4.2) upsamples the
 scores 2x with a bilinear-initialised learnable ``ConvTranspose2d``, adds a zero-initialised 1x1
 score of the finer feature map, and finally upsamples to the input resolution and crops.
@@ -32,6 +35,8 @@ from pixelwise.models.registry import check_choice, check_int, register
 # "At-once" training (FCN journal version; reference net voc-fcn8s-atonce): skip inputs are scaled
 # so their initial contribution is small next to the coarse scores.
 AT_ONCE_SKIP_SCALES = {16: 0.01, 8: 0.0001}
+# The strides the scores are fused from, coarsest first: FCN-32s uses the first, FCN-4s all four.
+FCN_STRIDES = (32, 16, 8, 4)
 
 
 def upsampling_alignment(
@@ -60,7 +65,8 @@ def upsampling_alignment(
 class FCN(nn.Module):
     """FCN head on a backbone: ``(N, C, H, W)`` -> logits ``(N, num_classes, H, W)``.
 
-    ``skips`` is 0 (FCN-32s), 1 (FCN-16s: + stride 16) or 2 (FCN-8s: + stride 8). Score layers
+    ``skips`` is 0 (FCN-32s), 1 (FCN-16s: + stride 16), 2 (FCN-8s: + stride 8) or 3 (FCN-4s:
+    + stride 4, for backbones that have it). Score layers
     are zero-initialised (FCN §4.2, §4.3), so at step one only the score layers get gradients.
     """
 
@@ -69,7 +75,7 @@ class FCN(nn.Module):
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        strides = [32, 16, 8][: skips + 1]
+        strides = list(FCN_STRIDES[: skips + 1])
         self.stages: list[Stage] = [backbone.stage(s) for s in strides]
         if any(stage.offset is None for stage in self.stages):
             raise ConfigError(
@@ -178,6 +184,9 @@ def _fcn_builder(skips: int):
         check_choice("at_once", at_once, (True, False))
         if at_once and skips == 0:
             raise ConfigError("at_once must be False for fcn32s (it has no skips), got True")
+        if at_once and skips == 3:
+            raise ConfigError("at_once must be False for fcn4s (the reference nets scale skips "
+                              "of strides 16 and 8 only), got True")
         features = build_backbone(
             backbone,
             in_channels=in_channels,
@@ -195,10 +204,11 @@ weights; VGG16's fc6/fc7 by convolutionalization; or a local weights file), ``fc
 fc6/fc7 width, 4096 in the paper), ``at_once`` (scale skip inputs by 0.01 / 0.0001 as the reference
 "at-once" FCN-8s does; for staged training use :func:`init_from`)."""
 
-for _skips, _stride in enumerate((32, 16, 8)):
+_EXTRA = {0: ", single stream", 3: "'s skips one stride further: backbones with a stride-4 map"}
+for _skips, _stride in enumerate(FCN_STRIDES):
     _builder = _fcn_builder(_skips)
     _builder.__name__ = f"fcn{_stride}s"
     _builder.__doc__ = _DOC.format(
-        s=_stride, extra=", single stream" if _skips == 0 else "", backbones=", ".join(BACKBONES)
+        s=_stride, extra=_EXTRA.get(_skips, ""), backbones=", ".join(BACKBONES)
     )
     register(f"fcn{_stride}s")(_builder)
