@@ -143,3 +143,38 @@ def test_isbi_overlay_shows_the_cells_in_colour_with_a_legend(tmp_path, image, m
     assert (overlay[cells].max(1) - overlay[cells].min(1) > 50).all()  # clearly coloured
     assert [e["name"] for e in legend] == ["membrane", "cell"]
     assert (tmp_path / "o" / "street_legend.png").is_file()
+
+
+def leaky_membrane_proba() -> np.ndarray:
+    """(2, 16, 24) probabilities: two cells (columns 0-10 and 13-23) split by a membrane in
+    columns 11-12 that has a gap in rows 7-8, where the label map calls it cell."""
+    cell = np.full((16, 24), 0.99, np.float32)
+    cell[:, 11:13] = 0.05
+    cell[7:9, 11:13] = 0.6
+    return np.stack([1 - cell, cell])
+
+
+def test_predict_cells_keeps_cells_apart_that_the_label_map_joins(tmp_path, image, monkeypatch):
+    tifffile = pytest.importorskip("tifffile")
+    proba = leaky_membrane_proba()
+    monkeypatch.setattr(Segmenter, "predict_proba", lambda self, chw: proba)
+    isbi = checkpoint(tmp_path / "isbi.safetensors", ["membrane", "cell"], background=(0,))
+    assert main(["predict", str(isbi), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "png", "cells"]) == 0
+    cells = tifffile.imread(tmp_path / "o" / "street_cells.tif")
+    with Image.open(tmp_path / "o" / "street.png") as png:
+        label = np.asarray(png)
+    assert (label == proba.argmax(0)).all()  # the label map from the same probabilities
+    assert len(np.unique(label[label == 1])) == 1 and label[7, 11] == 1  # one joined region
+    assert cells.dtype == np.uint16 and sorted(np.unique(cells)) == [1, 2]
+    assert len(np.unique(cells[:, :11])) == 1 and len(np.unique(cells[:, 13:])) == 1
+    assert cells[0, 0] != cells[0, 23]
+
+
+def test_predict_cells_needs_a_two_class_model(tmp_path, image, capsys):
+    camvid = checkpoint(tmp_path / "camvid.safetensors", CAMVID)
+    assert main(["predict", str(camvid), str(image), "--out", str(tmp_path / "o"),
+                 "--format", "cells"]) != 0
+    assert "the cells format needs a two-class model (cells: class 1), got 3 classes" in (
+        capsys.readouterr().err)
+    assert not (tmp_path / "o" / "street_cells.tif").exists()

@@ -100,6 +100,11 @@ def small_label() -> np.ndarray:
     return label
 
 
+def test_write_prediction_needs_the_cells_for_the_cells_format(tmp_path):
+    with pytest.raises(ConfigError, match="cells must be given for the cells format"):
+        write_prediction(small_label(), tmp_path / "slide", ["cells"], PALETTE)
+
+
 def test_write_prediction_writes_every_format(tmp_path):
     import json
 
@@ -107,10 +112,13 @@ def test_write_prediction_writes_every_format(tmp_path):
 
     label = small_label()
     image = np.full((20, 30, 3), 100, np.uint8)
+    cells = np.arange(20 * 30).reshape(20, 30) % 7
     written = write_prediction(label, tmp_path / "out" / "slide", FORMATS, PALETTE,
                                ["bg", "a", "b"], image=image, source_name="slide.tif",
-                               background=(0,))
+                               background=(0,), cells=cells)
     assert sorted(written) == sorted([*FORMATS, "legend"])
+    assert written["cells"].name == "slide_cells.tif"
+    np.testing.assert_array_equal(tifffile.imread(written["cells"]), cells)
     with Image.open(written["png"]) as png:
         np.testing.assert_array_equal(np.asarray(png), label)
     with Image.open(written["overlay"]) as overlay:

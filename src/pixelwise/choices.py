@@ -10,7 +10,8 @@ from __future__ import annotations
 
 # What each format appends to the output stem: `out/slide1` -> `out/slide1_overlay.png`, ...
 OUTPUT_SUFFIXES = {"png": ".png", "overlay": "_overlay.png", "geojson": ".geojson",
-                   "coco": ".coco.json", "npy": ".npy", "geotiff": ".tif"}
+                   "coco": ".coco.json", "npy": ".npy", "geotiff": ".tif",
+                   "cells": "_cells.tif"}  # two-class models: pixelwise.postprocess.watershed_cells
 FORMATS = tuple(OUTPUT_SUFFIXES)
 
 BACKENDS = ("torch", "torch-bf16", "onnx", "onnx-int8")  # pixelwise.inference.backends

@@ -1,6 +1,7 @@
 """Prediction files people use downstream: palette PNGs, colour overlays, GeoTIFF/BigTIFF,
-NumPy arrays, GeoJSON and COCO annotations (`write_prediction`, for `pixelwise predict --format`;
-`predict_to_files` predicts one image with a `Segmenter` and writes it, atomically).
+NumPy arrays, GeoJSON and COCO annotations, and for two-class models a TIFF of separated cells
+(`write_prediction`, for `pixelwise predict --format`; `predict_to_files` predicts one image
+with a `Segmenter` and writes it, atomically).
 
 The files of one prediction are named by `output_paths` (`<stem>.png`, `<stem>_overlay.png`, ...).
 `write_prediction_atomically` writes them into a temporary folder beside their destination and
@@ -37,6 +38,7 @@ from pixelwise.postprocess import (
     read_georeference,
     to_coco,
     to_geojson,
+    watershed_cells,
 )
 
 if TYPE_CHECKING:  # torch only when predicting: `pixelwise --help` imports this module
@@ -260,6 +262,7 @@ def write_prediction(
     simplify: float = 0.0,
     source_name: str | None = None,
     coco_segmentation: Literal["auto", "rle"] = "auto",
+    cells: np.ndarray | None = None,
 ) -> dict[str, Path]:
     """Write one prediction in each of `formats`; returns `{format: path written}`.
 
@@ -269,7 +272,8 @@ def write_prediction(
     `out/slide1.geojson`, "coco" `out/slide1.coco.json` (`source_name` is the image's file name;
     `coco_segmentation` as `to_coco`'s `segmentation`: "auto" polygons, RLE for objects with
     holes; "rle" RLE for all), "npy" `out/slide1.npy`, "geotiff" `out/slide1.tif` (GeoTIFF with
-    `georef`).
+    `georef`), "cells" `out/slide1_cells.tif` (the `cells` map `predicted` gives: one id per
+    cell, 0 none; uint16, or uint32 beyond 65535 cells).
     `background` (class ids: the model's `ModelMeta.background`; untinted in the overlay),
     `min_area` (pixels) and `simplify` (pixels) shape the vector outputs (`find_instances`).
     Integer labels are stored as `label_dtype`: uint8 (<= 256 classes) or int16 (`compact_label`).
@@ -280,6 +284,9 @@ def write_prediction(
     if palette is None and ({"png", "overlay"} & set(formats)):
         raise ConfigError("palette must be given for the png and overlay formats, got None; "
                           "try the checkpoint's palette or default_palette(num_classes)")
+    if "cells" in formats and cells is None:
+        raise ConfigError("cells must be given for the cells format, got None; try "
+                          "predicted(segmenter, image, formats)")
     if "overlay" in formats and image is None:
         raise ConfigError("image must be given for the overlay format, got None; "
                           "try passing the input image or drop 'overlay'")
@@ -299,6 +306,10 @@ def write_prediction(
     if "geotiff" in formats:
         written["geotiff"] = save_geotiff(label, paths["geotiff"], georef,
                                           palette)
+    if "cells" in formats:
+        dtype = np.uint16 if int(cells.max(initial=0)) <= np.iinfo(np.uint16).max else np.uint32
+        written["cells"] = paths["cells"]
+        tifffile.imwrite(written["cells"], cells.astype(dtype), compression="zlib")
     if {"geojson", "coco"} & set(formats):
         instances = find_instances(label, background=background, min_area=min_area,
                                    simplify=simplify)
@@ -393,10 +404,37 @@ def predict_to_files(segmenter: Segmenter, image: ImageLike, out_stem: str | Pat
 
     georef = georeference_for(image, formats)
     chw = to_float_chw(image, segmenter.meta.in_channels)
-    return save_prediction(segmenter, segmenter.predict(chw), chw, out_stem, formats,
+    label, cells = predicted(segmenter, chw, formats)
+    return save_prediction(segmenter, label, chw, out_stem, formats,
                            georef=georef, source_name=source_name, min_area=min_area,
                            simplify=simplify, background=background,
-                           coco_segmentation=coco_segmentation)
+                           coco_segmentation=coco_segmentation, cells=cells)
+
+
+def check_formats_for(num_classes: int, formats: Sequence[str]) -> None:
+    """ConfigError when a format cannot be written for a model of ``num_classes`` classes:
+    "cells" grows cells of class 1 and needs a two-class model."""
+    if "cells" in formats and num_classes != 2:
+        raise ConfigError(
+            f"the cells format needs a two-class model (cells: class 1), got {num_classes} "
+            "classes; try --format geojson or coco for objects of every class")
+
+
+def predicted(segmenter: Segmenter, chw: torch.Tensor,
+              formats: Sequence[str]) -> tuple[np.ndarray, np.ndarray | None]:
+    """The label map of the float image ``chw`` and, when ``formats`` has "cells", the cells
+    ``watershed_cells`` grows from class 1's probability (None otherwise); both from one pass
+    of the model (tiled where ``Segmenter.predict`` would tile)."""
+    if "cells" not in formats:
+        return segmenter.predict(chw), None
+    import torch
+
+    from pixelwise.labels import class_ids
+
+    check_formats_for(segmenter.meta.num_classes, formats)
+    proba = segmenter.predict_proba(chw)
+    label = class_ids(torch.from_numpy(proba), dim=0).numpy()
+    return compact_label(label), watershed_cells(proba[1])
 
 
 def georeference_for(image: ImageLike, formats: Sequence[str]) -> GeoReference | None:
@@ -412,15 +450,18 @@ def save_prediction(segmenter: Segmenter, label: np.ndarray, chw: torch.Tensor,
                     georef: GeoReference | None = None, source_name: str | None = None,
                     min_area: int = 0, simplify: float = 0.0,
                     background: Sequence[int] | None = None,
-                    coco_segmentation: Literal["auto", "rle"] = "auto") -> dict[str, Path]:
+                    coco_segmentation: Literal["auto", "rle"] = "auto",
+                    cells: np.ndarray | None = None) -> dict[str, Path]:
     """Write ``segmenter``'s ``label`` map of the image ``chw`` (float ``(C, H, W)`` in [0, 1])
     with its palette, class names and background classes (``background`` None: the
-    checkpoint's), atomically (:func:`write_prediction_atomically`)."""
+    checkpoint's), and its ``cells`` (:func:`predicted`), atomically
+    (:func:`write_prediction_atomically`)."""
     background = segmenter.meta.background if background is None else background
     return write_prediction_atomically(
         label, out_stem, formats, palette=segmenter.palette, class_names=segmenter.classes,
         image=display_image(chw), georef=georef, min_area=min_area, simplify=simplify,
-        source_name=source_name, background=background, coco_segmentation=coco_segmentation)
+        source_name=source_name, background=background, coco_segmentation=coco_segmentation,
+        cells=cells)
 
 
 def display_image(chw: torch.Tensor) -> np.ndarray:

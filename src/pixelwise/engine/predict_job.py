@@ -50,8 +50,10 @@ from pixelwise.engine.manifest import (
 )
 from pixelwise.errors import CheckpointError, ConfigError, DataError, PixelwiseError
 from pixelwise.outputs import (
+    check_formats_for,
     georeference_for,
     output_paths,
+    predicted,
     remove_partial_folders,
     save_prediction,
 )
@@ -133,6 +135,7 @@ def run_prediction_job(job: PredictionJob) -> JobSummary:
             job.checkpoint, device=pick_device(job.device, info), tta_flips=job.tta_flips,
             tta_scales=job.tta_scales, progress=job.progress and info.is_main,
             backend=job.backend, calibration=calibration)
+        check_formats_for(segmenter.meta.num_classes, job.formats)
         settings = job_settings(job)
         key = settings_key(settings)
         todo = [t for t in tasks if not manifest.is_done(t.source, t.outputs, key)]
@@ -320,11 +323,13 @@ def predict_share(segmenter: Segmenter, tasks: Sequence[Task], job: PredictionJo
                 task = tasks[index]
                 if unreadable is None:
                     manifest.claim(task.source, task.outputs)
+                    label, cells = predicted(segmenter, chw, job.formats)
                     written = save_prediction(
-                        segmenter, segmenter.predict(chw), chw, task.stem, job.formats,
+                        segmenter, label, chw, task.stem, job.formats,
                         georef=georef, source_name=task.source.path.name,
                         min_area=job.min_area, simplify=job.simplify,
-                        background=background, coco_segmentation=job.coco_segmentation)
+                        background=background, coco_segmentation=job.coco_segmentation,
+                        cells=cells)
                     manifest.done(task.source, key, written)
                 elif job.skip_bad:
                     log.warning("skipped %s", unreadable)
