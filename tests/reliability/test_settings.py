@@ -39,7 +39,7 @@ SETTING_MISTAKES = [
                              "'batch_norm', 'decoder_channels', 'depth', 'encoder', 'in_channels', 'padding', "
                              "'pretrained_backbone', 'up_mode'], got unknown ['dept']; try "
                              "'depth'"),
-    ("model.name=unte", "model name must be one of ['fcn16s', 'fcn32s', 'fcn8s', 'unet'], got "
+    ("model.name=unte", "model name must be one of ['fcn16s', 'fcn32s', 'fcn4s', 'fcn8s', 'unet'], got "
                         "'unte'; try 'unet'"),
     ("data.dataset=camvidd", "dataset must be one of synthetic, folder, voc, camvid, isbi2012, "
                              "cityscapes, got 'camvidd'; try 'camvid'"),
