@@ -112,6 +112,9 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
                         help="train every system this many times (seeds 0, 1, ...; seed-major, "
                              "so that machine load falls on all systems alike) and print the "
                              "mean and range over seeds")
+    parser.add_argument("--first-seed", type=int, default=0, metavar="S",
+                        help="the first seed (default 0): --first-seed 1 adds seed 1 to an "
+                             "earlier run of seed 0")
 
 
 def parse_crop(text: str) -> int | tuple[int, int]:
@@ -267,7 +270,7 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
         print(HONESTY)
     info = open_dataset(task.kind, task.train_root, "train", **task.options).info
     rows, classes = [], list(info.classes)
-    for seed in range(args.seeds):
+    for seed in range(args.first_seed, args.first_seed + args.seeds):
         for system in systems_of(args):
             if system in PIXELWISE:
                 steps, seconds, scores = run_pixelwise(task, limit, args, out, seed, system)

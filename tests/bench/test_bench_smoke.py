@@ -126,3 +126,14 @@ def test_camvid_bench_scores_on_another_root_and_split(tmp_path, capsys):
     scored = json.loads((out / "pixelwise" / "eval-check" / "metrics.json").read_text())
     assert scored["num_images"] == 2 and scored["num_pixels"] <= 2 * 180 * 240  # at half size
     assert rows[0]["tta"] == "h"  # pixelwise scored with the street-scene recipe's mirror
+
+
+def test_first_seed_starts_the_seeds_there(tmp_path, capsys):
+    script = bench_script("isbi2012")
+    root = small_isbi(tmp_path / "isbi2012")
+    assert script.main(["--root", str(root), "--out", str(tmp_path / "out"), *TINY_UNET,
+                        "--systems", "pixelwise", "--first-seed", "1"]) == 0
+    rows = json_rows(capsys.readouterr().out)
+    assert [(row["system"], row["seed"]) for row in rows] == [("pixelwise", 1)]
+    assert (tmp_path / "out" / "pixelwise-seed1" / "last.safetensors").is_file()
+    assert not (tmp_path / "out" / "pixelwise").exists()
