@@ -231,12 +231,17 @@ def preset_overrides(name: str | None) -> list[str]:
     return [f"model.name={model}", f"model.options={{{mapping}}}"]
 
 
+def run_dir_of(out: Path, system: str, seed: int) -> Path:
+    """Where a pixelwise system's run of ``seed`` goes: ``out/SYSTEM``, ``out/SYSTEM-seedS``."""
+    return out / (system if seed == 0 else f"{system}-seed{seed}")
+
+
 def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace, out: Path,
                   seed: int = 0, system: str = "pixelwise") -> tuple[int, float, dict[str, Any]]:
     """Train the recipe (with ``system``'s model preset) for ``limit`` into ``out/SYSTEM``
     (``out/SYSTEM-seedS`` for a seed other than 0), then ``pixelwise.evaluate`` its checkpoint;
     returns (steps, seconds, scores)."""
-    run_dir = out / (system if seed == 0 else f"{system}-seed{seed}")
+    run_dir = run_dir_of(out, system, seed)
     crop = f"[{task.crop[0]},{task.crop[1]}]" if isinstance(task.crop, tuple) else task.crop
     overrides = [f"data.root={task.train_root}", f"train.out_dir={run_dir}",
                  "train.overwrite=true", "train.progress=false", f"train.device={args.device}",
@@ -288,9 +293,10 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
         print(format_seed_summary(rows))
     with (out / "results.jsonl").open("w") as handle:
         handle.writelines(json.dumps(row) + "\n" for row in rows)
-    ours = [name for name in systems_of(args) if name in PIXELWISE]
-    print(f"wrote {out / 'results.jsonl'}" + "".join(f" and {out / name}/last.safetensors"
-                                                     for name in ours))
+    ours = [run_dir_of(out, row["system"], row["seed"]) for row in rows
+            if row["system"] in PIXELWISE]
+    print(f"wrote {out / 'results.jsonl'}" + "".join(f" and {run}/last.safetensors"
+                                                     for run in ours))
     return rows
 
 

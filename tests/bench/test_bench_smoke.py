@@ -133,7 +133,9 @@ def test_first_seed_starts_the_seeds_there(tmp_path, capsys):
     root = small_isbi(tmp_path / "isbi2012")
     assert script.main(["--root", str(root), "--out", str(tmp_path / "out"), *TINY_UNET,
                         "--systems", "pixelwise", "--first-seed", "1"]) == 0
-    rows = json_rows(capsys.readouterr().out)
+    out = capsys.readouterr().out
+    rows = json_rows(out)
     assert [(row["system"], row["seed"]) for row in rows] == [("pixelwise", 1)]
+    assert f"and {tmp_path / 'out' / 'pixelwise-seed1'}/last.safetensors" in out
     assert (tmp_path / "out" / "pixelwise-seed1" / "last.safetensors").is_file()
     assert not (tmp_path / "out" / "pixelwise").exists()
