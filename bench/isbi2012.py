@@ -6,7 +6,10 @@
 Every system trains on slices 0-24 (256x256 crops, batch 4, 2 threads), one after another, and
 is scored on whole slices 25-29 at 512x512 (bench/_side_by_side.py says how each is trained
 and scored; pixelwise with its 8 rotations and mirrors averaged, --tta none to drop them). pixelwise trains from configs/isbi2012_cpu.yaml. Scores:
-- pixel_error: wrong pixels / all pixels, pooled over the slices (ISBI 2012's pixel error);
+- pixel_error: wrong pixels / all pixels, pooled over the slices (the plain pixel error);
+- challenge_pixel_error: the ISBI 2012 challenge's pixel error, 1 - the best F-score of cell
+  pixels (class 1) over thresholds 0, 0.1, ..., 1 of P(cell), pooled over the slices
+  (pixelwise.metrics.MaxFScorePixelError; the definition of the U-Net paper's 0.0611);
 - membrane_iou: IoU of class 0, the membrane;
 - adapted_rand_error: foreground-restricted adapted Rand error, the mean over slices of
   pixelwise.metrics.adapted_rand_error. Segments are the 4-connected regions of cell-interior
@@ -32,7 +35,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def isbi_scores(scores: dict) -> dict:
-    return {"pixel_error": scores["pixel_error"], "membrane_iou": scores["iou"][0],
+    return {"pixel_error": scores["pixel_error"],
+            "challenge_pixel_error": scores["challenge_pixel_error"],
+            "membrane_iou": scores["iou"][0],
             "adapted_rand_error": scores["adapted_rand_error"],
             "watershed_rand_error": scores["watershed_rand_error"]}
 

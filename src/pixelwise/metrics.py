@@ -252,7 +252,8 @@ def _percent(value: float) -> str:
 
 
 def pixel_error(pred: torch.Tensor, target: torch.Tensor, ignore_index: int = 255) -> float:
-    """Fraction of labelled pixels whose predicted class is wrong (ISBI 2012's pixel error).
+    """Fraction of labelled pixels whose predicted class is wrong (the plain pixel error; the
+    ISBI 2012 challenge's pixel error is `MaxFScorePixelError`).
 
     `pred`, `target`: integer label maps of one shape; `ignore_index` pixels are not counted.
     """
@@ -404,8 +405,9 @@ def format_object_recall(recall: dict, class_names: Sequence[str]) -> str:
 
 def format_binary_scores(scores: dict, class_names: Sequence[str],
                          seed_threshold: float | None = None) -> str:
-    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error` and
-    `watershed_rand_error` in `scores`, as `validate(detailed=True)` adds them); "" when they
+    """The ISBI 2012 line of a two-class evaluation (`pixel_error`, `adapted_rand_error`,
+    `watershed_rand_error` and `challenge_pixel_error` in `scores`, as `validate(detailed=True)`
+    adds them); "" when they
     are not there. `seed_threshold`: the watershed seeds' probability threshold, to say how
     those cells were grown."""
     if "adapted_rand_error" not in scores:
@@ -420,6 +422,9 @@ def format_binary_scores(scores: dict, class_names: Sequence[str],
         seeds = f"where P({cell}) > {seed_threshold}" if seed_threshold else "seeds"
         line += (f"; of the watershed cells {scores['watershed_rand_error']:.4f} (grown from "
                  f"{seeds} over 1 - P({cell}))")
+    if "challenge_pixel_error" in scores:
+        line += (f"; the challenge's pixel error {scores['challenge_pixel_error']:.4f} (1 - the "
+                 f"best F-score of {cell!r} pixels over thresholds 0, 0.1, ..., 1 of P({cell}))")
     return line
 
 
@@ -459,3 +464,55 @@ class MeanAdaptedRandError:
         """The mean error over the images counted (NaN when none)."""
         total, count = self.state.tolist()
         return total / count if count else math.nan
+
+
+# The ISBI 2012 challenge's thresholds of a probability map: 0, 0.1, ..., 1 (its Fiji script's
+# `getPixelErrorMaximalFScore(0.0, 1.0, 0.1)`).
+CHALLENGE_THRESHOLDS = tuple(step / 10 for step in range(11))
+
+
+class MaxFScorePixelError:
+    """The ISBI 2012 challenge's pixel error: 1 - the maximal F-score of foreground pixels over
+    thresholds of the foreground probability (Arganda-Carreras et al. 2015, "Crowdsourcing the
+    creation of image segmentation algorithms for connectomics"; the U-Net paper's 0.0611).
+
+    At each threshold `t` a pixel is called foreground where its probability exceeds `t`; the
+    true, false positives and false negatives are pooled over all images, the F-score is
+    `2 TP / (2 TP + FP + FN)` (0 when nothing is foreground in either), and the error is 1 minus
+    the best F-score over the thresholds. For ISBI 2012 the foreground is class 1, the cells
+    (white, as in the challenge's label images); `ignore_index` pixels are not counted. Unlike
+    `pixel_error` (the fraction of wrong pixels at the label map's own threshold), it ignores
+    the true negatives and picks the best threshold, so it is the smaller of the two.
+    """
+
+    def __init__(self, foreground: int = 1, ignore_index: int = 255,
+                 thresholds: Sequence[float] = CHALLENGE_THRESHOLDS) -> None:
+        self.foreground, self.ignore_index = foreground, ignore_index
+        self.thresholds = torch.tensor(thresholds, dtype=torch.float64)
+        self.state = torch.zeros(len(thresholds), 3, dtype=torch.float64)  # TP, FP, FN
+
+    def update(self, probability: torch.Tensor, target: torch.Tensor) -> None:
+        """Add foreground probabilities `(N, H, W)` or `(H, W)` against label maps `target` of
+        the same shape."""
+        valid = target != self.ignore_index
+        truth = (target[valid] == self.foreground).cpu()
+        guess = probability[valid].double().cpu()[None, :] > self.thresholds[:, None]
+        positives = guess.sum(1, dtype=torch.float64)
+        true_positives = (guess & truth).sum(1, dtype=torch.float64)
+        self.state[:, 0] += true_positives
+        self.state[:, 1] += positives - true_positives
+        self.state[:, 2] += float(truth.sum()) - true_positives
+
+    def all_reduce(self) -> None:
+        """Sum over all torchrun processes; a no-op when not distributed."""
+        _all_reduce_sum(self.state)
+
+    def compute(self) -> float:
+        """1 - the best F-score over the thresholds (NaN until some pixel is foreground in
+        the truth or in a threshold's prediction)."""
+        tp, fp, fn = self.state.unbind(1)
+        if float(self.state.sum()) == 0:
+            return math.nan
+        denominator = 2 * tp + fp + fn
+        f_score = torch.where(denominator > 0, 2 * tp / denominator.clamp_min(1), 0.0)
+        return 1.0 - float(f_score.max())

@@ -90,6 +90,7 @@ def test_evaluate_of_a_binary_dataset_prints_pixel_and_rand_error(isbi_run, caps
     assert "ISBI 2012 measures: pixel error" in out
     assert "segments are the 4-connected 'cell' regions, scored on the truth's 'cell' pixels" in out
     assert "of the watershed cells" in out
+    assert "the challenge's pixel error" in out
     assert "Object recall" in out
 
 
@@ -113,6 +114,22 @@ def test_evaluate_watershed_rand_error_scores_the_cells_of_each_slice(isbi_run, 
     assert isbi_scores["watershed_rand_error"] == pytest.approx(np.nanmean(errors), abs=1e-6)
 
 
+def test_evaluate_challenge_pixel_error_is_one_minus_the_best_f_score_of_cells(isbi_run,
+                                                                               isbi_scores):
+    root, checkpoint = isbi_run
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    data = open_dataset("isbi2012", root, "val")
+    cell = np.stack([segmenter.predict_proba(data.read_image(i)[..., 0])[1]
+                     for i in range(len(data))])
+    truth = np.stack([data.read_mask(i) for i in range(len(data))]) == 1
+    best = 0.0
+    for threshold in np.arange(11) / 10:  # the challenge's Fiji script: 0, 0.1, ..., 1
+        guess = cell > threshold
+        tp, fp, fn = np.sum(guess & truth), np.sum(guess & ~truth), np.sum(~guess & truth)
+        best = max(best, 2 * tp / (2 * tp + fp + fn))
+    assert isbi_scores["challenge_pixel_error"] == pytest.approx(1 - best, abs=1e-5)
+
+
 def test_evaluate_counts_every_cell_as_an_object(isbi_run, isbi_scores):
     cells = sum(ndimage.label(mask == 1)[1] for _, mask in predictions(isbi_run))
     objects = isbi_scores["object_recall"]["objects"]
@@ -130,4 +147,5 @@ def test_evaluate_of_a_multi_class_dataset_has_object_recall_but_no_isbi_measure
                  "--out", str(tmp_path / "eval")]) == 0
     scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(scores["object_recall"]["recall"]["all"]) == 5
-    assert not {"pixel_error", "adapted_rand_error", "watershed_rand_error"} & set(scores)
+    assert not {"pixel_error", "adapted_rand_error", "watershed_rand_error",
+                "challenge_pixel_error"} & set(scores)

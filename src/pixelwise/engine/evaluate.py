@@ -52,11 +52,19 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     ``detailed`` adds ``object_recall`` (``ObjectRecall.compute()``) and, with two classes,
     the ISBI 2012 measures with class 1 as the foreground: ``pixel_error`` (pooled, ``1 -
     pixel_accuracy``), ``adapted_rand_error`` (``MeanAdaptedRandError`` of the label maps'
-    4-connected cell regions) and ``watershed_rand_error`` (the same error of the cells
-    ``pixelwise.postprocess.watershed_cells`` grows from the class-1 probability); they label
-    connected components on the CPU, so ``evaluate`` asks for them and training does not.
+    4-connected cell regions), ``watershed_rand_error`` (the same error of the cells
+    ``pixelwise.postprocess.watershed_cells`` grows from the class-1 probability) and
+    ``challenge_pixel_error`` (``MaxFScorePixelError`` of the class-1 probability: the ISBI
+    challenge's definition, 1 - the best F-score of cell pixels over thresholds 0, 0.1, ..., 1);
+    they label connected components on the CPU, so ``evaluate`` asks for them and training
+    does not.
     """
-    from pixelwise.metrics import ConfusionMatrix, MeanAdaptedRandError, ObjectRecall
+    from pixelwise.metrics import (
+        ConfusionMatrix,
+        MaxFScorePixelError,
+        MeanAdaptedRandError,
+        ObjectRecall,
+    )
     from pixelwise.models import same_size_output
 
     was_training = model.training
@@ -64,10 +72,11 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
     extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
-    cells = None
+    cells = challenge = None
     if detailed and num_classes == 2:
         extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
         cells = MeanAdaptedRandError(foreground=1)
+        challenge = MaxFScorePixelError(foreground=1, ignore_index=ignore_index)
     total = len(loader) if isinstance(loader, Sized) else None
     with batches_of(loader) as batches:
         for image, target in tqdm(batches, desc="validate", unit="batch", total=total,
@@ -78,12 +87,15 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
             pred, target = class_ids(logits), match_target(target.to(device), logits)
             for meter in (matrix, *extra.values()):
                 meter.update(pred, target)
-            if cells is not None:
-                cells.update_segments(_watershed_cells(logits), target)
+            if cells is not None and challenge is not None:
+                foreground = logits.float().softmax(1)[:, 1]
+                cells.update_segments(_watershed_cells(foreground), target)
+                challenge.update(foreground, target)
             if observe is not None:
                 observe(image, pred, target)
-    if cells is not None:
+    if cells is not None and challenge is not None:
         extra["watershed_rand_error"] = cells
+        extra["challenge_pixel_error"] = challenge
     for meter in (matrix, *extra.values()):
         meter.all_reduce()
     model.train(was_training)
@@ -94,13 +106,13 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     return scores
 
 
-def _watershed_cells(logits: torch.Tensor) -> torch.Tensor:
-    """``(N, H, W)`` cells of two-class logits ``(N, 2, H, W)``: ``watershed_cells`` of each
-    image's class-1 probability."""
+def _watershed_cells(foreground: torch.Tensor) -> torch.Tensor:
+    """``(N, H, W)`` cells of class-1 probabilities ``(N, H, W)``: ``watershed_cells`` of each
+    image."""
     from pixelwise.postprocess import watershed_cells
 
-    foreground = logits.float().softmax(1)[:, 1].cpu().numpy()
-    return torch.from_numpy(np.stack([watershed_cells(image) for image in foreground]))
+    images = foreground.cpu().numpy()
+    return torch.from_numpy(np.stack([watershed_cells(image) for image in images]))
 
 
 def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = "val",
