@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -157,7 +158,7 @@ def leaky_membrane_proba() -> np.ndarray:
 def test_predict_cells_keeps_cells_apart_that_the_label_map_joins(tmp_path, image, monkeypatch):
     tifffile = pytest.importorskip("tifffile")
     proba = leaky_membrane_proba()
-    monkeypatch.setattr(Segmenter, "predict_proba", lambda self, chw: proba)
+    monkeypatch.setattr(Segmenter, "_whole", lambda self, batch: torch.from_numpy(proba)[None])
     isbi = checkpoint(tmp_path / "isbi.safetensors", ["membrane", "cell"], background=(0,))
     assert main(["predict", str(isbi), str(image), "--out", str(tmp_path / "o"),
                  "--format", "png", "cells"]) == 0

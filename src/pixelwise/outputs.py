@@ -427,14 +427,9 @@ def predicted(segmenter: Segmenter, chw: torch.Tensor,
     of the model (tiled where ``Segmenter.predict`` would tile)."""
     if "cells" not in formats:
         return segmenter.predict(chw), None
-    import torch
-
-    from pixelwise.labels import class_ids
-
     check_formats_for(segmenter.meta.num_classes, formats)
-    proba = segmenter.predict_proba(chw)
-    label = class_ids(torch.from_numpy(proba), dim=0).numpy()
-    return compact_label(label), watershed_cells(proba[1])
+    label, proba = segmenter.predict_with_proba(chw)
+    return label, watershed_cells(proba[1])
 
 
 def georeference_for(image: ImageLike, formats: Sequence[str]) -> GeoReference | None:

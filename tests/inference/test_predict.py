@@ -76,6 +76,18 @@ def test_tiled_labels_equal_whole_image_labels(image):
     np.testing.assert_array_equal(tiled[clear], whole.argmax(0)[clear])
 
 
+@pytest.mark.parametrize("options", [{}, {"tile_above": 16, "tile": 16, "overlap": 4}],
+                         ids=["whole", "tiled"])
+def test_predict_with_proba_gives_both_from_one_pass(image, options):
+    segmenter = _pointwise_segmenter(**options)
+    label, proba = segmenter.predict_with_proba(image)
+    expected = _expected_proba(image)
+    np.testing.assert_allclose(proba, expected, atol=1e-5)
+    clear = np.abs(expected[1] - expected[0]) > 1e-4
+    assert label.dtype == np.uint8 and label.shape == (20, 28)
+    np.testing.assert_array_equal(label[clear], expected.argmax(0)[clear])
+
+
 def test_valid_unet_images_are_tiled_and_equal_the_mirror_extended_network():
     from pixelwise.models import MirrorExtended, build
 

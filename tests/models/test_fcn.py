@@ -190,3 +190,11 @@ def test_vgg16_fcn4s_adds_pool2_with_whole_pixel_crops():
 def test_fcn4s_has_no_at_once_variant():
     with pytest.raises(ConfigError, match="at_once must be False for fcn4s"):
         build("fcn4s", 3, backbone="mobilenet_v3_small", at_once=True)
+
+
+def test_the_fcn_class_refuses_at_once_with_a_stride_4_skip_as_the_builder_does():
+    from pixelwise.models.backbones import build_backbone
+
+    features = build_backbone("mobilenet_v3_small", in_channels=3, pretrained=False)
+    with pytest.raises(ConfigError, match=r"at_once must be False for fcn4s .*not \[4\]"):
+        FCN(features, 3, skips=3, at_once=True)

@@ -143,10 +143,18 @@ class Segmenter:
     @torch.inference_mode()
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities ``(K, H, W)`` float32 (softmax over classes) for one image."""
+        return self.predict_with_proba(image)[1]
+
+    @torch.inference_mode()
+    def predict_with_proba(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:
+        """The label map ``(H, W)`` (as :meth:`predict`) and the class probabilities ``(K, H,
+        W)`` float32 (as :meth:`predict_proba`) of one image, from one pass of the model: for
+        outputs that need both, such as the watershed cells beside the label map."""
         chw = to_float_chw(image, self.meta.in_channels)
         if self._needs_tiling(chw):
-            return self._tiled(chw, return_proba=True)[1]
-        return self._whole(chw[None])[0].float().cpu().numpy()
+            return self._tiled(chw, return_proba=True)
+        proba = self._whole(chw[None])
+        return self._labels(proba)[0], proba[0].float().cpu().numpy()
 
     def _predict_list(self, chws: list[torch.Tensor], batch_size: int) -> list[np.ndarray]:
         """Label maps of float ``(C, H, W)`` images, in order; same-size whole images batched."""

@@ -62,6 +62,18 @@ def upsampling_alignment(
     )
 
 
+def check_at_once(strides: list[int] | tuple[int, ...]) -> None:
+    """ConfigError unless "at-once" training can scale every skip of an FCN fusing scores of
+    ``strides`` (coarsest first): it needs skips, and the reference nets scale those of
+    strides 16 and 8 only (``AT_ONCE_SKIP_SCALES``)."""
+    if len(strides) < 2:
+        raise ConfigError("at_once must be False for fcn32s (it has no skips), got True")
+    unscaled = [stride for stride in strides[1:] if stride not in AT_ONCE_SKIP_SCALES]
+    if unscaled:
+        raise ConfigError(f"at_once must be False for fcn{min(strides)}s (the reference nets "
+                          f"scale skips of strides 16 and 8 only, not {unscaled}), got True")
+
+
 class FCN(nn.Module):
     """FCN head on a backbone: ``(N, C, H, W)`` -> logits ``(N, num_classes, H, W)``.
 
@@ -85,6 +97,8 @@ class FCN(nn.Module):
             )
         self.output_stride = strides[-1]  # finest feature map the scores are fused from
         self.geometry = Geometry(align=backbone.total_stride)  # any input size, output the same
+        if at_once:
+            check_at_once(strides)
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
         self.score = nn.ModuleDict(
             {str(st.stride): _zero_conv(st.channels, num_classes) for st in self.stages}
@@ -182,11 +196,8 @@ def _fcn_builder(skips: int):
         if not isinstance(backbone, str):
             raise ConfigError(f"backbone must be a name such as 'vgg16', got {backbone!r}")
         check_choice("at_once", at_once, (True, False))
-        if at_once and skips == 0:
-            raise ConfigError("at_once must be False for fcn32s (it has no skips), got True")
-        if at_once and skips == 3:
-            raise ConfigError("at_once must be False for fcn4s (the reference nets scale skips "
-                              "of strides 16 and 8 only), got True")
+        if at_once:
+            check_at_once(FCN_STRIDES[: skips + 1])  # before the backbone's weights are made
         features = build_backbone(
             backbone,
             in_channels=in_channels,
