@@ -25,6 +25,26 @@ def check_background(background: Sequence[int], num_classes: int) -> tuple[int, 
     return ids
 
 
+def class_ids_of(option: str, values: Sequence[int | str], classes: Sequence[str]
+                 ) -> tuple[int, ...]:
+    """``values`` (class ids or names, names in any case) as class ids of ``classes``, in the
+    order given; ConfigError naming ``option`` and the valid names for one that is neither."""
+    from pixelwise.options import closest_hint
+
+    lower = [name.lower() for name in classes]
+    ids = []
+    for value in values:
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value < len(classes):
+            ids.append(value)
+        elif isinstance(value, str) and value.lower() in lower:
+            ids.append(lower.index(value.lower()))
+        else:
+            hint = closest_hint(value, classes)
+            raise ConfigError(f"{option} must hold class names {list(classes)} or ids 0.."
+                              f"{len(classes) - 1}, got {value!r}" + (f"; {hint}" if hint else ""))
+    return tuple(ids)
+
+
 @dataclass(frozen=True)
 class DatasetInfo:
     """Class names, colours, background and the ignore value of a dataset.

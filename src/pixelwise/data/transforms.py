@@ -101,6 +101,49 @@ def rescale_pair(image: torch.Tensor, mask: torch.Tensor,
     return F.resize_image(image, size, antialias=True), resize_mask(mask, size)
 
 
+class FocusCrop(v2.RandomCrop):
+    """A random crop of ``size`` (padded as ``v2.RandomCrop(pad_if_needed=True)`` when the image
+    is smaller) that, with probability ``focus``, is placed to hold a pixel of one of
+    ``classes``: rare-class-aware crop sampling. One of the listed classes present in the mask
+    is drawn uniformly (so a class seldom seen gets as many crops as a common one), then one of
+    its pixels, then where in the crop that pixel lands. Masks without any of ``classes``, and
+    the other ``1 - focus`` of crops, are placed uniformly as ``v2.RandomCrop`` places them.
+    """
+
+    def __init__(self, size: Size, classes: Sequence[int], focus: float,
+                 fill: dict[type, float | int]) -> None:
+        super().__init__(size, pad_if_needed=True, fill=fill)
+        if not 0.0 <= focus <= 1.0:
+            raise ConfigError(f"focus must be a probability in [0, 1], got {focus}; try 0.5")
+        self.classes, self.focus = torch.tensor(list(classes), dtype=torch.int64), focus
+
+    def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
+        params = super().make_params(flat_inputs)
+        masks = [i.as_subclass(torch.Tensor) for i in flat_inputs if isinstance(i, tv_tensors.Mask)]
+        if not (params["needs_crop"] and masks) or float(torch.rand(())) >= self.focus:
+            return params
+        mask = masks[0]
+        present = self.classes[torch.isin(self.classes, mask.unique())]
+        if not len(present):
+            return params
+        chosen = present[int(torch.randint(len(present), ()))]
+        rows, cols = (mask == chosen).nonzero(as_tuple=True)
+        pick = int(torch.randint(len(rows), ()))
+        left, top, right, bottom = params["padding"]
+        params["top"] = _window_start(int(rows[pick]) + top, params["height"],
+                                      mask.shape[-2] + top + bottom)
+        params["left"] = _window_start(int(cols[pick]) + left, params["width"],
+                                       mask.shape[-1] + left + right)
+        return params
+
+
+def _window_start(position: int, window: int, extent: int) -> int:
+    """Start of a ``window`` inside ``0..extent`` that holds ``position`` at a uniformly drawn
+    place, shifted inwards where it would leave the extent."""
+    start = position - int(torch.randint(window, ()))
+    return min(max(start, 0), extent - window)
+
+
 class UNetElasticDeform(v2.Transform):
     """The U-Net paper's elastic deformation (§3.1).
 
@@ -141,12 +184,15 @@ def train_preset(
     rotation: float = 0.0,
     elastic: bool = False,
     colour_jitter: float = 0.0,
+    focus_classes: Sequence[int] = (),
+    focus: float = 0.5,
 ) -> JointTransform:
     """Training augmentation, in this order: random scale, rotation (+-`rotation` degrees),
     U-Net elastic deformation, random crop of `crop_size` (padding small images with 0 /
-    `ignore_index`), horizontal / vertical flips with the given probabilities, colour jitter
-    (brightness, contrast, saturation `colour_jitter`, hue a quarter of it; only for 1- or
-    3-channel images), then `(x - mean) / std` per channel.
+    `ignore_index`; with `focus_classes`, class ids, a `FocusCrop` that holds one of them in a
+    `focus` share of crops), horizontal / vertical flips with the given probabilities, colour
+    jitter (brightness, contrast, saturation `colour_jitter`, hue a quarter of it; only for 1-
+    or 3-channel images), then `(x - mean) / std` per channel.
     """
     fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index}
     steps: list[v2.Transform] = []
@@ -156,7 +202,12 @@ def train_preset(
         steps.append(v2.RandomRotation(rotation, fill=fill))
     if elastic:
         steps.append(UNetElasticDeform(mask_fill=ignore_index))
-    if crop_size is not None:
+    if focus_classes and crop_size is None:
+        raise ConfigError(f"focus_classes places crops, so it needs a crop size, got "
+                          f"{list(focus_classes)} without one; try data.crop_size=256")
+    if crop_size is not None and focus_classes:
+        steps.append(FocusCrop(crop_size, focus_classes, focus, fill))
+    elif crop_size is not None:
         steps.append(v2.RandomCrop(crop_size, pad_if_needed=True, fill=fill))
     if hflip:
         steps.append(v2.RandomHorizontalFlip(hflip))

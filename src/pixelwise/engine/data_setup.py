@@ -47,6 +47,7 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
     """The dataset split with the training augmentation (the kind's recommended settings,
     overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset."""
     from pixelwise.data import open_dataset
+    from pixelwise.data.info import class_ids_of
     from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
 
     dataset = open_dataset(config.dataset, config.root, split, **config.options)
@@ -56,6 +57,9 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
         if config.crop_size is not None:
             crop = config.crop_size
             options["crop_size"] = crop if isinstance(crop, int) else tuple(crop)
+        if options.get("focus_classes"):  # names or ids in the config, ids from here on
+            options["focus_classes"] = class_ids_of("data.augment.focus_classes",
+                                                    options["focus_classes"], dataset.info.classes)
         # data.augment's keys are checked with the config (pixelwise.config.check_names).
         transforms = train_preset(ignore_index=dataset.info.ignore_index, **options)
     else:
