@@ -59,12 +59,7 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     they label connected components on the CPU, so ``evaluate`` asks for them and training
     does not.
     """
-    from pixelwise.metrics import (
-        ConfusionMatrix,
-        MaxFScorePixelError,
-        MeanAdaptedRandError,
-        ObjectRecall,
-    )
+    from pixelwise.metrics import ConfusionMatrix, MeanAdaptedRandError, ObjectRecall
     from pixelwise.models import same_size_output
 
     was_training = model.training
@@ -72,11 +67,10 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     net = same_size_output(model)
     matrix = ConfusionMatrix(num_classes, ignore_index)
     extra = {"object_recall": ObjectRecall(num_classes, ignore_index)} if detailed else {}
-    cells = challenge = None
+    of_proba = None
     if detailed and num_classes == 2:
         extra["adapted_rand_error"] = MeanAdaptedRandError(foreground=1)
-        cells = MeanAdaptedRandError(foreground=1)
-        challenge = MaxFScorePixelError(foreground=1, ignore_index=ignore_index)
+        of_proba = _CellProbabilityScores(ignore_index)
     total = len(loader) if isinstance(loader, Sized) else None
     with batches_of(loader) as batches:
         for image, target in tqdm(batches, desc="validate", unit="batch", total=total,
@@ -87,15 +81,12 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
             pred, target = class_ids(logits), match_target(target.to(device), logits)
             for meter in (matrix, *extra.values()):
                 meter.update(pred, target)
-            if cells is not None and challenge is not None:
-                foreground = logits.float().softmax(1)[:, 1]
-                cells.update_segments(_watershed_cells(foreground), target)
-                challenge.update(foreground, target)
+            if of_proba is not None:
+                of_proba.update(logits, target)
             if observe is not None:
                 observe(image, pred, target)
-    if cells is not None and challenge is not None:
-        extra["watershed_rand_error"] = cells
-        extra["challenge_pixel_error"] = challenge
+    if of_proba is not None:
+        extra.update(of_proba.meters)
     for meter in (matrix, *extra.values()):
         meter.all_reduce()
     model.train(was_training)
@@ -104,6 +95,25 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     if "adapted_rand_error" in scores:
         scores["pixel_error"] = 1.0 - scores["pixel_accuracy"]
     return scores
+
+
+class _CellProbabilityScores:
+    """The two-class scores of the class-1 (cell) probability rather than of the label map:
+    ``watershed_rand_error`` (Rand error of the watershed cells) and ``challenge_pixel_error``
+    (the ISBI challenge's pixel error), by their keys in ``meters``."""
+
+    def __init__(self, ignore_index: int) -> None:
+        from pixelwise.metrics import MaxFScorePixelError, MeanAdaptedRandError
+
+        self.cells = MeanAdaptedRandError(foreground=1)
+        self.pixels = MaxFScorePixelError(foreground=1, ignore_index=ignore_index)
+        self.meters = {"watershed_rand_error": self.cells, "challenge_pixel_error": self.pixels}
+
+    def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
+        """Add a batch of two-class logits ``(N, 2, H, W)`` against label maps ``(N, H, W)``."""
+        foreground = logits.float().softmax(1)[:, 1]
+        self.cells.update_segments(_watershed_cells(foreground), target)
+        self.pixels.update(foreground, target)
 
 
 def _watershed_cells(foreground: torch.Tensor) -> torch.Tensor:
