@@ -73,6 +73,8 @@ def test_a_mask_without_the_classes_is_cropped_as_random_crop_does():
 def test_focus_must_be_a_probability_and_focus_classes_needs_a_crop():
     with pytest.raises(ConfigError, match=r"focus must be a probability in \[0, 1\], got 1.5"):
         FocusCrop(16, [3], 1.5, FILL)
+    with pytest.raises(ConfigError, match=r"focus must be a probability in \[0, 1\], got 2"):
+        train_preset(16, mean=(0.5,), std=(0.5,), focus=2)  # refused, not ignored
     with pytest.raises(ConfigError, match="focus_classes places crops, so it needs a crop size"):
         train_preset(None, mean=(0.5,), std=(0.5,), focus_classes=[3])
 

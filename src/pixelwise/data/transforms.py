@@ -113,8 +113,7 @@ class FocusCrop(v2.RandomCrop):
     def __init__(self, size: Size, classes: Sequence[int], focus: float,
                  fill: dict[type, float | int]) -> None:
         super().__init__(size, pad_if_needed=True, fill=fill)
-        if not 0.0 <= focus <= 1.0:
-            raise ConfigError(f"focus must be a probability in [0, 1], got {focus}; try 0.5")
+        check_focus(focus)
         self.classes, self.focus = torch.tensor(list(classes), dtype=torch.int64), focus
 
     def make_params(self, flat_inputs: list[Any]) -> dict[str, Any]:
@@ -135,6 +134,12 @@ class FocusCrop(v2.RandomCrop):
         params["left"] = _window_start(int(cols[pick]) + left, params["width"],
                                        mask.shape[-1] + left + right)
         return params
+
+
+def check_focus(focus: float) -> None:
+    """ConfigError unless ``focus``, the share of focused crops, is a probability."""
+    if not 0.0 <= focus <= 1.0:
+        raise ConfigError(f"focus must be a probability in [0, 1], got {focus}; try 0.5")
 
 
 def _window_start(position: int, window: int, extent: int) -> int:
@@ -202,6 +207,7 @@ def train_preset(
         steps.append(v2.RandomRotation(rotation, fill=fill))
     if elastic:
         steps.append(UNetElasticDeform(mask_fill=ignore_index))
+    check_focus(focus)  # also without focus_classes: a wrong value is refused, not ignored
     if focus_classes and crop_size is None:
         raise ConfigError(f"focus_classes places crops, so it needs a crop size, got "
                           f"{list(focus_classes)} without one; try data.crop_size=256")
