@@ -488,7 +488,7 @@ class MaxFScorePixelError:
     def __init__(self, foreground: int = 1, ignore_index: int = 255,
                  thresholds: Sequence[float] = CHALLENGE_THRESHOLDS) -> None:
         self.foreground, self.ignore_index = foreground, ignore_index
-        self.thresholds = torch.tensor(thresholds, dtype=torch.float64)
+        self.thresholds = torch.tensor(sorted(thresholds), dtype=torch.float64)  # searchsorted
         self.state = torch.zeros(len(thresholds), 3, dtype=torch.float64)  # TP, FP, FN
 
     def update(self, probability: torch.Tensor, target: torch.Tensor) -> None:
@@ -496,11 +496,17 @@ class MaxFScorePixelError:
         the same shape."""
         valid = target != self.ignore_index
         truth = (target[valid] == self.foreground).cpu()
-        guess = probability[valid].double().cpu()[None, :] > self.thresholds[:, None]
-        positives = guess.sum(1, dtype=torch.float64)
-        true_positives = (guess & truth).sum(1, dtype=torch.float64)
+        # How many thresholds each pixel's probability exceeds: it is called foreground at the
+        # thresholds below that count, so the positives at threshold k are the pixels whose
+        # count is above k (a reversed cumulative sum; memory stays one value per pixel).
+        exceeded = torch.searchsorted(self.thresholds, probability[valid].double().cpu())
+        bins = len(self.thresholds) + 1
+        called = [torch.bincount(exceeded[group], minlength=bins).double()
+                  for group in (truth, ~truth)]
+        true_positives, false_positives = (
+            count.flip(0).cumsum(0).flip(0)[1:] for count in called)
         self.state[:, 0] += true_positives
-        self.state[:, 1] += positives - true_positives
+        self.state[:, 1] += false_positives
         self.state[:, 2] += float(truth.sum()) - true_positives
 
     def all_reduce(self) -> None:

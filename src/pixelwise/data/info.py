@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from pixelwise.errors import ConfigError
+from pixelwise.options import closest_hint
 
 
 def background_by_name(classes: Sequence[str]) -> tuple[int, ...]:
@@ -29,8 +30,6 @@ def class_ids_of(option: str, values: Sequence[int | str], classes: Sequence[str
                  ) -> tuple[int, ...]:
     """``values`` (class ids or names, names in any case) as class ids of ``classes``, in the
     order given; ConfigError naming ``option`` and the valid names for one that is neither."""
-    from pixelwise.options import closest_hint
-
     lower = [name.lower() for name in classes]
     ids = []
     for value in values:

@@ -143,7 +143,10 @@ class Segmenter:
     @torch.inference_mode()
     def predict_proba(self, image: ImageLike) -> np.ndarray:
         """Class probabilities ``(K, H, W)`` float32 (softmax over classes) for one image."""
-        return self.predict_with_proba(image)[1]
+        chw = to_float_chw(image, self.meta.in_channels)
+        if self._needs_tiling(chw):
+            return self._tiled(chw, return_proba=True)[1]
+        return self._whole(chw[None])[0].float().cpu().numpy()
 
     @torch.inference_mode()
     def predict_with_proba(self, image: ImageLike) -> tuple[np.ndarray, np.ndarray]:

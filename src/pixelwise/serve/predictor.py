@@ -67,5 +67,5 @@ class BatchPredictor:
                            tiled=False) for i in range(len(images))]
 
     def _tiled(self, image: torch.Tensor) -> Prediction:
-        proba = self.segmenter.predict_proba(image)  # (K, H, W) float32, tiled
-        return Prediction(compact_label(proba.argmax(0)), proba.max(0), tiled=True)
+        label, proba = self.segmenter.predict_with_proba(image)  # tiled; (K, H, W) float32
+        return Prediction(label, proba.max(0), tiled=True)
