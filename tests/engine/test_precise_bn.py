@@ -89,6 +89,11 @@ def test_recomputing_leaves_the_random_state_of_the_training_alone():
     ("auto", TwoNorms(), 8, True), ("auto", TwoNorms(), 200, False),
     ("always", TwoNorms(), 10_000, True), ("never", TwoNorms(), 8, False),
     ("auto", nn.Conv2d(1, 1, 1), 8, False),  # no batch norm, nothing to recompute
+    # torchvision's MobileNetV3 norm layers: momentum 0.01, settled after 20 / 0.01 batches
+    ("auto", nn.BatchNorm2d(4, momentum=0.01), 1999, True),
+    ("auto", nn.BatchNorm2d(4, momentum=0.01), 2000, False),
+    ("auto", nn.Sequential(nn.BatchNorm2d(4), nn.BatchNorm2d(4, momentum=0.01)), 500, True),
+    ("auto", nn.BatchNorm2d(4, momentum=None), 10**9, True),  # a cumulative average never settles
 ])
 def test_when_statistics_are_recomputed(setting, model, updates, expected):
     assert needs_recompute(setting, model, updates) is expected

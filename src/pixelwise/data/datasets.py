@@ -73,6 +73,7 @@ class FileDataset(Dataset):
     colour_map: Mapping[tuple[int, int, int], int] | None = None
     band_range: list[tuple[float, float]] | None = None
     scale: float = 1.0  # resample each pair by this factor when read, before `transforms`
+    cache: dict[int, tuple[torch.Tensor, torch.Tensor]] | None = None  # see keep_in_memory
 
     def __init__(
         self,
@@ -120,6 +121,36 @@ class FileDataset(Dataset):
         return len(self.samples)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        image_t, mask_t = self.read_pair(index)
+        if self.transforms is not None:
+            image_t, mask_t = self.transforms(image_t, mask_t)
+        return image_t, mask_t
+
+    def keep_in_memory(self) -> None:
+        """Read every pair now and keep it as `read_pair` makes it, so that no epoch decodes,
+        checks or resamples the files again (on 180x240 CamVid with the CPU recipe's
+        augmentation an item took 8.4 ms from memory against 24.4 ms from the files:
+        `bench/data_loading.py`). Costs 4 bytes per image value and 2 per mask pixel; read
+        before a DataLoader starts its workers, the pairs are shared with them (fork: pages
+        are copied only when written, and none are). `transforms` still run on every read,
+        so augmentation is drawn anew each time."""
+        if self.cache is None:
+            self.cache = {}
+        for index in range(len(self)):
+            if index not in self.cache:
+                image_t, mask_t = self._load_pair(index)
+                self.cache[index] = (image_t, _compact_mask(mask_t))
+
+    def read_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pair `index` before `transforms`: image float32 `(C, H, W)`, mask int64 `(H, W)`,
+        checked and resampled by `scale`; from memory after `keep_in_memory` (new tensors each
+        call, so a transform that writes into its input cannot change what is kept)."""
+        if self.cache is None:
+            return self._load_pair(index)
+        image_t, mask_t = self.cache[index]
+        return image_t.clone(), mask_t.to(torch.int64, copy=True)
+
+    def _load_pair(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         sample = self.samples[index]
         image = self.read_image(index)
         mask = self.read_mask(index)
@@ -135,8 +166,6 @@ class FileDataset(Dataset):
         mask_t = torch.from_numpy(mask)
         if self.scale != 1.0:
             image_t, mask_t = rescale_pair(image_t, mask_t, self.scale)
-        if self.transforms is not None:
-            image_t, mask_t = self.transforms(image_t, mask_t)
         return image_t, mask_t
 
     def read_image(self, index: int) -> np.ndarray:
@@ -180,6 +209,14 @@ class FileDataset(Dataset):
     def label_error(self, sample: Sample, bad: list[int]) -> DataError:
         """The error for the `invalid_values` `bad` of `sample`'s mask file."""
         return label_error(f"{sample.mask}: mask", bad, self.info.num_classes, self.info.ignore_index)
+
+
+def _compact_mask(mask: torch.Tensor) -> torch.Tensor:
+    """`mask` as int16 when its values fit (class ids, the ignore index), else unchanged."""
+    info = torch.iinfo(torch.int16)
+    if mask.numel() and info.min <= int(mask.min()) and int(mask.max()) <= info.max:
+        return mask.to(torch.int16)
+    return mask
 
 
 def pair_by_stem(

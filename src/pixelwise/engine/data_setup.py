@@ -6,8 +6,10 @@ Kept apart from the loop so ``train.py`` reads as the loop and ``evaluate`` can 
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import os
+import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -17,9 +19,11 @@ from torch.utils.data import DataLoader, Dataset
 
 from pixelwise.config import CLASS_WEIGHTINGS, DataConfig
 from pixelwise.data.info import DatasetInfo
-from pixelwise.device import DistInfo
+from pixelwise.device import SINGLE_PROCESS, DistInfo
 from pixelwise.engine.distributed import shard_sampler, shard_without_padding
 from pixelwise.errors import ConfigError
+
+logger = logging.getLogger(__name__)
 
 
 def normalisation(config: DataConfig, info: DatasetInfo) -> tuple[list[float], list[float]]:
@@ -43,9 +47,11 @@ def normalisation(config: DataConfig, info: DatasetInfo) -> tuple[list[float], l
     return mean, std
 
 
-def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
+def open_split(config: DataConfig, split: str, train: bool,
+               dist_info: DistInfo = SINGLE_PROCESS) -> Dataset:
     """The dataset split with the training augmentation (the kind's recommended settings,
-    overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset."""
+    overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset, kept in
+    memory after the first read with ``data.cache`` (``dist_info``: who reads it)."""
     from pixelwise.data import open_dataset
     from pixelwise.data.info import class_ids_of
     from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
@@ -65,7 +71,52 @@ def open_split(config: DataConfig, split: str, train: bool) -> Dataset:
     else:
         transforms = eval_preset(mean=mean, std=std)
     dataset.transforms = transforms  # every dataset applies ``.transforms`` last, per item
+    if config.cache:
+        keep_in_memory(dataset, split, dist_info.world_size)
     return dataset
+
+
+def keep_in_memory(dataset: Dataset, split: str, copies: int) -> None:
+    """``data.cache``: every pair of the split read now and kept in memory
+    (:meth:`~pixelwise.data.datasets.FileDataset.keep_in_memory`; generated datasets have no
+    files to skip). Refused first, with nothing read but one pair, when ``copies`` of the split
+    (one per torchrun process; DataLoader workers share their process's), estimated from the
+    first pair, would take more than half the memory available now."""
+    from pixelwise.data.datasets import FileDataset
+
+    if not isinstance(dataset, FileDataset) or not len(dataset):
+        return
+    start = time.perf_counter()
+    image, mask = dataset.read_pair(0)
+    need = len(dataset) * (image.nbytes + 2 * mask.numel()) * copies
+    free = available_memory()
+    if free is not None and need > free / 2:
+        raise ConfigError(
+            f"data.cache would keep about {need / 2**30:.1f} GiB of the {split!r} split in "
+            f"memory ({len(dataset)} pairs of {tuple(image.shape)} like "
+            f"{dataset.samples[0].image}, kept by {copies} process(es)), more than half the "
+            f"{free / 2**30:.1f} GiB available; try data.cache=false or a smaller "
+            "data.options.scale"
+        )
+    dataset.keep_in_memory()
+    logger.info("data.cache: the %d %r pairs read into memory (about %.2f GiB, %.1f s)",
+                len(dataset), split, need / copies / 2**30, time.perf_counter() - start)
+
+
+def available_memory() -> int | None:
+    """Bytes of memory available to new allocations (Linux ``MemAvailable``; elsewhere the
+    free pages), or None where neither can be read."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, train: bool,

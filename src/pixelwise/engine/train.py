@@ -295,10 +295,11 @@ def validate_now(run: TrainingRun, loader: Iterable | None = None) -> dict[str, 
         used = precise_bn.recompute_statistics(run.model, run.train_loader, run.device,
                                                run.memory_format)
         if run.progress.epoch <= run.config.train.val_every:  # said once, at the first validation
+            why = ("train.precise_bn=always" if run.config.train.precise_bn == "always" else
+                   f"while fewer than {precise_bn.settled_after(run.model)} batches are trained, "
+                   f"{updates} so far")
             log.info("recomputing batch-norm statistics over %d training batches before each "
-                     "validation while fewer than %d batches are trained (%d so far); "
-                     "train.precise_bn=never turns this off", used, precise_bn.SETTLED_AFTER,
-                     updates)
+                     "validation (%s); train.precise_bn=never turns this off", used, why)
     broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
     started = run.budget.clock()
     scores = validate(run.model, run.val_loader if loader is None else loader,
@@ -418,8 +419,8 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = not tc.deterministic
 
-    train_set = open_split(config.data, config.data.train_split, train=True)
-    val_set = open_split(config.data, config.data.val_split, train=False)
+    train_set = open_split(config.data, config.data.train_split, train=True, dist_info=dist_info)
+    val_set = open_split(config.data, config.data.val_split, train=False, dist_info=dist_info)
     meta = describe_model(config, train_set.info)
     if config.data.quick_check and dist_info.is_main:
         from pixelwise.data.checks import quick_check
