@@ -70,8 +70,8 @@ class DataConfig:
     augment: dict[str, Any] = field(default_factory=dict)  # train_preset options (scale, hflip,
     # vflip, rotation, elastic, colour_jitter) over the kind's RECOMMENDED settings
     options: dict[str, Any] = field(default_factory=dict)  # extra open_dataset keywords
-    cache: bool = False  # keep the decoded (and scaled) pairs in memory after their first
-    # read, so later epochs skip the files; refused when it would take over half the free RAM
+    cache: bool = False  # read the decoded (and scaled) pairs into memory before training, so
+    # no epoch reads the files again; refused when it would take over half the free RAM
     quick_check: bool = True  # run the data quick check before training
 
 

@@ -1,4 +1,4 @@
-"""`data.cache`: pairs kept in memory after their first read (`FileDataset.keep_in_memory`)."""
+"""`data.cache`: every pair read into memory once (`FileDataset.keep_in_memory`)."""
 
 import numpy as np
 import pytest
@@ -27,7 +27,7 @@ def test_kept_pairs_equal_the_pairs_read_from_the_files(tmp_path):
     write_camvid(tmp_path)
     plain, kept = CamVid(tmp_path, "val", scale=0.5), CamVid(tmp_path, "val", scale=0.5)
     kept.keep_in_memory()
-    for _ in range(2):  # the first read fills the cache, the second comes from it
+    for _ in range(2):  # both reads come from memory, and equal the files'
         for index in range(len(plain)):
             (image, mask), (image_k, mask_k) = plain[index], kept[index]
             assert torch.equal(image, image_k) and torch.equal(mask, mask_k)

@@ -50,8 +50,8 @@ def normalisation(config: DataConfig, info: DatasetInfo) -> tuple[list[float], l
 def open_split(config: DataConfig, split: str, train: bool,
                dist_info: DistInfo = SINGLE_PROCESS) -> Dataset:
     """The dataset split with the training augmentation (the kind's recommended settings,
-    overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset, kept in
-    memory after the first read with ``data.cache`` (``dist_info``: who reads it)."""
+    overridden by ``data.crop_size`` and ``data.augment``) or the evaluation preset, read into
+    memory now with ``data.cache`` (``dist_info``: how many processes keep a copy)."""
     from pixelwise.data import open_dataset
     from pixelwise.data.info import class_ids_of
     from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
