@@ -97,7 +97,7 @@ class TrainConfig:
     max_steps: int = 0  # stop after this many optimiser steps (the LR decays over them); 0: off
     accumulate: int = 1  # optimiser step every `accumulate` batches
     amp: bool | str = True  # true: autocast on CUDA (bf16, else fp16) and on CPUs with bf16
-    # units when a measured step is faster there; "bf16": bf16 autocast on any device; false: off
+    # units when a measured step of the model is faster; "bf16": bf16 autocast on any device; false: off
     channels_last: bool = True
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     seed: int = 0

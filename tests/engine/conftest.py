@@ -40,6 +40,7 @@ train:
   epochs: 2
   progress: false
   device: cpu  # exact-equality tests are specified on CPU (CUDA kernels may differ run to run)
+  amp: false  # compared runs must agree: amp=true picks bf16 by timing, which load can flip
   figures: false  # drawing the curves was a fifth of a tiny run; test_run_figures turns it on
 """
 

@@ -27,6 +27,7 @@ data:
 train:
   epochs: 1
   device: cpu
+  amp: false  # compared runs must agree: amp=true picks bf16 by timing, which load can flip
   progress: false
   figures: false  # no training_curves.png (a fifth of a tiny run; tests/engine/test_run_figures)
   out_dir: {out}

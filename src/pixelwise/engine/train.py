@@ -18,7 +18,6 @@ and restoring the global RNG states reproduces random augmentation and dropout.
 from __future__ import annotations
 
 import csv
-import functools
 import itertools
 import json
 import logging
@@ -26,7 +25,6 @@ import math
 import os
 import platform
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -49,9 +47,9 @@ from pixelwise.checkpoint import (
 )
 from pixelwise.config import Config, to_dict, to_yaml
 from pixelwise.config import validate as check_config
-from pixelwise.device import DistInfo, bf16_supported, pick_device
+from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
-from pixelwise.engine import precise_bn
+from pixelwise.engine import precise_bn, precision
 from pixelwise.engine.budget import Budget
 from pixelwise.engine.data_setup import (
     batches_of,
@@ -90,6 +88,7 @@ class Progress:
     stale: int = 0  # validations since the best one (early stopping)
     zero_recall: list[int] = field(default_factory=list)  # consecutive validations, per class
     seconds: float = 0.0  # wall-clock seconds used up to the last checkpoint (budget accounting)
+    precision: str = ""  # the forward pass's dtype (engine.precision.dtype_name); "": not chosen
 
 
 @dataclass
@@ -442,14 +441,18 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
     steps_per_epoch = math.ceil(len(train_loader) / tc.accumulate)
     scheduler = build_scheduler(optimizer, steps_per_epoch * tc.epochs, config.optim,
                                 (lambda: budget.used) if budget.enabled else None)
-    amp_dtype = autocast_dtype(device, tc.amp)
-    scaler = torch.amp.GradScaler("cuda", enabled=amp_dtype == torch.float16)
+    scaler = torch.amp.GradScaler("cuda", enabled=precision.uses_grad_scaler(device, tc.amp))
 
     progress = Progress(zero_recall=[0] * meta.num_classes)
     if resuming:
         progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
         log_resume(run_dir, progress, tc.epochs if not (tc.time_budget or tc.max_steps) else None)
         budget.spent_before = progress.seconds
+    amp_dtype = precision.autocast_dtype(
+        device, tc.amp, recorded=progress.precision,
+        measure=lambda: precision.bf16_training_pays(
+            model, example_batch(train_set, config.data.batch_size, device, memory_format)))
+    progress.precision = precision.dtype_name(amp_dtype)
     if dist_info.is_main:
         write_run_files(run_dir, config, argv)
     ddp_model = wrap_ddp(model, device, dist_info)  # after restore: DDP copies rank 0's weights
@@ -533,64 +536,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
 
 
-def autocast_dtype(device: torch.device, amp: bool | str) -> torch.dtype | None:
-    """The autocast dtype of training's forward pass (``train.amp``); None: full precision.
-
-    ``amp=true``: on CUDA bf16 where supported, else fp16; on the CPU bf16 when this CPU has
-    native bf16 (``pixelwise.device.bf16_supported``) and :func:`cpu_bf16_training_pays`
-    measures it faster than fp32, else full precision, so a CPU without bf16 units (emulated
-    bf16 is slower) trains as before. ``amp="bf16"``: bf16 on any device, measured or not.
-    ``amp=false``: full precision.
-    """
-    if amp == "bf16":
-        return torch.bfloat16
-    if not amp:
-        return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    if device.type == "cpu" and cpu_bf16_training_pays():
-        return torch.bfloat16
-    return None
-
-
-@functools.cache
-def cpu_bf16_training_pays() -> bool:
-    """Whether a training step (forward and backward of three 3x3 convolutions, 32 channels,
-    batch 4 of 48x48) runs faster under bf16 autocast than in fp32 on this CPU, measured once a
-    process.
-
-    CPUs without native bf16 answer False unmeasured. The two are timed interleaved (up to 5
-    rounds, the medians compared; a bf16 step 3x slower than fp32's ends the measurement) and
-    bf16 must win by 10 %. Inputs come from a local generator, so the training RNG stream
-    (exact repetition) is untouched.
-    """
-    if not bf16_supported("cpu"):
-        return False
-    generator = torch.Generator().manual_seed(0)
-    x = torch.randn(4, 32, 48, 48, generator=generator)
-    weights = [(torch.randn(32, 32, 3, 3, generator=generator) / 17).requires_grad_()
-               for _ in range(3)]
-
-    def step(dtype: torch.dtype) -> float:
-        start = time.perf_counter()
-        with torch.autocast("cpu", dtype=dtype, enabled=dtype != torch.float32):
-            y = x
-            for weight in weights:
-                y = torch.relu(torch.nn.functional.conv2d(y, weight, padding=1))
-        y.float().square().mean().backward()
-        return time.perf_counter() - start
-
-    fp32_times, bf16_times = [], []
-    for _ in range(5):
-        fp32_times.append(step(torch.float32))
-        bf16_times.append(step(torch.bfloat16))
-        if bf16_times[-1] > 3 * fp32_times[-1]:
-            break
-    fp32, bf16 = statistics.median(fp32_times), statistics.median(bf16_times)
-    pays = bf16 < 0.9 * fp32
-    log.info("bf16 autocast on this CPU: %.1f ms a test step against %.1f ms in fp32: %s",
-             1000 * bf16, 1000 * fp32, "training in bf16" if pays else "staying fp32")
-    return pays
+def example_batch(dataset, batch_size: int, device: torch.device,
+                  memory_format: torch.memory_format) -> torch.Tensor:
+    """A zero tensor shaped like one training batch: ``batch_size`` copies of the shape of
+    training sample 0 as augmented (the crop), for timing the model at the size it trains at.
+    The random states are restored, so the training that follows draws what it would have."""
+    saved = ckpt.rng_state()
+    try:
+        image, _ = dataset[0]
+    finally:
+        ckpt.set_rng_state(saved)
+    return torch.zeros(batch_size, *image.shape, device=device).to(memory_format=memory_format)
 
 
 def set_loader_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
@@ -616,7 +572,7 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     return {
         "epoch": progress.epoch, "step": progress.step, "best": progress.best,
         "stale": progress.stale, "zero_recall": list(progress.zero_recall),
-        "seconds": progress.seconds,
+        "seconds": progress.seconds, "precision": progress.precision,
         "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
         "scaler": scaler.state_dict(), "rng": ckpt.rng_state(),
     }
@@ -643,7 +599,8 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta)
         ) from None
     ckpt.set_rng_state(state["rng"])
     return Progress(state["epoch"], state["step"], state["best"], state["stale"],
-                    list(state["zero_recall"]), state.get("seconds", 0.0))
+                    list(state["zero_recall"]), state.get("seconds", 0.0),
+                    state.get("precision", ""))
 
 
 def _version() -> str:
