@@ -20,8 +20,9 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from pixelwise.device import bf16_supported
+from pixelwise.device import SINGLE_PROCESS, DistInfo, bf16_supported
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine.distributed import broadcast_from_main
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +32,15 @@ MARGIN = 0.10
 
 
 def autocast_dtype(device: torch.device, amp: bool | str, measure: Callable[[], bool],
-                   recorded: str = "") -> torch.dtype | None:
+                   recorded: str = "", dist_info: DistInfo = SINGLE_PROCESS) -> torch.dtype | None:
     """The autocast dtype of training's forward pass; None: full precision.
 
     ``amp=true``: on CUDA bf16 where supported, else fp16; on a CPU with native bf16
     (``pixelwise.device.bf16_supported``) bf16 when ``measure()`` (normally
     :func:`bf16_training_pays` on the model being trained) says it is faster, else full
     precision, so a CPU without bf16 units (emulated bf16 is slower) trains in fp32 unmeasured.
-    ``recorded`` (a resumed run's :func:`dtype_name`) replaces the measurement. ``amp="bf16"``:
+    ``recorded`` (a resumed run's :func:`dtype_name`) replaces the measurement; under torchrun
+    (``dist_info``) every process follows rank 0's measurement. ``amp="bf16"``:
     bf16 on any device, measured or not. ``amp=false``: full precision.
     """
     if amp == "bf16":
@@ -46,19 +48,24 @@ def autocast_dtype(device: torch.device, amp: bool | str, measure: Callable[[], 
     if not amp:
         return None
     if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return _cuda_dtype()
     if device.type != "cpu" or not bf16_supported("cpu"):
         return None
     if recorded:
         log.info("train.amp: %s, as the resumed run began", recorded)
         return torch.bfloat16 if recorded == dtype_name(torch.bfloat16) else None
-    return torch.bfloat16 if rank0_decides(measure()) else None
+    faster = broadcast_from_main(float(measure()), dist_info)  # ranks share the cores
+    return torch.bfloat16 if faster else None
 
 
 def uses_grad_scaler(device: torch.device, amp: bool | str) -> bool:
     """Whether training needs fp16's gradient scaler: CUDA without bf16 under ``amp=true``."""
-    return (amp is True and device.type == "cuda" and torch.cuda.is_available()
-            and not torch.cuda.is_bf16_supported())
+    return amp is True and device.type == "cuda" and _cuda_dtype() == torch.float16
+
+
+def _cuda_dtype() -> torch.dtype:
+    """``amp=true``'s dtype on CUDA: bf16 where the GPU has it, else fp16."""
+    return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
 
 
 def dtype_name(dtype: torch.dtype | None) -> str:
@@ -67,11 +74,11 @@ def dtype_name(dtype: torch.dtype | None) -> str:
 
 
 def bf16_training_pays(model: nn.Module, example: torch.Tensor, rounds: int = 3) -> bool:
-    """Whether a forward and backward pass of ``model`` on a batch shaped like ``example`` runs
-    at least :data:`MARGIN` faster under bf16 autocast than in fp32 on this CPU.
+    """Whether a forward and backward pass of ``model`` on the batch ``example`` runs at least
+    :data:`MARGIN` faster under bf16 autocast than in fp32 on this CPU.
 
     Timed on a deep copy of ``model`` in training mode (the model's weights, gradients and
-    batch-norm statistics are untouched) with random inputs, the two precisions interleaved
+    batch-norm statistics are untouched), the two precisions interleaved
     after one untimed step each, ``rounds`` pairs at most and the medians compared; a first
     pair that is decisive (one precision under half the other's time) ends it early. The
     Python, NumPy and torch random states are restored, so training draws what it would have.
@@ -91,13 +98,11 @@ def bf16_training_pays(model: nn.Module, example: torch.Tensor, rounds: int = 3)
 def _interleaved_step_times(model: nn.Module, example: torch.Tensor,
                             rounds: int) -> tuple[float, float]:
     """Median seconds of an fp32 and a bf16 training step of ``model`` (see above)."""
-    x = torch.randn(example.shape, generator=torch.Generator().manual_seed(0)).to(
-        example.device, memory_format=_layout(example))
 
     def step(dtype: torch.dtype) -> float:
         start = time.perf_counter()
-        with torch.autocast(x.device.type, dtype=dtype, enabled=dtype != torch.float32):
-            out = model(x)
+        with torch.autocast(example.device.type, dtype=dtype, enabled=dtype != torch.float32):
+            out = model(example)
         out = out["out"] if isinstance(out, dict) else out
         out.float().square().mean().backward()
         model.zero_grad(set_to_none=True)
@@ -111,24 +116,3 @@ def _interleaved_step_times(model: nn.Module, example: torch.Tensor,
         if not 0.5 < bf16_times[0] / fp32_times[0] < 2.0:
             break
     return statistics.median(fp32_times), statistics.median(bf16_times)
-
-
-def _layout(x: torch.Tensor) -> torch.memory_format:
-    """The memory format ``x`` is in (training moves its batches to the model's)."""
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return torch.channels_last
-    return torch.contiguous_format
-
-
-def rank0_decides(choice: bool) -> bool:
-    """Under torchrun, rank 0's ``choice`` for every process (they measured on shared cores and
-    may disagree); ``choice`` itself in a single process."""
-    import torch.distributed as dist
-
-    if not (dist.is_available() and dist.is_initialized()):
-        return choice
-    flag = torch.tensor([int(choice)])
-    if dist.get_backend() == "nccl":
-        flag = flag.cuda()
-    dist.broadcast(flag, src=0)
-    return bool(flag.item())

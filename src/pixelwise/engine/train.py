@@ -449,7 +449,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
         log_resume(run_dir, progress, tc.epochs if not (tc.time_budget or tc.max_steps) else None)
         budget.spent_before = progress.seconds
     amp_dtype = precision.autocast_dtype(
-        device, tc.amp, recorded=progress.precision,
+        device, tc.amp, recorded=progress.precision, dist_info=dist_info,
         measure=lambda: precision.bf16_training_pays(
             model, example_batch(train_set, config.data.batch_size, device, memory_format)))
     progress.precision = precision.dtype_name(amp_dtype)
@@ -538,15 +538,17 @@ def seed_everything(seed: int, deterministic: bool) -> None:
 
 def example_batch(dataset, batch_size: int, device: torch.device,
                   memory_format: torch.memory_format) -> torch.Tensor:
-    """A zero tensor shaped like one training batch: ``batch_size`` copies of the shape of
-    training sample 0 as augmented (the crop), for timing the model at the size it trains at.
-    The random states are restored, so the training that follows draws what it would have."""
+    """Random values shaped like one training batch (``batch_size`` times the shape of training
+    sample 0 as augmented: the crop) in the model's layout, for timing the model at the size it
+    trains at. The random states are restored and the values come from a generator of their
+    own, so the training that follows draws what it would have."""
     saved = ckpt.rng_state()
     try:
         image, _ = dataset[0]
     finally:
         ckpt.set_rng_state(saved)
-    return torch.zeros(batch_size, *image.shape, device=device).to(memory_format=memory_format)
+    values = torch.randn(batch_size, *image.shape, generator=torch.Generator().manual_seed(0))
+    return values.to(device, memory_format=memory_format)
 
 
 def set_loader_epoch(loader: DataLoader, seed: int, epoch: int) -> None:
