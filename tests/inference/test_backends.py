@@ -12,11 +12,14 @@ import pytest
 import torch
 from torch import nn
 
-from pixelwise.checkpoint import ModelMeta
+from pixelwise.checkpoint import ModelMeta, save_weights
+from pixelwise.engine.evaluate import evaluate
 from pixelwise.errors import ConfigError, MissingExtraError
 from pixelwise.inference import backends
+from pixelwise.inference import predict as predict_module
 from pixelwise.inference.backends import BackendChoice, build_backend, choose_backend
 from pixelwise.inference.predict import Segmenter, calibration_images
+from pixelwise.inference.tta import TestTimeAugmented, with_tta
 
 MEAN, STD = [0.5, 0.5, 0.5], [0.25, 0.25, 0.25]
 LOW_PRECISION_AGREEMENT = 0.98  # int8 and bf16 against fp32, on the held-out images
@@ -170,6 +173,56 @@ def test_auto_takes_the_fastest_backend_whose_labels_agree(monkeypatch):
     assert "rejected" in str(choice).splitlines()[3]
 
 
+class _SizeTimed(nn.Module):
+    """A backend whose time on the fake clock is `fixed + per_pixel * pixels` of its input."""
+
+    def __init__(self, clock: list[float], fixed: float, per_pixel: float) -> None:
+        super().__init__()
+        self.clock, self.fixed, self.per_pixel = clock, fixed, per_pixel
+
+    def forward(self, x):
+        self.clock[0] += self.fixed + self.per_pixel * x.shape[-2] * x.shape[-1]
+        return torch.stack([x[:, 0], -x[:, 0]], 1)
+
+
+def test_auto_times_the_backends_at_the_size_the_wrap_runs_them(monkeypatch):
+    # "onnx" has a fixed cost and is cheap per pixel: fastest on a 16x16 image (100 + 25.6 < 256),
+    # slowest on the 8x8 that half-size test-time scaling gives (100 + 6.4 > 64).
+    clock = [0.0]
+    fakes = {"torch": (0.0, 1.0), "onnx": (100.0, 0.1)}
+    monkeypatch.setattr(backends.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(backends, "available_backends", lambda model, device: (list(fakes), {}))
+    monkeypatch.setattr(backends, "build_backend",
+                        lambda name, *args: _SizeTimed(clock, *fakes[name]))
+    image = [torch.randn(1, 1, 16, 16)]
+    _, whole = choose_backend(nn.Identity(), torch.device("cpu"), 1, image)
+    assert whole.name == "onnx" and whole.seconds == pytest.approx({"torch": 256.0, "onnx": 125.6})
+    half = lambda module: with_tta(module, scales=(0.5,))  # noqa: E731
+    chosen, at_half = choose_backend(nn.Identity(), torch.device("cpu"), 1, image, wrap=half)
+    assert at_half.name == "torch" and at_half.seconds == pytest.approx({"torch": 64.0,
+                                                                         "onnx": 106.4})
+    assert isinstance(chosen, _SizeTimed)  # the backend itself: the caller adds the views
+
+
+def test_a_segmenter_and_evaluate_let_auto_time_their_tta(trained, monkeypatch, tmp_path):
+    seen = []
+
+    def fake_choose(model, device, in_channels, calibration, wrap=None):
+        seen.append(wrap(model))
+        return model, BackendChoice("torch", {"torch": 1.0}, {"torch": 1.0}, {}, len(calibration))
+
+    monkeypatch.setattr(predict_module, "choose_backend", fake_choose)
+    Segmenter(*trained, device="cpu", backend="auto", calibration=shapes(2, n=1),
+              tta_flips=("h",), tta_scales=(0.5,))
+    assert isinstance(seen[-1], TestTimeAugmented) and seen[-1].scales == (0.5,)
+    monkeypatch.setattr(backends, "choose_backend", fake_choose)
+    path = tmp_path / "model.safetensors"
+    save_weights(path, *trained)
+    evaluate(path, "synthetic", "", "val", out_dir=tmp_path / "eval", device="cpu",
+             progress=False, backend="auto", tta_scales=(0.5, 1.0), n=2, size=64)
+    assert isinstance(seen[-1], TestTimeAugmented) and seen[-1].scales == (0.5, 1.0)
+
+
 def test_auto_without_onnxruntime_falls_back_to_pytorch(trained, monkeypatch):
     monkeypatch.setitem(sys.modules, "onnxruntime", None)  # `import onnxruntime` now fails
     auto = Segmenter(*trained, device="cpu", backend="auto", calibration=shapes(2, n=2))
@@ -221,7 +274,7 @@ def test_calibration_folder_gives_its_first_images_by_name(tmp_path):
 def test_an_image_prediction_would_tile_calibrates_on_its_centre_tile(trained):
     segmenter = Segmenter(*trained, device="cpu", tile_above=64, tile=48)
     image = torch.rand(3, 100, 80)
-    x = segmenter._calibration_input(image)
+    x = segmenter.calibration_input(image)
     assert x.shape == (1, 3, 48, 48)
     expected = (image[:, 26:74, 16:64] - 0.5) / 0.25
     torch.testing.assert_close(x[0], expected)

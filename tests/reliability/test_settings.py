@@ -29,7 +29,8 @@ SETTING_MISTAKES = [
     ("optim.loss=focall", "optim.loss must be one of ['ce', 'dice', 'ce_dice', 'focal', "
                            "'lovasz', 'ce_lovasz', 'unet_weighted_ce'], got 'focall'; try 'focal'"),
     ("data.augment.flip=0.5", "options of data.augment must be among ['colour_jitter', "
-                              "'elastic', 'focus', 'focus_classes', 'hflip', 'rotation', "
+                              "'elastic', 'focus', 'focus_classes', 'hflip', 'paste', "
+                              "'paste_classes', 'rotation', "
                               "'scale', 'vflip'], got unknown ['flip']; try 'vflip'"),
     ("data.options.clases=2", "options of dataset 'folder' must be among ['band_range', "
                               "'binary_masks', 'classes', 'colour_map', 'ignore_index', "

@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 import torch.nn.functional as nnf
+from torch.utils.data import default_collate
 from torchvision import tv_tensors
 from torchvision.transforms import InterpolationMode, v2
 from torchvision.transforms.v2 import functional as F
@@ -38,9 +39,11 @@ class JointTransform:
         transforms: Sequence[v2.Transform],
         mean: Sequence[float] = (),
         std: Sequence[float] = (),
+        collate: ClassPaste | None = None,
     ) -> None:
         self.pipeline = v2.Compose(list(transforms))
         self.mean, self.std = list(mean), list(std)
+        self.collate = collate  # a batch-level step (the loader's collate_fn), or None
 
     def __call__(
         self, image: torch.Tensor, mask: torch.Tensor
@@ -49,7 +52,8 @@ class JointTransform:
         return image.as_subclass(torch.Tensor), mask.as_subclass(torch.Tensor)
 
     def __repr__(self) -> str:
-        return f"JointTransform({self.pipeline})"
+        paste = f", collate={self.collate}" if self.collate is not None else ""
+        return f"JointTransform({self.pipeline}{paste})"
 
 
 def _image_size(flat_inputs: list[Any]) -> tuple[int, int]:
@@ -138,8 +142,7 @@ class FocusCrop(v2.RandomCrop):
 
 def check_focus(focus: float) -> None:
     """ConfigError unless ``focus``, the share of focused crops, is a probability."""
-    if not 0.0 <= focus <= 1.0:
-        raise ConfigError(f"focus must be a probability in [0, 1], got {focus}; try 0.5")
+    check_probability("focus", focus)
 
 
 def _window_start(position: int, window: int, extent: int) -> int:
@@ -147,6 +150,59 @@ def _window_start(position: int, window: int, extent: int) -> int:
     place, shifted inwards where it would leave the extent."""
     start = position - int(torch.randint(window, ()))
     return min(max(start, 0), extent - window)
+
+
+class ClassPaste:
+    """Copy-paste of rare classes between the samples of a batch, as the loader's collate_fn.
+
+    With probability ``p`` each sample receives the pixels of ``classes`` from another sample of
+    the batch (image and mask alike), shifted sideways by a random number of columns (wrapping
+    round): a pole or a pedestrian seen against a street it never stood in. The idea is "Simple
+    Copy-Paste" (Ghiasi et al., CVPR 2021) and ClassMix (Olsson et al., WACV 2021), restricted to
+    the listed classes so that their pixels become more frequent and appear in new contexts; the
+    rows are kept, so an object keeps its height in the frame. Pasted pixels replace what was
+    there, in the image and in the mask. Needs samples of one size (a crop); batches of one
+    sample are left alone.
+    """
+
+    def __init__(self, classes: Sequence[int], p: float) -> None:
+        check_probability("paste", p)
+        self.classes, self.p = torch.tensor(list(classes), dtype=torch.int64), p
+
+    def __call__(self, batch: list[tuple[torch.Tensor, torch.Tensor]]
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        images, masks = default_collate(batch)
+        return paste_classes(images, masks, self.classes, self.p)
+
+    def __repr__(self) -> str:
+        return f"ClassPaste(classes={self.classes.tolist()}, p={self.p})"
+
+
+def paste_classes(images: torch.Tensor, masks: torch.Tensor, classes: torch.Tensor,
+                  p: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """`ClassPaste` on a collated batch, ``images (N, C, H, W)``, ``masks (N, H, W)``: new
+    tensors, the inputs untouched. Donor ``(i + k) % N`` with ``k`` drawn from ``1..N-1`` (never
+    the sample itself), shift drawn from ``0..W-1``, all from torch's global generator."""
+    count, width = len(images), images.shape[-1]
+    if count < 2:
+        return images, masks
+    donors = (torch.arange(count) + torch.randint(1, count, (count,))) % count
+    chosen = torch.rand(count) < p
+    shifts = torch.randint(width, (count,))
+    out_images, out_masks = images.clone(), masks.clone()  # donors are read from the inputs
+    for i in chosen.nonzero().flatten().tolist():
+        donor, shift = int(donors[i]), int(shifts[i])
+        source_mask = masks[donor].roll(shift, dims=-1)
+        where = torch.isin(source_mask, classes)
+        out_masks[i][where] = source_mask[where]
+        out_images[i][:, where] = images[donor].roll(shift, dims=-1)[:, where]
+    return out_images, out_masks
+
+
+def check_probability(name: str, value: float) -> None:
+    """ConfigError unless ``value`` is a probability."""
+    if not 0.0 <= value <= 1.0:
+        raise ConfigError(f"{name} must be a probability in [0, 1], got {value}; try 0.5")
 
 
 class UNetElasticDeform(v2.Transform):
@@ -191,13 +247,18 @@ def train_preset(
     colour_jitter: float = 0.0,
     focus_classes: Sequence[int] = (),
     focus: float = 0.5,
+    paste_classes: Sequence[int] = (),
+    paste: float = 0.5,
 ) -> JointTransform:
     """Training augmentation, in this order: random scale, rotation (+-`rotation` degrees),
     U-Net elastic deformation, random crop of `crop_size` (padding small images with 0 /
     `ignore_index`; with `focus_classes`, class ids, a `FocusCrop` that holds one of them in a
     `focus` share of crops), horizontal / vertical flips with the given probabilities, colour
     jitter (brightness, contrast, saturation `colour_jitter`, hue a quarter of it; only for 1-
-    or 3-channel images), then `(x - mean) / std` per channel.
+    or 3-channel images), then `(x - mean) / std` per channel. With `paste_classes`, class ids,
+    batches are collated by a `ClassPaste` that pastes those classes' pixels into a `paste`
+    share of the samples from another sample of the batch (the loader's ``collate_fn``: the
+    returned transform's ``.collate``).
     """
     fill = {tv_tensors.Image: 0.0, tv_tensors.Mask: ignore_index}
     steps: list[v2.Transform] = []
@@ -228,7 +289,12 @@ def train_preset(
         strength = colour_jitter
         steps.append(v2.ColorJitter(strength, strength, strength, min(strength / 4, 0.5)))
     steps.append(v2.Normalize(mean, std))
-    return JointTransform(steps, mean, std)
+    check_probability("paste", paste)
+    if paste_classes and crop_size is None:
+        raise ConfigError(f"paste_classes pastes between samples of one size, so it needs a crop "
+                          f"size, got {list(paste_classes)} without one; try data.crop_size=256")
+    collate = ClassPaste(paste_classes, paste) if paste_classes else None
+    return JointTransform(steps, mean, std, collate=collate)
 
 
 def eval_preset(mean: Sequence[float], std: Sequence[float]) -> JointTransform:

@@ -63,9 +63,10 @@ def open_split(config: DataConfig, split: str, train: bool,
         if config.crop_size is not None:
             crop = config.crop_size
             options["crop_size"] = crop if isinstance(crop, int) else tuple(crop)
-        if options.get("focus_classes"):  # names or ids in the config, ids from here on
-            options["focus_classes"] = class_ids_of("data.augment.focus_classes",
-                                                    options["focus_classes"], dataset.info.classes)
+        for key in ("focus_classes", "paste_classes"):  # names or ids in the config, ids here
+            if options.get(key):
+                options[key] = class_ids_of(f"data.augment.{key}", options[key],
+                                            dataset.info.classes)
         # data.augment's keys are checked with the config (pixelwise.config.check_names).
         transforms = train_preset(ignore_index=dataset.info.ignore_index, **options)
     else:
@@ -125,7 +126,8 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
     loop) or, under torchrun, a ``DistributedSampler``; evaluation loaders keep file order.
 
     Under torchrun each rank evaluates every ``world_size``-th image (no padding), so the
-    all-reduced confusion matrix counts each validation image exactly once.
+    all-reduced confusion matrix counts each validation image exactly once. A training
+    augmentation with a batch-level step (``data.augment.paste_classes``) collates the batches.
     """
     sampler = None
     if dist_info.enabled and train:
@@ -133,6 +135,7 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
     elif dist_info.enabled:
         dataset = shard_without_padding(dataset, dist_info)
     generator = torch.Generator().manual_seed(seed) if train and sampler is None else None
+    collate = getattr(getattr(dataset, "transforms", None), "collate", None) if train else None
     return DataLoader(
         dataset,
         batch_size=config.batch_size if train else config.val_batch_size,
@@ -143,6 +146,7 @@ def build_loader(dataset: Dataset, config: DataConfig, dist_info: DistInfo, trai
         persistent_workers=False,
         pin_memory=torch.cuda.is_available(),
         drop_last=train and len(dataset) > config.batch_size,
+        collate_fn=collate,
     )
 
 

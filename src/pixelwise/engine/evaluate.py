@@ -165,9 +165,10 @@ def evaluate(checkpoint: str | Path, dataset: str, root: str = "", split: str = 
         data = open_dataset(dataset, root, split,
                             transforms=eval_preset(mean=meta.mean, std=meta.std), **options)
         check_matches_data(checkpoint, meta, data.info, dataset, strict)
-        if backend is not None:
-            model = _with_backend(model, backend, torch_device, meta, data, calibration)
-        model = with_tta(same_size_output(model), flips=flips, scales=tta_scales)
+        views = lambda module: with_tta(same_size_output(module), flips=flips, scales=tta_scales)  # noqa: E731
+        if backend is not None:  # "auto" times each backend through the same views
+            model = _with_backend(model, backend, torch_device, meta, data, calibration, views)
+        model = views(model)
         loader = DataLoader(shard_without_padding(data, dist_info), batch_size=batch_size,
                             shuffle=False)
         gallery = None
@@ -231,25 +232,35 @@ def _write_figures(scores: dict[str, Any], out: Path, subtitle: str) -> None:
 
 
 def _with_backend(model: nn.Module, backend: str, device: torch.device, meta: ModelMeta,
-                  data: Dataset, calibration: str | Path | None) -> nn.Module:
+                  data: Dataset, calibration: str | Path | None,
+                  views: Callable[[nn.Module], nn.Module]) -> nn.Module:
     """``model`` run as ``backend`` (the "auto" choice is logged), calibrated on the folder
     ``calibration`` or the first ``CALIBRATION_IMAGES`` images of ``data`` (normalised; for a
-    valid U-Net the centre tile prediction would give it)."""
+    valid U-Net the centre tile prediction would give it); "auto" times each backend wrapped
+    in ``views``, the test-time augmentation evaluation runs."""
     from pixelwise.inference.backends import CALIBRATED, build_backend, choose_backend
-    from pixelwise.inference.predict import CALIBRATION_IMAGES, TILE, Segmenter, centre_tile
+    from pixelwise.inference.predict import (
+        CALIBRATION_IMAGES,
+        TILE,
+        Segmenter,
+        calibration_images,
+        centre_tile,
+    )
     from pixelwise.models.geometry import geometry_of
 
     if backend not in CALIBRATED:
         return build_backend(backend, model, device, meta.in_channels)
     if calibration is not None:  # a folder of image files, prepared as prediction prepares them
-        return Segmenter(model, meta, device, backend=backend, calibration=calibration).model
-    geometry = geometry_of(model)
-    inputs = [data[i][0] for i in range(min(CALIBRATION_IMAGES, len(data)))]
-    if not geometry.same_size:
-        inputs = [centre_tile(x, geometry.nearest_input_size(TILE)) for x in inputs]
-    inputs = [x[None].to(device) for x in inputs]
+        prepare = Segmenter(model, meta, device).calibration_input
+        inputs = [prepare(image) for image in calibration_images(calibration)]
+    else:
+        geometry = geometry_of(model)
+        inputs = [data[i][0] for i in range(min(CALIBRATION_IMAGES, len(data)))]
+        if not geometry.same_size:
+            inputs = [centre_tile(x, geometry.nearest_input_size(TILE)) for x in inputs]
+        inputs = [x[None].to(device) for x in inputs]
     if backend == "auto":
-        return choose_backend(model, device, meta.in_channels, inputs)[0]
+        return choose_backend(model, device, meta.in_channels, inputs, wrap=views)[0]
     return build_backend(backend, model, device, meta.in_channels, inputs)
 
 

@@ -83,11 +83,12 @@ class Segmenter:
         model = model.to(self.device, memory_format=torch.channels_last).eval()
         self.backend = backend or ("onnx" if isinstance(model, OnnxModule) else "torch")
         self.backend_choice: BackendChoice | None = None
-        inputs = ([self._calibration_input(image) for image in calibration_images(calibration)]
+        inputs = ([self.calibration_input(image) for image in calibration_images(calibration)]
                   if self.backend in CALIBRATED else [])
-        if self.backend == "auto":
-            runner, self.backend_choice = choose_backend(model, self.device, meta.in_channels,
-                                                         inputs)
+        if self.backend == "auto":  # timed with the TTA views and scales prediction runs
+            runner, self.backend_choice = choose_backend(
+                model, self.device, meta.in_channels, inputs,
+                wrap=lambda module: with_tta(module, tta_flips, tta_scales))
             self.backend = self.backend_choice.name
         else:
             runner = build_backend(self.backend, model, self.device, meta.in_channels, inputs)
@@ -196,7 +197,7 @@ class Segmenter:
             device=self.device, preprocess=self._normalise, progress=self.progress,
         )
 
-    def _calibration_input(self, image: ImageLike) -> torch.Tensor:
+    def calibration_input(self, image: ImageLike) -> torch.Tensor:
         """``image`` as the model sees it, normalised ``(1, C, h, w)`` on the device: whole, or
         for an image prediction would tile, one tile from its centre (mirrored where the image
         is smaller than the tile, as a valid U-Net's tiles are)."""
