@@ -7,7 +7,8 @@
 
 For each backend available here ("torch", "onnx", "onnx-int8"; "torch-bf16" where the CPU has
 bf16 units, or when named with --backends): a `Segmenter` on the CPU, calibrated on the first
-four images of --calibration (default ROOT/train for folder datasets). Latency is
+four images of --calibration (default: the first four images of the dataset's train split as
+it reads them, so at the size of the scored images; `auto` times the backends at that size). Latency is
 `Segmenter.predict` on the first --images images of the split (label map included), timed in
 --rounds interleaved rounds (each round times every backend once, so a busy machine slows all
 alike), median per image. Mean IoU is `pixelwise.engine.evaluate.evaluate` over the whole split
@@ -51,7 +52,8 @@ def main() -> None:
     parser.add_argument("--root", default="")
     parser.add_argument("--split", default="val")
     parser.add_argument("--option", action="append", default=[], metavar="key=value")
-    parser.add_argument("--calibration", help="calibration image folder (default ROOT/train)")
+    parser.add_argument("--calibration",
+                        help="calibration image folder (default: the train split as read)")
     parser.add_argument("--backends", nargs="+", help="default: those available here")
     parser.add_argument("--images", type=int, default=8, help="images timed per round")
     parser.add_argument("--rounds", type=int, default=3)
@@ -61,7 +63,10 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)  # before the backends: onnxruntime takes the same count
     options = parse_options(args.option)
-    calibration = args.calibration or str(Path(args.root) / "train")
+    # Calibrate at the size the split is predicted at: the first training images as the dataset
+    # reads them (--option scale=0.5 included), not the files at full size.
+    calibration = args.calibration or split_images(
+        open_dataset(args.data, args.root, "train", **options), 4)
     names = args.backends or (["torch"] + (["torch-bf16"] if bf16_supported("cpu") else [])
                               + ["onnx", "onnx-int8"])
     segmenters = {name: Segmenter.from_checkpoint(args.checkpoint, device="cpu", backend=name,

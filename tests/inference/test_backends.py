@@ -204,6 +204,19 @@ def test_auto_times_the_backends_at_the_size_the_wrap_runs_them(monkeypatch):
     assert isinstance(chosen, _SizeTimed)  # the backend itself: the caller adds the views
 
 
+def test_auto_times_the_label_map_as_prediction_makes_it(monkeypatch):
+    # argmax over the class axis of an NCHW tensor is several times slower than `class_ids`
+    # (a max) on the CPU; timing argmax made onnxruntime's NCHW output look slow.
+    clock, made = [0.0], []
+    monkeypatch.setattr(backends.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(backends, "available_backends", lambda model, device: (["torch"], {}))
+    monkeypatch.setattr(backends, "build_backend", lambda name, *args: _Timed(clock, 1.0, False))
+    monkeypatch.setattr(backends, "class_ids", lambda scores: made.append(1) or scores.max(1)[1])
+    images = [torch.randn(1, 1, 8, 8)] * 2
+    choose_backend(nn.Identity(), torch.device("cpu"), 1, images)
+    assert len(made) == len(images) * (1 + backends.ROUNDS)  # the comparison and every round
+
+
 def test_a_segmenter_and_evaluate_let_auto_time_their_tta(trained, monkeypatch, tmp_path):
     seen = []
 
