@@ -99,6 +99,16 @@ def test_predict_backend_auto_logs_its_choice_calibrated_on_the_inputs(trained, 
     assert (label == fp32.predict(images / "0.png")).mean() >= 0.995
 
 
+def test_evaluate_shows_its_progress_bar_on_a_terminal_or_when_asked(trained, tmp_path, capsys):
+    best = trained / "run" / "best.safetensors"
+    common = ["evaluate", str(best), "--data", "synthetic", "--device", "cpu", "--option", "n=4",
+              "--option", "size=32"]
+    assert main([*common, "--out", str(tmp_path / "a")]) == 0  # stderr is not a terminal here
+    assert "validate" not in capsys.readouterr().err
+    assert main([*common, "--out", str(tmp_path / "b"), "--progress"]) == 0
+    assert "validate" in capsys.readouterr().err  # tqdm writes to stderr
+
+
 def test_evaluate_through_onnx_gives_the_fp32_scores(trained, tmp_path, monkeypatch):
     pytest.importorskip("onnxruntime")
     monkeypatch.setenv("PIXELWISE_CACHE", str(tmp_path / "cache"))

@@ -119,6 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--strict", action="store_true",
                           help="refuse a checkpoint whose class names differ from the data's "
                                "(default: a warning naming both)")
+    evaluate.add_argument("--progress", action=argparse.BooleanOptionalAction,
+                          help="progress bar (default: only when stderr is a terminal)")
     evaluate.set_defaults(run=run_evaluate)
 
     predict = commands.add_parser(
@@ -300,6 +302,12 @@ def config_and_overrides(args: argparse.Namespace) -> tuple[str | None, list[str
 CLI_DATA_SPELLING = Spelling("--option {name}={value}", "--root {value}")
 
 
+def shows_progress(args: argparse.Namespace) -> bool:
+    """``--progress`` / ``--no-progress``, else a bar only where stderr is a terminal: a log
+    file or a pipe would fill with carriage-return lines."""
+    return sys.stderr.isatty() if args.progress is None else args.progress
+
+
 def run_evaluate(args: argparse.Namespace) -> int:
     from pixelwise.config import parse_options
     from pixelwise.data import check_request
@@ -313,7 +321,7 @@ def run_evaluate(args: argparse.Namespace) -> int:
                       tta=tta_setting(args), tta_scales=tuple(args.tta_scales),
                       batch_size=args.batch_size, device=args.device, report=args.report,
                       backend=args.backend, calibration=args.calibration,
-                      strict=args.strict, **options)
+                      strict=args.strict, progress=shows_progress(args), **options)
     if scores["rank"] != 0:  # under torchrun only rank 0 reports
         return 0
     print(scores["table"])
@@ -346,7 +354,7 @@ def run_predict(args: argparse.Namespace) -> int:
         background=parse_background(args.background), coco_segmentation="rle" if args.coco_rle else "auto",
         backend=args.backend, calibration=args.calibration,
         skip_bad=args.skip_bad, recursive=args.recursive, workers=args.workers,
-        progress=sys.stderr.isatty() if args.progress is None else args.progress))
+        progress=shows_progress(args)))
     if summary.rank == 0:  # under torchrun only rank 0 reports
         earlier = f" ({summary.done_before} done before)" if summary.done_before else ""
         print(f"wrote {', '.join(args.formats)} for {summary.predicted} images to "
