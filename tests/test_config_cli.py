@@ -96,3 +96,20 @@ def test_shipped_configs_ask_for_no_more_workers_than_a_two_core_machine_has(pat
 
     monkeypatch.setattr("os.sched_getaffinity", lambda pid: {0, 1}, raising=False)
     assert loader_workers(load_config(path).data.workers, SINGLE_PROCESS) <= 2
+
+
+def test_another_loss_drops_the_file_loss_options():
+    # configs/isbi2012_cpu.yaml gives {w0, sigma} for unet_weighted_ce; plain cross-entropy
+    # takes none, so keeping them ended in "options of loss 'ce' must be among []".
+    config = load_config(CONFIGS / "isbi2012_cpu.yaml", ["optim.loss=ce"])
+    assert (config.optim.loss, config.optim.loss_options) == ("ce", {})
+
+
+def test_the_same_loss_keeps_and_merges_the_file_loss_options():
+    config = load_config(CONFIGS / "isbi2012_cpu.yaml", ["optim.loss_options.w0=3"])
+    assert config.optim.loss_options == {"w0": 3, "sigma": 5.0}
+
+
+def test_a_whole_loss_options_value_replaces_the_mapping():
+    config = load_config(CONFIGS / "isbi2012_cpu.yaml", ["optim.loss_options={w0: 3}"])
+    assert config.optim.loss_options == {"w0": 3}

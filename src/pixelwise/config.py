@@ -6,9 +6,9 @@ file overrides some of them and command-line ``key=value`` strings override the 
 raise :class:`~pixelwise.errors.ConfigError` naming the valid keys. omegaconf does the parsing
 and type checks; the result is converted back to these plain dataclasses.
 
-Naming another model (``model.name=fcn8s``) or dataset kind (``data.dataset=camvid``) on the
-command line drops the file's ``model.options`` (``data.options``): they belong to the file's
-model or data. A whole mapping value (``"model.options={backbone: resnet18}"``) replaces the
+Naming another model (``model.name=fcn8s``), dataset kind (``data.dataset=camvid``) or loss
+(``optim.loss=ce``) on the command line drops the file's ``model.options`` (``data.options``,
+``optim.loss_options``): they belong to the file's model, data or loss. A whole mapping value (``"model.options={backbone: resnet18}"``) replaces the
 mapping instead of merging into it. :func:`validate` checks every name that can be checked
 before training (metric, loss, device, dataset kind, root and options, augmentation keys,
 model name and options), each against the one place that defines it.
@@ -40,8 +40,10 @@ PRECISE_BN = ("auto", "always", "never")
 CLASS_WEIGHTINGS = ("auto", "sqrt")
 # A key naming what the options under the other key belong to: naming another one on the
 # command line drops the file's options.
-OWNERS = {"model.name": "model.options", "data.dataset": "data.options"}
-MAPPINGS = ("model.options", "data.options", "data.augment")  # free-form keyword options
+OWNERS = {"model.name": "model.options", "data.dataset": "data.options",
+          "optim.loss": "optim.loss_options"}
+# Free-form keyword options: a whole mapping given on the command line replaces the file's.
+MAPPINGS = ("model.options", "data.options", "data.augment", "optim.loss_options")
 
 
 @dataclass
