@@ -8,10 +8,11 @@ and type checks; the result is converted back to these plain dataclasses.
 
 Naming another model (``model.name=fcn8s``), dataset kind (``data.dataset=camvid``) or loss
 (``optim.loss=ce``) on the command line drops the file's ``model.options`` (``data.options``,
-``optim.loss_options``): they belong to the file's model, data or loss. A whole mapping value (``"model.options={backbone: resnet18}"``) replaces the
-mapping instead of merging into it. :func:`validate` checks every name that can be checked
-before training (metric, loss, device, dataset kind, root and options, augmentation keys,
-model name and options), each against the one place that defines it.
+``optim.loss_options``): they belong to the file's model, data or loss. A whole mapping value
+(``"model.options={backbone: resnet18}"``) replaces the mapping instead of merging into it.
+:func:`validate` checks every name that can be checked before training (metric, loss, device,
+dataset kind, root and options, augmentation keys, model name and options), each against the
+one place that defines it.
 """
 
 from __future__ import annotations

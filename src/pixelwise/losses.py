@@ -127,9 +127,10 @@ class DiceLoss(_SegmentationLoss):
         classes = torch.where(valid, target, 0)
         # sum p g per class without the one-hot target: each labelled pixel's probability of its
         # true class, added up by class (half the time of the one-hot product, forward and back)
+        labelled = classes[valid]
         truth_probs = probs.gather(1, classes[:, None])[:, 0][valid]
-        overlap = probs.new_zeros(self.num_classes).index_add_(0, classes[valid], truth_probs)
-        truth_total = torch.bincount(classes[valid], minlength=self.num_classes)
+        overlap = probs.new_zeros(self.num_classes).index_add_(0, labelled, truth_probs)
+        truth_total = torch.bincount(labelled, minlength=self.num_classes)
         total = (probs * valid[:, None]).sum((0, 2, 3)) + truth_total.to(probs.dtype)
         dice = (2 * overlap + self.smooth) / (total + self.smooth)
         return 1 - (dice * self.class_weights).sum() / self.class_weights.sum().clamp_min(1e-12)

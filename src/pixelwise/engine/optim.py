@@ -10,7 +10,6 @@ from torch import nn
 
 from pixelwise.config import OptimConfig
 
-
 # Devices whose optimiser steps PyTorch runs as one fused kernel over all parameters.
 FUSED_DEVICES = ("cpu", "cuda")
 
