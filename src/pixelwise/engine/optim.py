@@ -19,8 +19,8 @@ def build_optimizer(model: nn.Module, config: OptimConfig) -> torch.optim.Optimi
 
     Fused when every parameter is a float tensor on a :data:`FUSED_DEVICES` device: PyTorch's
     default on the CPU is a Python loop over the parameters, which for MobileNetV3's 179
-    tensors took 6.6 ms per AdamW step against 1.7 ms fused (2.2 against 0.85 for SGD; 2 threads,
-    AMD Zen 4), 5 % of the CamVid recipe's training step.
+    tensors took 6.8 ms per AdamW step against 2.3 ms fused (2.8 against 1.2 for SGD; 2 threads,
+    AMD Zen 4; ``python bench/train_step.py``), 4 % of the CamVid recipe's training step.
     """
     params = [p for p in model.parameters() if p.requires_grad]
     fused = fusable(params)
