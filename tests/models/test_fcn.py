@@ -198,3 +198,49 @@ def test_the_fcn_class_refuses_at_once_with_a_stride_4_skip_as_the_builder_does(
     features = build_backbone("mobilenet_v3_small", in_channels=3, pretrained=False)
     with pytest.raises(ConfigError, match=r"at_once must be False for fcn4s .*not \[4\]"):
         FCN(features, 3, skips=3, at_once=True)
+
+
+def test_refine_feeds_the_finest_map_and_the_upsampled_scores_on_the_same_grid():
+    # The refine block sees [finest features, coarser scores upsampled] side by side: with the
+    # stride-32 score switched to identity on ramp features, the scores upsampled onto the stride-4
+    # grid must hold the same positions as the stride-4 features, cell for cell (away from the
+    # faded border of the transposed convolutions).
+    stages = tuple(Stage(f"s{stride}", 2, stride, 0.0) for stride in (4, 8, 16, 32))
+    model = FCN(Backbone(RampBody(stages), stages), num_classes=2, skips=3, refine=4)
+    seen = []
+    model.refine.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    with torch.no_grad():
+        model.score["32"].weight.copy_(torch.eye(2)[:, :, None, None])
+        out = model(torch.zeros(1, 3, 64, 96))
+    assert out.shape == (1, 2, 64, 96)
+    (refine_input,) = seen
+    assert refine_input.shape[1] == 2 + 2  # stride-4 channels + num_classes
+    inner = refine_input[0, :, 8:-8, 8:-8]
+    torch.testing.assert_close(inner[2:], inner[:2], atol=1e-3, rtol=0)
+    assert inner[0].max() > inner[0].min()  # the ramp really varies over the compared cells
+
+
+def test_refine_starts_as_the_plain_fcn_and_first_trains_the_score_layers():
+    torch.manual_seed(0)
+    model = build("fcn4s", 3, backbone="mobilenet_v3_small", refine=8).train()
+    out = model(torch.randn(2, 3, 45, 61))
+    assert out.shape == (2, 3, 45, 61) and out.abs().max() == 0
+    out.sum().backward()
+    for name, param in model.named_parameters():
+        has_gradient = param.grad is not None and bool(param.grad.abs().sum() > 0)
+        assert has_gradient == name.startswith("score."), name
+    assert model.score["4"].in_channels == 8 and model.score["8"].in_channels == 24
+
+
+def test_refine_zero_is_the_papers_linear_skip():
+    model = build("fcn8s", 3, backbone="mobilenet_v3_small")
+    assert model.refine is None and not any(k.startswith("refine.") for k in model.state_dict())
+
+
+@pytest.mark.parametrize(("name", "refine", "match"), [
+    ("fcn32s", 8, "refine must be 0 for fcn32s"),
+    ("fcn8s", -1, "refine"),
+])
+def test_bad_refine_raises_config_error(name, refine, match):
+    with pytest.raises(ConfigError, match=match):
+        build(name, 3, backbone="mobilenet_v3_small", refine=refine)

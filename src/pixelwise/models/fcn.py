@@ -83,7 +83,12 @@ class FCN(nn.Module):
     """
 
     def __init__(
-        self, backbone: Backbone, num_classes: int, skips: int, at_once: bool = False
+        self,
+        backbone: Backbone,
+        num_classes: int,
+        skips: int,
+        at_once: bool = False,
+        refine: int = 0,
     ) -> None:
         super().__init__()
         self.backbone = backbone
@@ -100,8 +105,13 @@ class FCN(nn.Module):
         if at_once:
             check_at_once(strides)
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
+        self.refine = _refine_block(self.stages, num_classes, refine)
+        score_inputs = [st.channels for st in self.stages]
+        if refine:
+            score_inputs[-1] = refine
         self.score = nn.ModuleDict(
-            {str(st.stride): _zero_conv(st.channels, num_classes) for st in self.stages}
+            {str(st.stride): _zero_conv(channels, num_classes)
+             for st, channels in zip(self.stages, score_inputs, strict=True)}
         )
         self.upsample = nn.ModuleDict()
         self.shifts: list[int] = []
@@ -130,14 +140,40 @@ class FCN(nn.Module):
         for stage, scale, upsample, shift in zip(
             self.stages[1:], self.skip_scales, skip_upsamplers, self.shifts[:-1], strict=True
         ):
-            up = upsample(scores)
-            skip = self.score[str(stage.stride)](features[stage.name] * scale)
-            up_start, skip_start = max(shift, 0), max(-shift, 0)
-            h = smaller(up.shape[-2] - up_start, skip.shape[-2] - skip_start)
-            w = smaller(up.shape[-1] - up_start, skip.shape[-1] - skip_start)
-            scores = crop(up, up_start, up_start, h, w) + crop(skip, skip_start, skip_start, h, w)
+            up, fine = upsample(scores), features[stage.name] * scale
+            up_start, fine_start = max(shift, 0), max(-shift, 0)
+            h = smaller(up.shape[-2] - up_start, fine.shape[-2] - fine_start)
+            w = smaller(up.shape[-1] - up_start, fine.shape[-1] - fine_start)
+            up = crop(up, up_start, up_start, h, w)
+            fine = crop(fine, fine_start, fine_start, h, w)
+            if self.refine is not None and stage is self.stages[-1]:
+                fine = self.refine(torch.cat([fine, up], dim=1))
+            scores = up + self.score[str(stage.stride)](fine)
         out = final_upsampler(scores)
         return crop(out, self.shifts[-1], self.shifts[-1], height, width)
+
+
+def _refine_block(stages: list[Stage], num_classes: int, width: int) -> nn.Module | None:
+    """Two 3x3 convolutions (batch norm, ReLU) of ``width`` channels over the finest feature map
+    concatenated with the coarser scores upsampled onto it, feeding that stride's score layer;
+    None for ``width`` 0 (the paper's linear skip).
+
+    The linear score of a shallow map cannot say "a thin vertical edge pair *where the coarse
+    scores say pole-like context*": a non-linear skip can (DeepLabv3+'s decoder, Chen et al.
+    2018, refines at stride 4 the same way). The score layer stays zero-initialised, so training
+    starts from the plain FCN's output.
+    """
+    if width == 0:
+        return None
+    if len(stages) < 2:
+        raise ConfigError(f"refine must be 0 for fcn32s (it has no skips), got {width}")
+    channels = stages[-1].channels + num_classes
+    layers: list[nn.Module] = []
+    for _ in range(2):
+        layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
+                   nn.BatchNorm2d(width), nn.ReLU(inplace=True)]
+        channels = width
+    return nn.Sequential(*layers)
 
 
 def _zero_conv(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -190,8 +226,10 @@ def _fcn_builder(skips: int):
         pretrained_backbone: bool | str = False,
         fc_channels: int = 4096,
         at_once: bool = False,
+        refine: int = 0,
     ) -> nn.Module:
         check_int("in_channels", in_channels, minimum=1)
+        check_int("refine", refine, minimum=0)
         check_int("fc_channels", fc_channels, minimum=1)
         if not isinstance(backbone, str):
             raise ConfigError(f"backbone must be a name such as 'vgg16', got {backbone!r}")
@@ -204,7 +242,7 @@ def _fcn_builder(skips: int):
             pretrained=pretrained_backbone,
             fc_channels=fc_channels,
         )
-        return FCN(features, num_classes, skips, at_once)
+        return FCN(features, num_classes, skips, at_once, refine)
 
     return builder
 
