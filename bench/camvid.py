@@ -7,8 +7,9 @@ Every system trains on the 367 images of --train-root, each pair read at 180x240
 scale=0.5: image bilinear antialiased, mask nearest), 176x240 crops, batch 4, 2 threads, one
 after another, and is scored on --eval-root/--eval-split (default: the train root's val, 101
 images) at the same resolution with void ignored (bench/_side_by_side.py says how each is
-trained and scored). pixelwise trains from configs/camvid_cpu.yaml (FCN-8s on MobileNetV3-Large,
-the realtime preset's model, against torchvision's LR-ASPP MobileNetV3). Scores: mean_iou and iou per
+trained and scored). pixelwise trains from configs/camvid_cpu.yaml (FCN-4s on MobileNetV3-Large,
+the realtime preset's FCN-8s with a non-linear stride-4 skip, against torchvision's LR-ASPP
+MobileNetV3; pixelwise-realtime is the same recipe with the preset's model). Scores: mean_iou and iou per
 class in class order (FCN definitions, pooled), pixel_accuracy, and object_recall: per class and
 size (small < 32^2, medium < 96^2 pixels, large), the fraction of the truth's 4-connected
 components with at least half their pixels predicted as their class.

@@ -16,17 +16,17 @@ def test_each_preset_config_trains_the_presets_model(name):
     assert (config.model.name, config.model.options) == preset(name)
 
 
-def test_realtime_preset_is_fcn8s_on_mobilenet_v3_and_keeps_the_input_size():
+def test_realtime_preset_is_fcn4s_on_mobilenet_v3_with_a_refined_skip_and_keeps_the_input_size():
     name, options = preset("realtime")
     model = build(name, 11, **options).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 3, 45, 61)).shape == (1, 11, 45, 61)
-    assert (name, options) == ("fcn8s", {"backbone": "mobilenet_v3_large"})
+    assert (name, options) == ("fcn4s", {"backbone": "mobilenet_v3_large", "refine": 32})
 
 
 def test_preset_returns_a_copy_of_its_options():
     preset("realtime")[1]["backbone"] = "vgg16"
-    assert preset("realtime")[1] == {"backbone": "mobilenet_v3_large"}
+    assert preset("realtime")[1]["backbone"] == "mobilenet_v3_large"
 
 
 def test_unknown_preset_is_a_config_error_listing_the_presets():

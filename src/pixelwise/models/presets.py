@@ -30,8 +30,8 @@ PRESETS: dict[str, Preset] = {
     # time; trained by its config it scored 0.587 CamVid mean IoU against LR-ASPP's 0.504 in
     # the same 1200 s (bench/realtime_fps.py, bench/camvid.py; docs/benchmarks.md).
     "realtime": Preset(
-        name="fcn8s",
-        options={"backbone": "mobilenet_v3_large"},
+        name="fcn4s",
+        options={"backbone": "mobilenet_v3_large", "refine": 32},
         purpose=(">= 30 label maps per second of 360x480 frames on 2 CPU cores: run it at half "
                  "size through onnxruntime (predict --tta-scales 0.5 --backend onnx)"),
         config="configs/camvid_cpu.yaml",  # CamVid at 180x240 in 20 minutes on 2 CPU cores
