@@ -7,6 +7,7 @@ meet diminishing returns"; on CamVid at 180x240 a pole is 1-3 pixels wide). The 
 scores the stride-32 map with a 1x1 convolution, then for each skip (FCN §4.2) upsamples the
 scores 2x with a bilinear-initialised learnable ``ConvTranspose2d``, adds a zero-initialised 1x1
 score of the finer feature map, and finally upsamples to the input resolution and crops.
+``refine`` (beyond the paper) makes the finest skip non-linear: see :func:`_refine_block`.
 
 Alignment. Every feature map is a grid ``stride * i + offset`` in input pixels (see
 :class:`~pixelwise.models.backbones.Stage`). A ``ConvTranspose2d`` with stride ``f`` and kernel
@@ -251,7 +252,9 @@ _DOC = """FCN-{s}s (FCN §4.2{extra}). Options: ``backbone`` ({backbones}, any t
 classifier with stride-8/16/32 maps, or ``timm:NAME``), ``pretrained_backbone`` (True: ImageNet
 weights; VGG16's fc6/fc7 by convolutionalization; or a local weights file), ``fc_channels`` (VGG16
 fc6/fc7 width, 4096 in the paper), ``at_once`` (scale skip inputs by 0.01 / 0.0001 as the reference
-"at-once" FCN-8s does; for staged training use :func:`init_from`)."""
+"at-once" FCN-8s does; for staged training use :func:`init_from`), ``refine`` (0: the paper's
+linear skips; W > 0: the finest skip's score reads two 3x3 convolutions of W channels over that
+map and the upsampled coarser scores)."""
 
 _EXTRA = {0: ", single stream", 3: "'s skips one stride further: backbones with a stride-4 map"}
 for _skips, _stride in enumerate(FCN_STRIDES):

@@ -24,11 +24,12 @@ class Preset:
 
 
 PRESETS: dict[str, Preset] = {
-    # FCN-8s on MobileNetV3-Large: 3.0M parameters, 0.63x the FLOPs of torchvision's LR-ASPP
-    # MobileNetV3. Run at half size through onnxruntime (tta_scales=(0.5,), backend "onnx") a
-    # 360x480 frame's label map took 20.4 ms on 2 CPU cores, 49 per second, 0.21x LR-ASPP's
-    # time; trained by its config it scored 0.587 CamVid mean IoU against LR-ASPP's 0.504 in
-    # the same 1200 s (bench/realtime_fps.py, bench/camvid.py; docs/benchmarks.md).
+    # FCN-4s on MobileNetV3-Large with a non-linear stride-4 skip (refine=32, for thin things
+    # such as poles): 3.0M parameters, 0.78x the FLOPs of torchvision's LR-ASPP MobileNetV3. Run
+    # at half size through onnxruntime (tta_scales=(0.5,), backend "onnx") a 360x480 frame's
+    # label map took 7.2 ms on 2 Zen 4 cores, 139 per second, 0.22-0.25x LR-ASPP's time;
+    # trained by its config it scored 0.680 CamVid mean IoU against LR-ASPP's 0.488 in the same
+    # 1200 s (bench/realtime_fps.py, bench/camvid.py; docs/benchmarks.md, session 14).
     "realtime": Preset(
         name="fcn4s",
         options={"backbone": "mobilenet_v3_large", "refine": 32},
