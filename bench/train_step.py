@@ -1,9 +1,9 @@
 """Time of the optimiser step and the Dice loss of a training step, pixelwise's way and the plain way.
 
-    python bench/train_step.py                 # the CamVid recipe's model and batch, 2 threads
+    python bench/train_step.py                 # the CamVid recipe's batch, 2 threads
 
-On the CamVid recipe's FCN-8s MobileNetV3 (4x3x176x240, 11 classes) it times, interleaved in
-rounds so that machine load falls on both columns alike:
+On FCN-8s MobileNetV3 (the CamVid recipe's model until session 14; 4x3x176x240, 11 classes) it
+times, interleaved in rounds so that machine load falls on both columns alike:
 - the optimiser step of `pixelwise.engine.optim.build_optimizer` (fused on the CPU) against
   torch's default per-parameter loop (`foreach=False`), for AdamW and SGD;
 - `pixelwise.losses.DiceLoss` forward and backward against the same loss written with a one-hot

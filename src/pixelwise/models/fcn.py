@@ -63,6 +63,13 @@ def upsampling_alignment(
     )
 
 
+def check_refine(strides: list[int] | tuple[int, ...], refine: int) -> None:
+    """ConfigError unless an FCN fusing scores of ``strides`` (coarsest first) has a skip for
+    ``refine`` to make non-linear (any FCN but FCN-32s, or ``refine`` 0)."""
+    if refine and len(strides) < 2:
+        raise ConfigError(f"refine must be 0 for fcn32s (it has no skips), got {refine}")
+
+
 def check_at_once(strides: list[int] | tuple[int, ...]) -> None:
     """ConfigError unless "at-once" training can scale every skip of an FCN fusing scores of
     ``strides`` (coarsest first): it needs skips, and the reference nets scale those of
@@ -106,10 +113,10 @@ class FCN(nn.Module):
         if at_once:
             check_at_once(strides)
         self.skip_scales = [AT_ONCE_SKIP_SCALES[s] if at_once else 1.0 for s in strides[1:]]
-        self.refine = _refine_block(self.stages, num_classes, refine)
-        score_inputs = [st.channels for st in self.stages]
-        if refine:
-            score_inputs[-1] = refine
+        check_refine(strides, refine)
+        self.refine = _refine_block(self.stages[-1].channels + num_classes, refine)
+        # the finest score reads the refine block's output when there is one
+        score_inputs = [st.channels for st in self.stages[:-1]] + [refine or self.stages[-1].channels]
         self.score = nn.ModuleDict(
             {str(st.stride): _zero_conv(channels, num_classes)
              for st, channels in zip(self.stages, score_inputs, strict=True)}
@@ -154,10 +161,10 @@ class FCN(nn.Module):
         return crop(out, self.shifts[-1], self.shifts[-1], height, width)
 
 
-def _refine_block(stages: list[Stage], num_classes: int, width: int) -> nn.Module | None:
+def _refine_block(channels: int, width: int) -> nn.Module | None:
     """Two 3x3 convolutions (batch norm, ReLU) of ``width`` channels over the finest feature map
-    concatenated with the coarser scores upsampled onto it, feeding that stride's score layer;
-    None for ``width`` 0 (the paper's linear skip).
+    concatenated with the coarser scores upsampled onto it (``channels`` in all), feeding that
+    stride's score layer; None for ``width`` 0 (the paper's linear skip).
 
     The linear score of a shallow map cannot say "a thin vertical edge pair *where the coarse
     scores say pole-like context*": a non-linear skip can (DeepLabv3+'s decoder, Chen et al.
@@ -166,9 +173,6 @@ def _refine_block(stages: list[Stage], num_classes: int, width: int) -> nn.Modul
     """
     if width == 0:
         return None
-    if len(stages) < 2:
-        raise ConfigError(f"refine must be 0 for fcn32s (it has no skips), got {width}")
-    channels = stages[-1].channels + num_classes
     layers: list[nn.Module] = []
     for _ in range(2):
         layers += [nn.Conv2d(channels, width, 3, padding=1, bias=False),
@@ -237,6 +241,7 @@ def _fcn_builder(skips: int):
         check_choice("at_once", at_once, (True, False))
         if at_once:
             check_at_once(FCN_STRIDES[: skips + 1])  # before the backbone's weights are made
+        check_refine(FCN_STRIDES[: skips + 1], refine)
         features = build_backbone(
             backbone,
             in_channels=in_channels,
