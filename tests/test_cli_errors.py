@@ -93,7 +93,7 @@ MISTAKES = [
     (["predict", "{run}/best.safetensors", "x.png", "--out", "o", "--format", "jpeg"],
      "invalid choice: 'jpeg'"),
     (["train", "{config}", "optim.loss=unet_weighted_ce", "optim.loss_options.w=3"],
-     "options of loss 'unet_weighted_ce' must be among ['sigma', 'w0']"),
+     "options of loss 'unet_weighted_ce' must be among ['cldice', 'sigma', 'w0']"),
 ]
 
 

@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from scipy import ndimage
 
 from pixelwise.errors import ConfigError, DataError
 from pixelwise.losses import (
@@ -12,6 +13,8 @@ from pixelwise.losses import (
     build_loss,
     instances_from_classes,
     loss_options,
+    soft_cldice_loss,
+    soft_skeleton,
     unet_border_weights,
     unet_weight_map,
 )
@@ -263,17 +266,62 @@ def test_unet_weighted_ce_takes_w0_and_sigma_as_loss_options():
         expected = float((weights * per_pixel.double()).sum() / weights.sum())
         loss = build_loss("unet_weighted_ce", 2, w0=w0, sigma=sigma)
         assert float(loss(logits, target)) == pytest.approx(expected, rel=1e-5)
-    assert loss_options("unet_weighted_ce") == {"w0": 10.0, "sigma": 5.0}  # the paper's
+    assert loss_options("unet_weighted_ce") == {"w0": 10.0, "sigma": 5.0, "cldice": 0.0}
     assert loss_options("ce") == {}
 
 
 @pytest.mark.parametrize(("name", "options", "message"), [
-    ("unet_weighted_ce", {"w": 3}, r"must be among \['sigma', 'w0'\], got unknown \['w'\]; try 'w0'"),
+    ("unet_weighted_ce", {"w": 3}, r"must be among \['cldice', 'sigma', 'w0'\], got unknown \['w'\]; try 'w0'"),
     ("ce", {"w0": 3}, r"options of loss 'ce' must be among \[\]"),
     ("unet_weighted_ce", {"w0": -1}, "optim.loss_options.w0 must be a finite number >= 0, got -1"),
     ("unet_weighted_ce", {"sigma": 0}, "optim.loss_options.sigma must be a finite number > 0"),
+    ("unet_weighted_ce", {"cldice": -0.5}, "optim.loss_options.cldice must be a finite number >= 0"),
 ])
 def test_wrong_loss_options_are_one_config_error(name, options, message):
     with pytest.raises(ConfigError, match=message):
         build_loss(name, 2, **options)
 
+
+
+def lantuejoul_skeleton(mask: np.ndarray, iterations: int) -> np.ndarray:
+    """The morphological skeleton by scipy: the union over k <= iterations of the k-th erosion
+    (4-neighbour cross, outside = foreground) minus its opening (cross erosion, 3x3 dilation)."""
+    cross, square = ndimage.generate_binary_structure(2, 1), np.ones((3, 3), bool)
+    skeleton, eroded = np.zeros_like(mask), mask.copy()
+    for k in range(iterations + 1):
+        if k:
+            eroded = ndimage.binary_erosion(eroded, cross, border_value=1)
+        opened = ndimage.binary_dilation(ndimage.binary_erosion(eroded, cross, border_value=1), square)
+        skeleton |= eroded & ~opened
+    return skeleton
+
+
+def test_soft_skeleton_of_a_binary_map_is_the_morphological_skeleton():
+    rng = np.random.default_rng(0)
+    for thickness in (1, 2, 3):
+        mask = ndimage.binary_dilation(rng.random((40, 40)) > 0.93, iterations=thickness)
+        soft = soft_skeleton(torch.tensor(mask, dtype=torch.float32)[None], iterations=5)[0]
+        assert set(soft.unique().tolist()) <= {0.0, 1.0}
+        np.testing.assert_array_equal(soft.numpy() > 0.5, lantuejoul_skeleton(mask, 5))
+
+
+def test_cldice_charges_a_gap_in_a_line_more_than_the_same_pixels_off_its_edge():
+    # A 3-pixel-thick horizontal line: cutting it across (3 pixels) breaks its skeleton, so the
+    # topology sensitivity drops; shaving 3 pixels off its edge leaves the skeleton whole.
+    line = torch.zeros(1, 20, 20)
+    line[:, 9:12, :] = 1
+    cut, shaved = line.clone(), line.clone()
+    cut[:, 9:12, 10] = 0
+    shaved[:, 11, 4:7] = 0
+    assert float(soft_cldice_loss(line, line)) == 0.0
+    assert float(soft_cldice_loss(cut, line)) > 0.01 > float(soft_cldice_loss(shaved, line)) >= 0
+
+
+def test_unet_weighted_ce_adds_the_cldice_term_on_class_0():
+    logits = torch.randn(2, 2, 32, 32)
+    target = torch.randint(0, 2, (2, 32, 32))
+    plain = build_loss("unet_weighted_ce", 2, w0=1.0)(logits, target)
+    membrane = (target == 0).float()
+    term = soft_cldice_loss(logits.softmax(1)[:, 0], membrane)
+    with_term = build_loss("unet_weighted_ce", 2, w0=1.0, cldice=0.5)(logits, target)
+    assert float(with_term) == pytest.approx(float(plain + 0.5 * term), rel=1e-6)

@@ -12,7 +12,8 @@ to the loss and nothing to the normaliser. A batch with no labelled pixel gives 
   class counts alike however few its pixels are).
 - `ce_lovasz`: cross-entropy plus Lovász-softmax.
 - `unet_weighted_ce`: cross-entropy weighted per pixel by the U-Net paper's weight map (§3),
-  computed from the target's connected components, so touching cells get separated.
+  computed from the target's connected components, so touching cells get separated; option
+  `cldice` adds a soft-clDice term (Shit et al., CVPR 2021) that keeps class 0 continuous.
 """
 
 from __future__ import annotations
@@ -216,7 +217,9 @@ class UNetWeightedCELoss(_SegmentationLoss):
     U-Net §3: `w_c` is the class weight of the pixel's class; the border term is computed from
     the target by `unet_border_weights`, taking each 4-connected region of one non-background
     class (class 0 is the background, e.g. ISBI's membrane) as one instance. Runs on the CPU
-    (scipy distance transforms) for each image of the batch.
+    (scipy distance transforms) for each image of the batch. `cldice > 0` adds that multiple of
+    `soft_cldice_loss` on class 0's probability (beyond the paper): the separating background
+    must stay continuous, since one missing membrane pixel joins two cells.
     """
 
     def __init__(
@@ -226,11 +229,13 @@ class UNetWeightedCELoss(_SegmentationLoss):
         class_weights: torch.Tensor,
         w0: float = 10.0,
         sigma: float = 5.0,
+        cldice: float = 0.0,
     ) -> None:
         super().__init__(num_classes, ignore_index, class_weights)
         check_real("optim.loss_options.w0", w0, minimum=0.0)
         check_real("optim.loss_options.sigma", sigma, minimum=0.0, inclusive=False)
-        self.w0, self.sigma = float(w0), float(sigma)
+        check_real("optim.loss_options.cldice", cldice, minimum=0.0)
+        self.w0, self.sigma, self.cldice = float(w0), float(sigma), float(cldice)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         valid = self._valid(logits, target)
@@ -244,7 +249,49 @@ class UNetWeightedCELoss(_SegmentationLoss):
         )
         weights = self.class_weights[safe] + torch.from_numpy(border).to(logits.device)
         per_pixel = F.cross_entropy(logits, safe, reduction="none")
-        return self._weighted_mean(per_pixel, weights * valid)
+        loss = self._weighted_mean(per_pixel, weights * valid)
+        if self.cldice:
+            separator = logits.float().softmax(1)[:, 0] * valid
+            loss = loss + self.cldice * soft_cldice_loss(separator, ((target == 0) & valid).float())
+        return loss
+
+
+def soft_erode(image: torch.Tensor) -> torch.Tensor:
+    """Grey-value erosion `(N, H, W)` by the 4-neighbour cross (the min of a 3x1 and a 1x3
+    min-pool); outside the image counts as foreground, so the border erodes nothing."""
+    batch = image[:, None]
+    vertical = -F.max_pool2d(-batch, (3, 1), 1, (1, 0))
+    horizontal = -F.max_pool2d(-batch, (1, 3), 1, (0, 1))
+    return torch.minimum(vertical, horizontal)[:, 0]
+
+
+def soft_dilate(image: torch.Tensor) -> torch.Tensor:
+    """Grey-value dilation `(N, H, W)` by the 3x3 square (outside the image is background)."""
+    return F.max_pool2d(image[:, None], 3, 1, 1)[:, 0]
+
+
+def soft_skeleton(image: torch.Tensor, iterations: int = 5) -> torch.Tensor:
+    """The soft morphological skeleton of probabilities `(N, H, W)` in [0, 1] (Shit et al.,
+    "clDice", CVPR 2021, Alg. 1): what each of `iterations + 1` successive erosions holds that
+    its opening removes, united softly. On a binary map it is Lantuéjoul's skeleton (cross
+    erosion, 3x3 opening) of the parts at most `iterations` erosions thick."""
+    skeleton = F.relu(image - soft_dilate(soft_erode(image)))
+    for _ in range(iterations):
+        image = soft_erode(image)
+        delta = F.relu(image - soft_dilate(soft_erode(image)))
+        skeleton = skeleton + F.relu(delta - skeleton * delta)
+    return skeleton
+
+
+def soft_cldice_loss(prediction: torch.Tensor, truth: torch.Tensor, smooth: float = 1.0) -> torch.Tensor:
+    """`1 - clDice` of a probability map and a binary truth, both `(N, H, W)` (Shit et al. 2021,
+    eq. 1-3): the harmonic mean of topology precision (the predicted skeleton's share inside the
+    truth) and topology sensitivity (the true skeleton's share the prediction covers). A gap in a
+    thin structure cuts the true skeleton, so it costs sensitivity however few pixels it has."""
+    predicted_skeleton, true_skeleton = soft_skeleton(prediction), soft_skeleton(truth)
+    precision = ((predicted_skeleton * truth).sum() + smooth) / (predicted_skeleton.sum() + smooth)
+    sensitivity = ((true_skeleton * prediction).sum() + smooth) / (true_skeleton.sum() + smooth)
+    return 1 - 2 * precision * sensitivity / (precision + sensitivity)
 
 
 def instances_from_classes(label: np.ndarray) -> np.ndarray:
