@@ -10,6 +10,11 @@ and scored; pixelwise with its 8 rotations and mirrors averaged, --tta none to d
 - challenge_pixel_error: the ISBI 2012 challenge's pixel error, 1 - the best F-score of cell
   pixels (class 1) over thresholds 0, 0.1, ..., 1 of P(cell), pooled over the slices
   (pixelwise.metrics.MaxFScorePixelError; the definition of the U-Net paper's 0.0611);
+- challenge_rand_error: the ISBI 2012 challenge's Rand error (the definition of the U-Net paper's
+  0.0382), 1 - the best F-score of the foreground-restricted Rand index over the same
+  thresholds: at each, the segments are the 4-connected regions where P(cell) exceeds it, the
+  truth's cell pixels are scored, those left out are segments of their own, and the pairs are
+  pooled over the slices (pixelwise.metrics.MaxFScoreRandError; no border thinning);
 - membrane_iou: IoU of class 0, the membrane;
 - adapted_rand_error: foreground-restricted adapted Rand error, the mean over slices of
   pixelwise.metrics.adapted_rand_error. Segments are the 4-connected regions of cell-interior
@@ -37,6 +42,7 @@ REPO = Path(__file__).resolve().parents[1]
 def isbi_scores(scores: dict) -> dict:
     return {"pixel_error": scores["pixel_error"],
             "challenge_pixel_error": scores["challenge_pixel_error"],
+            "challenge_rand_error": scores["challenge_rand_error"],
             "membrane_iou": scores["iou"][0],
             "adapted_rand_error": scores["adapted_rand_error"],
             "watershed_rand_error": scores["watershed_rand_error"]}

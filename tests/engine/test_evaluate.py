@@ -15,7 +15,7 @@ from scipy import ndimage
 from pixelwise.cli import main
 from pixelwise.data import open_dataset
 from pixelwise.inference.predict import Segmenter
-from pixelwise.metrics import adapted_rand_error, segment_rand_error
+from pixelwise.metrics import adapted_rand_error, rand_pair_counts, segment_rand_error
 from pixelwise.postprocess import watershed_cells
 
 TINY_ISBI = """\
@@ -130,6 +130,20 @@ def test_evaluate_challenge_pixel_error_is_one_minus_the_best_f_score_of_cells(i
     assert isbi_scores["challenge_pixel_error"] == pytest.approx(1 - best, abs=1e-5)
 
 
+def test_evaluate_challenge_rand_error_pools_the_pairs_of_every_slice(isbi_run, isbi_scores):
+    root, checkpoint = isbi_run
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu")
+    data = open_dataset("isbi2012", root, "val")
+    cells = [segmenter.predict_proba(data.read_image(i)[..., 0])[1] for i in range(len(data))]
+    best = 0.0
+    for threshold in np.arange(11) / 10:
+        both, truth, guess = np.sum([rand_pair_counts(ndimage.label(cell > threshold)[0],
+                                                      data.read_mask(i))
+                                     for i, cell in enumerate(cells)], axis=0)
+        best = max(best, 2 * both / (truth + guess))
+    assert isbi_scores["challenge_rand_error"] == pytest.approx(1 - best, abs=1e-6)
+
+
 def test_evaluate_counts_every_cell_as_an_object(isbi_run, isbi_scores):
     cells = sum(ndimage.label(mask == 1)[1] for _, mask in predictions(isbi_run))
     objects = isbi_scores["object_recall"]["objects"]
@@ -148,4 +162,4 @@ def test_evaluate_of_a_multi_class_dataset_has_object_recall_but_no_isbi_measure
     scores = json.loads((tmp_path / "eval" / "metrics.json").read_text())
     assert len(scores["object_recall"]["recall"]["all"]) == 5
     assert not {"pixel_error", "adapted_rand_error", "watershed_rand_error",
-                "challenge_pixel_error"} & set(scores)
+                "challenge_pixel_error", "challenge_rand_error"} & set(scores)

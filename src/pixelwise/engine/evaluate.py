@@ -55,7 +55,9 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
     4-connected cell regions), ``watershed_rand_error`` (the same error of the cells
     ``pixelwise.postprocess.watershed_cells`` grows from the class-1 probability) and
     ``challenge_pixel_error`` (``MaxFScorePixelError`` of the class-1 probability: the ISBI
-    challenge's definition, 1 - the best F-score of cell pixels over thresholds 0, 0.1, ..., 1);
+    challenge's definition, 1 - the best F-score of cell pixels over thresholds 0, 0.1, ..., 1)
+    and ``challenge_rand_error`` (``MaxFScoreRandError``: the challenge's Rand error, 1 - the
+    best F-score of the foreground-restricted Rand index over the same thresholds);
     they label connected components on the CPU, so ``evaluate`` asks for them and training
     does not.
     """
@@ -99,21 +101,25 @@ def validate(model: nn.Module, loader: DataLoader, num_classes: int, ignore_inde
 
 class _CellProbabilityScores:
     """The two-class scores of the class-1 (cell) probability rather than of the label map:
-    ``watershed_rand_error`` (Rand error of the watershed cells) and ``challenge_pixel_error``
-    (the ISBI challenge's pixel error), by their keys in ``meters``."""
+    ``watershed_rand_error`` (Rand error of the watershed cells), ``challenge_pixel_error`` and
+    ``challenge_rand_error`` (the ISBI challenge's pixel and Rand errors), by their keys in
+    ``meters``."""
 
     def __init__(self, ignore_index: int) -> None:
-        from pixelwise.metrics import MaxFScorePixelError, MeanAdaptedRandError
+        from pixelwise.metrics import MaxFScorePixelError, MaxFScoreRandError, MeanAdaptedRandError
 
         self.cells = MeanAdaptedRandError(foreground=1)
         self.pixels = MaxFScorePixelError(foreground=1, ignore_index=ignore_index)
-        self.meters = {"watershed_rand_error": self.cells, "challenge_pixel_error": self.pixels}
+        self.pairs = MaxFScoreRandError(foreground=1, ignore_index=ignore_index)
+        self.meters = {"watershed_rand_error": self.cells, "challenge_pixel_error": self.pixels,
+                       "challenge_rand_error": self.pairs}
 
     def update(self, logits: torch.Tensor, target: torch.Tensor) -> None:
         """Add a batch of two-class logits ``(N, 2, H, W)`` against label maps ``(N, H, W)``."""
         foreground = logits.float().softmax(1)[:, 1]
         self.cells.update_segments(_watershed_cells(foreground), target)
         self.pixels.update(foreground, target)
+        self.pairs.update(foreground, target)
 
 
 def _watershed_cells(foreground: torch.Tensor) -> torch.Tensor:
