@@ -24,7 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 SHARED = Path(os.environ.get("PIXELWISE_SHARED_DATA", REPO.parent / "shared" / "data"))
 pytestmark = pytest.mark.shared_data
 TINY = ["--steps", "2", "--crop", "32", "--batch-size", "2", "--threads", "1"]
-TINY_UNET = [*TINY, "--set", "model.options.base_channels=4", "--set", "model.options.depth=2"]
+# the ISBI recipe's U-Net on an encoder, shrunk: a ResNet-18 and narrow decoder widths
+TINY_UNET = [*TINY, "--set", "model.options.encoder=resnet18",
+             "--set", "model.options.decoder_channels=[16,8,8,8,8]"]
 
 
 def installed_systems() -> list[str]:
