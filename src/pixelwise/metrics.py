@@ -565,8 +565,8 @@ class MaxFScoreRandError:
     images (as `MaxFScorePixelError` pools pixels), the F-score is `2 both / (truth + guess)`
     (precision `both / guess`, recall `both / truth`), and the error is 1 minus the best F-score
     over the thresholds. The challenge later ranked by this score after thinning the predicted
-    borders to one pixel, which this class does not do: thinning hands border pixels to the
-    cells beside them, so the error here is the higher of the two.
+    borders to one pixel, which this class does not do (thinning hands border pixels to the
+    cells beside them, which tends to lower the error).
     """
 
     def __init__(self, foreground: int = 1, ignore_index: int = 255,
