@@ -292,9 +292,7 @@ def segment_rand_error(
     adapted_rand_error(ignore_labels=(0,))`. 0 is a perfect segmentation, 1 the worst; NaN
     when no pair of scored pixels shares a segment (e.g. no foreground in `target`).
     """
-    truth_segments, _ = ndimage.label(_numpy(target) == foreground)
-    scored = truth_segments > 0
-    truth = truth_segments[scored].astype(np.int64)
+    truth, scored = _truth_segments(target, foreground)
     guess = _numpy(segments)[scored].astype(np.int64)
     n = truth.size
     _, joint = np.unique(truth * (int(guess.max(initial=0)) + 1) + guess, return_counts=True)
@@ -305,6 +303,14 @@ def segment_rand_error(
     if same_truth + same_guess == 0:
         return math.nan
     return 1.0 - 2.0 * same_both / (same_truth + same_guess)
+
+
+def _truth_segments(target: np.ndarray | torch.Tensor, foreground: int) -> tuple[np.ndarray, np.ndarray]:
+    """The truth's segment id of each scored pixel and the mask `(H, W)` of those pixels: the
+    4-connected regions of `foreground` in `target` (ignored pixels are never foreground)."""
+    segments, _ = ndimage.label(_numpy(target) == foreground)
+    scored = segments > 0
+    return segments[scored].astype(np.int64), scored
 
 
 def _numpy(array: np.ndarray | torch.Tensor) -> np.ndarray:
@@ -529,7 +535,7 @@ class MaxFScorePixelError:
 
 
 def rand_pair_counts(segments: np.ndarray | torch.Tensor, target: np.ndarray | torch.Tensor,
-                     foreground: int = 1, ignore_index: int = 255) -> tuple[float, float, float]:
+                     foreground: int = 1) -> tuple[float, float, float]:
     """Pair counts `(both, truth, guess)` of the ISBI 2012 challenge's foreground-restricted
     Rand index of a segmentation `segments` `(H, W)` (one id per segment, 0 for unassigned
     pixels, e.g. a predicted membrane) against a binary label map `target`.
@@ -541,10 +547,12 @@ def rand_pair_counts(segments: np.ndarray | torch.Tensor, target: np.ndarray | t
     pixels in true segment `i` and predicted segment `j`: `both = sum n_ij^2`, `truth = sum_i
     a_i^2`, `guess = sum_j b_j^2` (ordered pairs, a pixel paired with itself included).
     """
-    truth_segments, _ = ndimage.label(_numpy(target) == foreground)
-    scored = (truth_segments > 0) & (_numpy(target) != ignore_index)
-    truth = truth_segments[scored].astype(np.int64)
-    guess = _numpy(segments)[scored].astype(np.int64)
+    truth, scored = _truth_segments(target, foreground)
+    return _pair_counts(truth, _numpy(segments)[scored].astype(np.int64))
+
+
+def _pair_counts(truth: np.ndarray, guess: np.ndarray) -> tuple[float, float, float]:
+    """`rand_pair_counts` of the scored pixels' true and predicted segment ids."""
     unassigned = float((guess == 0).sum())
     assigned = guess > 0
     _, joint = np.unique(truth[assigned] * (int(guess.max(initial=0)) + 1) + guess[assigned],
@@ -569,9 +577,9 @@ class MaxFScoreRandError:
     cells beside them, which tends to lower the error).
     """
 
-    def __init__(self, foreground: int = 1, ignore_index: int = 255,
+    def __init__(self, foreground: int = 1,
                  thresholds: Sequence[float] = CHALLENGE_THRESHOLDS) -> None:
-        self.foreground, self.ignore_index = foreground, ignore_index
+        self.foreground = foreground
         self.thresholds = tuple(sorted(thresholds))
         self.state = torch.zeros(len(self.thresholds), 3, dtype=torch.float64)  # both, truth, guess
 
@@ -579,11 +587,10 @@ class MaxFScoreRandError:
         """Add foreground probabilities `(N, H, W)` or `(H, W)` against label maps `target` of
         the same shape, each image on its own."""
         for image_probability, image_target in _image_pairs(probability, target):
+            truth, scored = _truth_segments(image_target, self.foreground)  # once per image
             for row, threshold in enumerate(self.thresholds):
-                segments, _ = ndimage.label(image_probability > threshold)
-                self.state[row] += torch.tensor(rand_pair_counts(
-                    segments, image_target, self.foreground, self.ignore_index),
-                    dtype=torch.float64)
+                guess = ndimage.label(image_probability > threshold)[0][scored].astype(np.int64)
+                self.state[row] += torch.tensor(_pair_counts(truth, guess), dtype=torch.float64)
 
     def all_reduce(self) -> None:
         """Sum over all torchrun processes; a no-op when not distributed."""

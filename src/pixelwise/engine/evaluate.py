@@ -110,7 +110,7 @@ class _CellProbabilityScores:
 
         self.cells = MeanAdaptedRandError(foreground=1)
         self.pixels = MaxFScorePixelError(foreground=1, ignore_index=ignore_index)
-        self.pairs = MaxFScoreRandError(foreground=1, ignore_index=ignore_index)
+        self.pairs = MaxFScoreRandError(foreground=1)
         self.meters = {"watershed_rand_error": self.cells, "challenge_pixel_error": self.pixels,
                        "challenge_rand_error": self.pairs}
 
