@@ -111,6 +111,9 @@ class TrainConfig:
     skip_nonfinite: bool = False  # skip a batch with NaN/inf loss instead of stopping
     zero_recall_warn_after: int = 3  # warn when a class's recall is 0 this many validations
     out_dir: str = "runs/exp"  # checkpoints, config.yaml, run.json, metrics.csv
+    # write the `last` checkpoint at an epoch's end only once this long (e.g. 2m) has passed
+    # since the one before; the run's final epoch is always saved. None: after every epoch
+    checkpoint_interval: str | None = None
     overwrite: bool = False  # a new run may delete an earlier run's checkpoints in out_dir
     progress: bool = True  # tqdm progress bars
     figures: bool = True  # redraw training_curves.png beside metrics.csv at each validation
@@ -255,6 +258,7 @@ def validate(config: Config) -> None:
         if not ok:
             raise ConfigError(f"{key} must be {expected}, got {got!r}")
     budget_seconds(config.train.time_budget)  # raises ConfigError when malformed
+    duration_seconds(config.train.checkpoint_interval, "train.checkpoint_interval", "every epoch")
     if config.train.max_steps < 0:
         raise ConfigError(f"train.max_steps must be 0 (off) or more, got {config.train.max_steps}")
     crop = config.data.crop_size
@@ -312,6 +316,12 @@ _UNIT_SECONDS = {"h": 3600.0, "m": 60.0, "s": 1.0}
 def budget_seconds(text: str | None) -> float | None:
     """``train.time_budget`` in seconds: ``"600s"`` -> 600, ``"20m"`` -> 1200, ``"1h30m"`` ->
     5400, a bare number is seconds; None (no budget) stays None."""
+    return duration_seconds(text, "train.time_budget", "no budget")
+
+
+def duration_seconds(text: str | None, key: str, none_means: str) -> float | None:
+    """The duration option ``key`` in seconds (see :func:`budget_seconds`); None stays None, and
+    anything but a positive duration is a ConfigError saying that null means ``none_means``."""
     if text is None:
         return None
     spaced = str(text).strip().lower()
@@ -323,8 +333,8 @@ def budget_seconds(text: str | None) -> float | None:
         seconds = math.nan
     if not seconds > 0:
         raise ConfigError(
-            f"train.time_budget must be a positive duration like 600s, 20m, 2h or 1h30m, got "
-            f"{text!r}; try train.time_budget=20m, or null for no budget"
+            f"{key} must be a positive duration like 600s, 20m, 2h or 1h30m, got {text!r}; try "
+            f"{key}=20m, or null for {none_means}"
         )
     return seconds
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import time
 from pathlib import Path
 
 import pytest
@@ -172,3 +173,81 @@ def test_two_torchrun_processes_stop_together_on_rank_0s_clock(tiny_config, tmp_
     result = json.loads((run / "run.json").read_text())["result"]
     assert result["stopped_by"] == "time_budget" and result["step"] >= 1
     assert read_state(run / "last.state.pt")["step"] == result["step"]
+
+
+# ---- train.checkpoint_interval: `last` at most every so often, the final epoch always --------
+
+
+@pytest.fixture
+def saved_steps(monkeypatch):
+    """The step of every `last` checkpoint written."""
+    steps = []
+    real_save = train_module.ckpt.save_last
+
+    def recording_save(run_dir, model, meta, state):
+        steps.append(state["step"])
+        real_save(run_dir, model, meta, state)
+
+    monkeypatch.setattr(train_module.ckpt, "save_last", recording_save)
+    return steps
+
+
+def test_checkpoint_interval_skips_saves_until_it_has_passed(tiny_config, tmp_path, step_clock,
+                                                            saved_steps):
+    # 2 steps (20 s) an epoch; epochs end at 20, 40, 60, 80 s; the budget stops at step 8.
+    result = run_tiny(tiny_config, tmp_path / "run", step_clock, "train.time_budget=75s",
+                      "train.checkpoint_interval=35s")
+    assert result["step"] == 8
+    assert saved_steps == [4, 8]  # 40 - 0 >= 35, 60 - 40 < 35, and the final epoch
+    rows = list(csv.DictReader((tmp_path / "run" / "metrics.csv").open()))
+    assert [int(row["step"]) for row in rows] == [2, 4, 6, 8]  # every epoch is still logged
+
+
+def test_without_an_interval_every_epoch_is_saved(tiny_config, tmp_path, step_clock, saved_steps):
+    run_tiny(tiny_config, tmp_path / "run", step_clock, "train.time_budget=75s")
+    assert saved_steps == [2, 4, 6, 8]
+
+
+def test_resume_after_a_kill_between_interval_saves_is_exact(tiny_config, tmp_path, step_clock,
+                                                             monkeypatch, weights_equal):
+    settings = ("train.time_budget=75s", "train.checkpoint_interval=35s")
+    whole = run_tiny(tiny_config, tmp_path / "whole", step_clock, *settings)
+    real_epoch = train_module.train_one_epoch
+
+    def killed_in_fourth_epoch(run):
+        if run.progress.epoch == 3:  # epoch 3 (steps 5-6) ended unsaved: `last` holds step 4
+            raise KeyboardInterrupt
+        return real_epoch(run)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_fourth_epoch)
+    step_clock.now = 0.0
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tiny_config, tmp_path / "killed", step_clock, *settings)
+    assert read_state(tmp_path / "killed" / "last.state.pt")["step"] == 4
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    config = load_config(tmp_path / "killed" / "config.yaml")
+    resumed = train_module.train(config, resume=tmp_path / "killed", clock=step_clock)
+    assert (whole["step"], resumed["step"]) == (8, 8)
+    assert weights_equal(tmp_path / "whole" / "last.safetensors",
+                         tmp_path / "killed" / "last.safetensors")
+
+
+@pytest.mark.parametrize("text", ["0s", "often", "-1m"])
+def test_malformed_checkpoint_interval_is_refused_before_training(text):
+    with pytest.raises(ConfigError, match="train.checkpoint_interval must be a positive duration"):
+        load_config(None, [f"train.checkpoint_interval={text}"])
+
+
+def test_a_slow_checkpoint_every_epoch_is_reported_once(tiny_config, tmp_path, monkeypatch,
+                                                        caplog):
+    real_save = train_module.ckpt.save_last
+
+    def slow_save(*args):  # half a second and more: over a tenth of the tiny epochs
+        time.sleep(0.6)
+        real_save(*args)
+
+    monkeypatch.setattr(train_module.ckpt, "save_last", slow_save)
+    with caplog.at_level("WARNING", logger="pixelwise"):
+        run_tiny(tiny_config, tmp_path / "run", time.perf_counter, "train.epochs=2")
+    advice = [r.getMessage() for r in caplog.records if "checkpoint_interval" in r.getMessage()]
+    assert len(advice) == 1 and "writing the last checkpoint took" in advice[0]

@@ -9,8 +9,9 @@ zero-recall warning; :func:`should_stop` decides whether to end early (early sto
 spent ``train.time_budget`` / ``train.max_steps``, which also drives the schedule:
 :mod:`pixelwise.engine.budget`).
 
-Exact resume: a checkpoint is written at the end of an epoch with the model, optimiser,
-scheduler, RNG states and counters. The training order of epoch ``e`` comes from a
+Exact resume: a checkpoint is written at the end of an epoch (every epoch, or once
+``train.checkpoint_interval`` has passed) with the model, optimiser, scheduler, RNG states and
+counters. The training order of epoch ``e`` comes from a
 ``torch.Generator`` seeded with ``(seed, e)`` alone, so a resumed run sees the same batches,
 and restoring the global RNG states reproduces random augmentation and dropout.
 """
@@ -45,7 +46,7 @@ from pixelwise.checkpoint import (
     read_weights,
     save_weights,
 )
-from pixelwise.config import Config, to_dict, to_yaml
+from pixelwise.config import Config, duration_seconds, to_dict, to_yaml
 from pixelwise.config import validate as check_config
 from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
@@ -118,6 +119,8 @@ class TrainingRun:
     progress: Progress
     budget: Budget  # train.time_budget / train.max_steps: the fraction used, the stop
     writer: Any | None  # TensorBoard SummaryWriter on rank 0 when tensorboard is installed
+    saved_at: float = 0.0  # budget.elapsed() when ``last`` was last written (or the loop began)
+    warned_slow_save: bool = False  # the slow-checkpoint advice is logged once a run
 
 
 def train(config: Config, resume: str | Path | None = None, argv: list[str] | None = None,
@@ -175,6 +178,7 @@ def run_epochs(run: TrainingRun) -> dict[str, Any]:
         return scores
     if budget.seconds is not None:
         reserve_final_validation(run)
+    run.saved_at = budget.elapsed()
     epochs = itertools.count(run.progress.epoch) if budget.enabled else range(
         run.progress.epoch, tc.epochs)
     for epoch in epochs:
@@ -195,8 +199,10 @@ def run_epochs(run: TrainingRun) -> dict[str, Any]:
                                         tc.zero_recall_warn_after)
         if run.dist_info.is_main:
             log_epoch(run, row, scores[tc.metric] if validated else None)
-            save_epoch(run, row, improved)
-        if should_stop(run, validated):
+        stop = should_stop(run, validated)
+        if run.dist_info.is_main:
+            save_epoch(run, row, improved, checkpoint=stop or checkpoint_due(run))
+        if stop:
             break
     return scores
 
@@ -351,10 +357,20 @@ def epoch_label(run: TrainingRun, epoch: int) -> str:
     return f"{epoch}/{run.config.train.epochs}"
 
 
-def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
+def checkpoint_due(run: TrainingRun) -> bool:
+    """Whether this epoch's end writes ``last``: always, unless ``train.checkpoint_interval`` is
+    set and less than that has passed since the last one (a run of short epochs would otherwise
+    spend much of its time writing the optimiser's state)."""
+    interval = duration_seconds(run.config.train.checkpoint_interval,
+                                "train.checkpoint_interval", "every epoch")
+    return interval is None or run.budget.elapsed() - run.saved_at >= interval
+
+
+def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool,
+               checkpoint: bool = True) -> None:
     """Rank 0's files for the epoch: a ``metrics.csv`` and TensorBoard row (and, when validated,
     ``training_curves.png`` unless ``train.figures`` is off), the ``last`` checkpoint pair
-    (rotating the one before to ``previous``) and, when improved, ``best``."""
+    (rotating the one before to ``previous``) when ``checkpoint``, and, when improved, ``best``."""
     append_csv(run.run_dir / "metrics.csv", row)
     if "mean_iou" in row and run.config.train.figures:  # validated: redraw beside metrics.csv
         from pixelwise.plots import training_curves_png
@@ -365,10 +381,26 @@ def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool) -> None:
     meta.epoch, meta.step = run.progress.epoch, run.progress.step
     meta.metrics = {key: row[key] for key in CSV_FIELDS[6:] if key in row}
     run.progress.seconds = run.budget.elapsed()
-    ckpt.save_last(run.run_dir, run.model, meta, training_state(
-        run.optimizer, run.scheduler, run.scaler, run.progress))
+    if checkpoint:
+        started = time.perf_counter()
+        ckpt.save_last(run.run_dir, run.model, meta, training_state(
+            run.optimizer, run.scheduler, run.scaler, run.progress))
+        run.saved_at = run.progress.seconds
+        advise_on_slow_save(run, time.perf_counter() - started, row["seconds"])
     if improved:
         save_weights(run.run_dir / "best.safetensors", run.model, meta)
+
+
+def advise_on_slow_save(run: TrainingRun, save_seconds: float, epoch_seconds: float) -> None:
+    """Log once when writing ``last`` every epoch costs over a tenth of the epoch (and over half a
+    second): short epochs of a large model, where ``train.checkpoint_interval`` buys steps."""
+    if (run.warned_slow_save or run.config.train.checkpoint_interval is not None
+            or save_seconds < max(0.5, 0.1 * epoch_seconds)):
+        return
+    run.warned_slow_save = True
+    log.warning("writing the last checkpoint took %.1f s, %.0f%% of the epoch's %.1f s; "
+                "train.checkpoint_interval=2m writes it at most every 2 minutes (and after the "
+                "final epoch)", save_seconds, 100 * save_seconds / epoch_seconds, epoch_seconds)
 
 
 def should_stop(run: TrainingRun, validated: bool) -> bool:
