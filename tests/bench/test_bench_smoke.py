@@ -87,7 +87,13 @@ def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsy
     # pixelwise is scored with the EM recipe's 8 rotations and mirrors, the peers' loop with none
     assert [row["tta"] for row in rows] == ["d4"] + ["none"] * (len(rows) - 1)
     assert json_rows((tmp_path / "out" / "results.jsonl").read_text()) == rows
-    assert (tmp_path / "out" / "pixelwise" / "last.safetensors").is_file()
+    checkpoint = tmp_path / "out" / "pixelwise" / "last.safetensors"
+    # bench/isbi2012_errors.py reads that checkpoint and scores the same slices alike
+    assert bench_script("isbi2012_errors").main([str(checkpoint), "--root", str(root)]) == 0
+    printed = capsys.readouterr().out
+    pooled = float(printed.splitlines()[0].rsplit(" ", 1)[1])
+    assert pooled == pytest.approx(rows[0]["pixel_error"], abs=1e-4)
+    assert "| 0.5 |" in printed and "| 3 px |" in printed
 
 
 def test_the_realtime_system_trains_the_presets_model_in_the_tasks_recipe(tmp_path, capsys):

@@ -1,0 +1,37 @@
+"""bench/isbi2012_errors.py's two computations on a hand-worked row of ten pixels."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+spec = importlib.util.spec_from_file_location("isbi2012_errors", REPO / "bench" / "isbi2012_errors.py")
+errors = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(errors)
+
+# membrane at columns 0-4, cells at 5-9; the prediction calls columns 0 and 4 cell (P = 0.6)
+TRUTH = np.array([[False] * 5 + [True] * 5])
+PROBA = np.where(TRUTH, 0.9, 0.1)
+PROBA[0, [0, 4]] = 0.6
+
+
+def test_edge_distance_counts_to_the_nearest_pixel_of_the_other_class():
+    assert errors.edge_distance(TRUTH).tolist() == [[5, 4, 3, 2, 1, 1, 2, 3, 4, 5]]
+
+
+def test_report_splits_the_wrong_pixels_by_their_distance_to_the_edge():
+    lines = errors.report(PROBA[None], TRUTH[None])
+    assert "| 0.5 | 0.2000 |" in lines and "| 0.7 | 0.0000 |" in lines  # 2 of 10 wrong; none
+    # 1 px band: columns 4-5; wrong column 4 is in it (1 of 2), column 0 of the 8 outside
+    assert "| 1 px | 0.500 | 0.1250 |" in lines
+    # 2 px band: columns 3-6, 1 of the 6 outside is wrong; 3 px: columns 2-7, 1 of 4
+    assert "| 2 px | 0.500 | 0.1667 |" in lines and "| 3 px | 0.500 | 0.2500 |" in lines
+
+
+@pytest.mark.parametrize("threshold", errors.THRESHOLDS)
+def test_every_threshold_is_reported(threshold):
+    assert any(line.startswith(f"| {threshold} |") for line in errors.report(PROBA[None], TRUTH[None]))
