@@ -34,9 +34,10 @@ def installed_systems() -> list[str]:
     return ["pixelwise", *peers, "tv-lraspp-mbv3"]
 
 
-def bench_script(name: str):
-    if not (SHARED / name.replace("isbi2012", "isbi2012")).is_dir():
-        pytest.skip(f"real data {SHARED / name} is absent")
+def bench_script(name: str, data: str | None = None):
+    """bench/NAME.py as a module; skips the test when ../shared/data/DATA (default NAME) is absent."""
+    if not (SHARED / (data or name)).is_dir():
+        pytest.skip(f"real data {SHARED / (data or name)} is absent")
     sys.path.insert(0, str(REPO / "bench"))
     try:
         spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
@@ -89,7 +90,7 @@ def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsy
     assert json_rows((tmp_path / "out" / "results.jsonl").read_text()) == rows
     checkpoint = tmp_path / "out" / "pixelwise" / "last.safetensors"
     # bench/isbi2012_errors.py reads that checkpoint and scores the same slices alike
-    assert bench_script("isbi2012_errors").main([str(checkpoint), "--root", str(root)]) == 0
+    assert bench_script("isbi2012_errors", "isbi2012").main([str(checkpoint), "--root", str(root)]) == 0
     printed = capsys.readouterr().out
     pooled = float(printed.splitlines()[0].rsplit(" ", 1)[1])
     assert pooled == pytest.approx(rows[0]["pixel_error"], abs=1e-4)

@@ -203,6 +203,14 @@ def test_checkpoint_interval_skips_saves_until_it_has_passed(tiny_config, tmp_pa
     assert [int(row["step"]) for row in rows] == [2, 4, 6, 8]  # every epoch is still logged
 
 
+def test_the_last_of_train_epochs_is_saved_whatever_the_interval(tiny_config, tmp_path,
+                                                                 step_clock, saved_steps):
+    result = run_tiny(tiny_config, tmp_path / "run", step_clock, "train.epochs=3",
+                      "train.checkpoint_interval=1h")
+    assert (result["step"], saved_steps) == (6, [6])
+    assert read_state(tmp_path / "run" / "last.state.pt")["step"] == 6
+
+
 def test_without_an_interval_every_epoch_is_saved(tiny_config, tmp_path, step_clock, saved_steps):
     run_tiny(tiny_config, tmp_path / "run", step_clock, "train.time_budget=75s")
     assert saved_steps == [2, 4, 6, 8]

@@ -201,7 +201,7 @@ def run_epochs(run: TrainingRun) -> dict[str, Any]:
             log_epoch(run, row, scores[tc.metric] if validated else None)
         stop = should_stop(run, validated)
         if run.dist_info.is_main:
-            save_epoch(run, row, improved, checkpoint=stop or checkpoint_due(run))
+            save_epoch(run, row, improved, checkpoint=last or stop or checkpoint_due(run))
         if stop:
             break
     return scores
