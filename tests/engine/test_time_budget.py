@@ -72,6 +72,23 @@ def run_tiny(tiny_config, out: Path, clock, *overrides: str) -> dict:
     return train_module.train(config, clock=clock)
 
 
+def kill_in_epoch(tiny_config, out: Path, clock, monkeypatch, epoch: int, *overrides: str):
+    """Run the tiny config in ``out`` until epoch ``epoch`` (0-based) starts, then raise
+    KeyboardInterrupt there, as a kill would; later calls train normally again."""
+    real_epoch = train_module.train_one_epoch
+
+    def killed(run):
+        if run.progress.epoch == epoch:
+            raise KeyboardInterrupt
+        return real_epoch(run)
+
+    monkeypatch.setattr(train_module, "train_one_epoch", killed)
+    clock.now = 0.0
+    with pytest.raises(KeyboardInterrupt):
+        run_tiny(tiny_config, out, clock, *overrides)
+    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+
+
 def test_training_stops_at_the_first_step_past_the_time_budget(tiny_config, tmp_path, step_clock):
     # 2 steps per epoch; after step 3 30 s are used, after step 4 40 s >= 35 s.
     result = run_tiny(tiny_config, tmp_path / "run", step_clock, "train.time_budget=35s")
@@ -133,18 +150,8 @@ def test_resume_keeps_the_budget_accounting(tiny_config, tmp_path, step_clock, m
                                             weights_equal):
     budget = "train.time_budget=55s"
     whole = run_tiny(tiny_config, tmp_path / "whole", step_clock, budget)
-    real_epoch = train_module.train_one_epoch
-
-    def killed_in_third_epoch(run):
-        if run.progress.epoch == 2:  # two epochs (4 steps, 40 s) saved
-            raise KeyboardInterrupt
-        return real_epoch(run)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_third_epoch)
-    step_clock.now = 0.0
-    with pytest.raises(KeyboardInterrupt):
-        run_tiny(tiny_config, tmp_path / "killed", step_clock, budget)
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    # killed in the third epoch: two epochs (4 steps, 40 s) saved
+    kill_in_epoch(tiny_config, tmp_path / "killed", step_clock, monkeypatch, 2, budget)
     step_clock.now = 5000.0  # the resumed process's clock reads anything: only spans count
     config = load_config(tmp_path / "killed" / "config.yaml")
     resumed = train_module.train(config, resume=tmp_path / "killed", clock=step_clock)
@@ -220,19 +227,9 @@ def test_resume_after_a_kill_between_interval_saves_is_exact(tiny_config, tmp_pa
                                                              monkeypatch, weights_equal):
     settings = ("train.time_budget=75s", "train.checkpoint_interval=35s")
     whole = run_tiny(tiny_config, tmp_path / "whole", step_clock, *settings)
-    real_epoch = train_module.train_one_epoch
-
-    def killed_in_fourth_epoch(run):
-        if run.progress.epoch == 3:  # epoch 3 (steps 5-6) ended unsaved: `last` holds step 4
-            raise KeyboardInterrupt
-        return real_epoch(run)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_fourth_epoch)
-    step_clock.now = 0.0
-    with pytest.raises(KeyboardInterrupt):
-        run_tiny(tiny_config, tmp_path / "killed", step_clock, *settings)
+    # killed in the fourth epoch: epoch 3 (steps 5-6) ended unsaved, `last` holds step 4
+    kill_in_epoch(tiny_config, tmp_path / "killed", step_clock, monkeypatch, 3, *settings)
     assert read_state(tmp_path / "killed" / "last.state.pt")["step"] == 4
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
     config = load_config(tmp_path / "killed" / "config.yaml")
     resumed = train_module.train(config, resume=tmp_path / "killed", clock=step_clock)
     assert (whole["step"], resumed["step"]) == (8, 8)
