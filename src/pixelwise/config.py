@@ -114,6 +114,9 @@ class TrainConfig:
     # write the `last` checkpoint at an epoch's end only once this long (e.g. 2m) has passed
     # since the one before; the run's final epoch is always saved. None: after every epoch
     checkpoint_interval: str | None = None
+    # validate, save and export a moving average of the weights (e.g. 0.999, its decay per step,
+    # warmed up as min(ema, (1 + n) / (10 + n)); pixelwise.engine.ema). None: the trained weights
+    ema: float | None = None
     overwrite: bool = False  # a new run may delete an earlier run's checkpoints in out_dir
     progress: bool = True  # tqdm progress bars
     figures: bool = True  # redraw training_curves.png beside metrics.csv at each validation
@@ -259,6 +262,10 @@ def validate(config: Config) -> None:
             raise ConfigError(f"{key} must be {expected}, got {got!r}")
     budget_seconds(config.train.time_budget)  # raises ConfigError when malformed
     duration_seconds(config.train.checkpoint_interval, "train.checkpoint_interval", "every epoch")
+    ema = config.train.ema
+    if ema is not None and not 0 < ema < 1:
+        raise ConfigError(f"train.ema must be null (off) or a decay between 0 and 1, got {ema!r}; "
+                          "try train.ema=0.999")
     if config.train.max_steps < 0:
         raise ConfigError(f"train.max_steps must be 0 (off) or more, got {config.train.max_steps}")
     crop = config.data.crop_size

@@ -50,6 +50,7 @@ from pixelwise.config import Config, duration_seconds, to_dict, to_yaml
 from pixelwise.config import validate as check_config
 from pixelwise.device import DistInfo, pick_device
 from pixelwise.engine import checkpoint as ckpt
+from pixelwise.engine import ema as averaging
 from pixelwise.engine import precise_bn, precision
 from pixelwise.engine.budget import Budget
 from pixelwise.engine.data_setup import (
@@ -119,6 +120,7 @@ class TrainingRun:
     progress: Progress
     budget: Budget  # train.time_budget / train.max_steps: the fraction used, the stop
     writer: Any | None  # TensorBoard SummaryWriter on rank 0 when tensorboard is installed
+    ema: nn.Module | None = None  # train.ema's averaged copy (engine.ema); None: off
     saved_at: float = 0.0  # budget.elapsed() when ``last`` was last written (or the loop began)
     warned_slow_save: bool = False  # the slow-checkpoint advice is logged once a run
 
@@ -268,6 +270,13 @@ def optimizer_step(run: TrainingRun) -> None:
     run.progress.step += 1
     run.budget.update(run.progress.step, run.dist_info)  # before the schedule reads it
     run.scheduler.step()
+    averaging.update(run.ema, run.model)
+
+
+def published(run: TrainingRun) -> nn.Module:
+    """The model the run validates, saves as ``last``/``best`` and so exports: the weights'
+    moving average under ``train.ema``, else the trained weights themselves."""
+    return run.ema.module if run.ema is not None else run.model
 
 
 def on_nonfinite_loss(run: TrainingRun, value: float, index: int) -> None:
@@ -295,19 +304,20 @@ def validate_now(run: TrainingRun, loader: Iterable | None = None) -> dict[str, 
     validation they are recomputed over training batches (``train.precise_bn``,
     :mod:`pixelwise.engine.precise_bn`)."""
     updates = run.progress.step * run.config.train.accumulate
-    if loader is None and precise_bn.needs_recompute(run.config.train.precise_bn, run.model,
+    model = published(run)
+    if loader is None and precise_bn.needs_recompute(run.config.train.precise_bn, model,
                                                      updates):
-        used = precise_bn.recompute_statistics(run.model, run.train_loader, run.device,
+        used = precise_bn.recompute_statistics(model, run.train_loader, run.device,
                                                run.memory_format)
         if run.progress.epoch <= run.config.train.val_every:  # said once, at the first validation
             why = ("train.precise_bn=always" if run.config.train.precise_bn == "always" else
-                   f"while fewer than {precise_bn.settled_after(run.model)} batches are trained, "
+                   f"while fewer than {precise_bn.settled_after(model)} batches are trained, "
                    f"{updates} so far")
             log.info("recomputing batch-norm statistics over %d training batches before each "
                      "validation (%s); train.precise_bn=never turns this off", used, why)
-    broadcast_buffers(run.model, run.dist_info)  # every rank validates rank 0's BN statistics
+    broadcast_buffers(model, run.dist_info)  # every rank validates rank 0's BN statistics
     started = run.budget.clock()
-    scores = validate(run.model, run.val_loader if loader is None else loader,
+    scores = validate(model, run.val_loader if loader is None else loader,
                       run.meta.num_classes, run.meta.ignore_index, run.device,
                       run.memory_format, run.dist_info, progress=run.config.train.progress)
     run.budget.reserve = run.budget.clock() - started
@@ -383,12 +393,12 @@ def save_epoch(run: TrainingRun, row: dict[str, Any], improved: bool,
     run.progress.seconds = run.budget.elapsed()
     if checkpoint:
         started = time.perf_counter()
-        ckpt.save_last(run.run_dir, run.model, meta, training_state(
-            run.optimizer, run.scheduler, run.scaler, run.progress))
+        ckpt.save_last(run.run_dir, published(run), meta, training_state(
+            run.optimizer, run.scheduler, run.scaler, run.progress, run.model, run.ema))
         run.saved_at = run.progress.seconds
         advise_on_slow_save(run, time.perf_counter() - started, row["seconds"])
     if improved:
-        save_weights(run.run_dir / "best.safetensors", run.model, meta)
+        save_weights(run.run_dir / "best.safetensors", published(run), meta)
 
 
 def advise_on_slow_save(run: TrainingRun, save_seconds: float, epoch_seconds: float) -> None:
@@ -475,9 +485,10 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
                                 (lambda: budget.used) if budget.enabled else None)
     scaler = torch.amp.GradScaler("cuda", enabled=precision.uses_grad_scaler(device, tc.amp))
 
+    ema = averaging.build_ema(model, tc.ema)
     progress = Progress(zero_recall=[0] * meta.num_classes)
     if resuming:
-        progress = restore(run_dir, model, optimizer, scheduler, scaler, meta)
+        progress = restore(run_dir, model, optimizer, scheduler, scaler, meta, ema)
         log_resume(run_dir, progress, tc.epochs if not (tc.time_budget or tc.max_steps) else None)
         budget.spent_before = progress.seconds
     amp_dtype = precision.autocast_dtype(
@@ -494,7 +505,7 @@ def set_up(config: Config, resuming: bool, argv: list[str] | None,
         memory_format=memory_format, amp_dtype=amp_dtype, train_loader=train_loader,
         val_loader=val_loader, model=model, ddp_model=ddp_model, loss_fn=loss_fn,
         optimizer=optimizer, scheduler=scheduler, scaler=scaler, meta=meta, progress=progress,
-        budget=budget, writer=writer,
+        budget=budget, writer=writer, ema=ema,
     )
 
 
@@ -601,9 +612,14 @@ def wrap_ddp(model: nn.Module, device: torch.device, dist_info: DistInfo) -> nn.
     return DistributedDataParallel(model, device_ids=ids)
 
 
-def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str, Any]:
-    """Everything besides the weights that an exact resume needs (weights-only loadable)."""
-    return {
+def training_state(optimizer, scheduler, scaler, progress: Progress, model: nn.Module,
+                   ema: nn.Module | None) -> dict[str, Any]:
+    """Everything besides the published weights that an exact resume needs (weights-only
+    loadable): under ``train.ema`` the published weights are the average, so the trained ones
+    (``trained``) and the average's update count come along."""
+    averaged = {} if ema is None else {"trained": model.state_dict(),
+                                       "ema_updates": averaging.updates(ema)}
+    return averaged | {
         "epoch": progress.epoch, "step": progress.step, "best": progress.best,
         "stale": progress.stale, "zero_recall": list(progress.zero_recall),
         "seconds": progress.seconds, "precision": progress.precision,
@@ -612,7 +628,8 @@ def training_state(optimizer, scheduler, scaler, progress: Progress) -> dict[str
     }
 
 
-def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta) -> Progress:
+def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta,
+            ema: nn.Module | None = None) -> Progress:
     """Load the newest whole checkpoint of ``run_dir`` into the objects; return the counters.
 
     ``meta`` describes the model and classes of this configuration; a checkpoint of another
@@ -620,8 +637,8 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta)
     """
     found = ckpt.newest_whole(run_dir)
     ckpt.check_same_model(found.meta, meta, found.stem.with_suffix(".safetensors"))
-    load_state_into(model, found.weights, found.stem.with_suffix(".safetensors"))
     state = found.state
+    restore_weights(model, ema, found.weights, state, found.stem)
     try:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -635,6 +652,26 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta)
     return Progress(state["epoch"], state["step"], state["best"], state["stale"],
                     list(state["zero_recall"]), state.get("seconds", 0.0),
                     state.get("precision", ""))
+
+
+def restore_weights(model: nn.Module, ema: nn.Module | None, published: dict[str, torch.Tensor],
+                    state: dict[str, Any], stem: Path) -> None:
+    """Load a checkpoint pair's weights: ``stem.safetensors`` holds the published ones (the
+    average under ``train.ema``, whose trained weights are in the state); a run resumed with
+    ``train.ema`` on where it was off, or off where it was on, raises CheckpointError."""
+    averaged = "trained" in state
+    if averaged != (ema is not None):
+        raise CheckpointError(
+            f"checkpoint {stem}.safetensors must be resumed as it was trained, got train.ema "
+            f"{'off' if averaged else 'on'} for a run that {'averaged' if averaged else 'did not average'} "
+            "its weights; try resuming with the run's own config.yaml"
+        )
+    if ema is None:
+        load_state_into(model, published, stem.with_suffix(".safetensors"))
+        return
+    load_state_into(ema.module, published, stem.with_suffix(".safetensors"))
+    load_state_into(model, state["trained"], stem.with_suffix(".state.pt"))
+    averaging.set_updates(ema, state["ema_updates"])
 
 
 def _version() -> str:
