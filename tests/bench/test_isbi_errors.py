@@ -25,7 +25,8 @@ def test_edge_distance_counts_to_the_nearest_pixel_of_the_other_class():
 
 def test_report_splits_the_wrong_pixels_by_their_distance_to_the_edge():
     lines = errors.report(PROBA[None], TRUTH[None])
-    assert "| 0.5 | 0.2000 |" in lines and "| 0.7 | 0.0000 |" in lines  # 2 of 10 wrong; none
+    assert "| 0.5 | 0.2000 | 0.0000 |" in lines  # 2 of 10 wrong; the one true cell is whole
+    assert "| 0.7 | 0.0000 | 0.0000 |" in lines
     # 1 px band: columns 4-5; wrong column 4 is in it (1 of 2), column 0 of the 8 outside
     assert "| 1 px | 0.500 | 0.1250 |" in lines
     # 2 px band: columns 3-6, 1 of the 6 outside is wrong; 3 px: columns 2-7, 1 of 4
@@ -35,3 +36,14 @@ def test_report_splits_the_wrong_pixels_by_their_distance_to_the_edge():
 @pytest.mark.parametrize("threshold", errors.THRESHOLDS)
 def test_every_threshold_is_reported(threshold):
     assert any(line.startswith(f"| {threshold} |") for line in errors.report(PROBA[None], TRUTH[None]))
+
+
+def test_report_gives_the_rand_error_of_cells_joined_through_a_gap():
+    # four cell pixels, one membrane pixel at P(cell) = 0.6, four cell pixels: at 0.5 the gap
+    # joins the cells, one predicted segment of 8 against two true ones of 4. Pairs in one
+    # segment (n^2 - N): both 16 + 16 - 8 = 24, truth 24, prediction 64 - 8 = 56, so the error
+    # is 1 - 2*24 / (24 + 56) = 0.4; the pixel error 1 of 9.
+    truth = np.array([[[True] * 4 + [False] + [True] * 4]])
+    proba = np.where(truth, 0.9, 0.6)
+    lines = errors.report(proba, truth)
+    assert "| 0.5 | 0.1111 | 0.4000 |" in lines and "| 0.7 | 0.0000 | 0.0000 |" in lines

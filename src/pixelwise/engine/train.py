@@ -654,7 +654,7 @@ def restore(run_dir: Path, model, optimizer, scheduler, scaler, meta: ModelMeta,
                     state.get("precision", ""))
 
 
-def restore_weights(model: nn.Module, ema: nn.Module | None, published: dict[str, torch.Tensor],
+def restore_weights(model: nn.Module, ema: nn.Module | None, weights: dict[str, torch.Tensor],
                     state: dict[str, Any], stem: Path) -> None:
     """Load a checkpoint pair's weights: ``stem.safetensors`` holds the published ones (the
     average under ``train.ema``, whose trained weights are in the state); a run resumed with
@@ -667,9 +667,9 @@ def restore_weights(model: nn.Module, ema: nn.Module | None, published: dict[str
             "its weights; try resuming with the run's own config.yaml"
         )
     if ema is None:
-        load_state_into(model, published, stem.with_suffix(".safetensors"))
+        load_state_into(model, weights, stem.with_suffix(".safetensors"))
         return
-    load_state_into(ema.module, published, stem.with_suffix(".safetensors"))
+    load_state_into(ema.module, weights, stem.with_suffix(".safetensors"))
     load_state_into(model, state["trained"], stem.with_suffix(".state.pt"))
     averaging.set_updates(ema, state["ema_updates"])
 
