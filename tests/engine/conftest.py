@@ -127,6 +127,31 @@ def torchrun_train():
 
 
 @pytest.fixture
+def kill_in_epoch(monkeypatch):
+    """``kill_in_epoch(epoch, train)`` calls ``train()`` with the loop interrupted, as a kill
+    would be, when epoch ``epoch`` (0-based) starts: KeyboardInterrupt, expected and caught.
+    Later calls train normally again."""
+    from pixelwise.engine import train as train_module
+
+    real_epoch = train_module.train_one_epoch
+
+    def kill(epoch: int, train: Callable[[], object]) -> None:
+        def killed(run):
+            if run.progress.epoch == epoch:
+                raise KeyboardInterrupt
+            return real_epoch(run)
+
+        monkeypatch.setattr(train_module, "train_one_epoch", killed)
+        try:
+            with pytest.raises(KeyboardInterrupt):
+                train()
+        finally:
+            monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+
+    return kill
+
+
+@pytest.fixture
 def weights_equal():
     """Whether two .safetensors files hold exactly the same tensors."""
     return _weights_equal

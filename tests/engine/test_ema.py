@@ -93,20 +93,11 @@ def test_run_publishes_the_average_of_its_steps(tiny_config, tmp_path, monkeypat
     assert best.keys() == published.keys()
 
 
-def test_killed_averaging_run_resumes_exactly(tiny_config, tmp_path, monkeypatch, weights_equal):
+def test_killed_averaging_run_resumes_exactly(tiny_config, tmp_path, kill_in_epoch, weights_equal):
     assert main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'whole'}",
                  "train.ema=0.9"]) == 0
-    real_epoch = train_module.train_one_epoch
-
-    def killed_in_second_epoch(run):
-        if run.progress.epoch == 1:
-            raise KeyboardInterrupt
-        return real_epoch(run)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'killed'}", "train.ema=0.9"])
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    kill_in_epoch(1, lambda: main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'killed'}",
+                                   "train.ema=0.9"]))
     assert main(["train", "--resume", str(tmp_path / "killed")]) == 0  # the run's own config
     assert weights_equal(tmp_path / "whole" / "last.safetensors",
                          tmp_path / "killed" / "last.safetensors")

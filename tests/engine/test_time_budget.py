@@ -72,21 +72,11 @@ def run_tiny(tiny_config, out: Path, clock, *overrides: str) -> dict:
     return train_module.train(config, clock=clock)
 
 
-def kill_in_epoch(tiny_config, out: Path, clock, monkeypatch, epoch: int, *overrides: str):
-    """Run the tiny config in ``out`` until epoch ``epoch`` (0-based) starts, then raise
-    KeyboardInterrupt there, as a kill would; later calls train normally again."""
-    real_epoch = train_module.train_one_epoch
-
-    def killed(run):
-        if run.progress.epoch == epoch:
-            raise KeyboardInterrupt
-        return real_epoch(run)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed)
+def killed_run(kill_in_epoch, tiny_config, out: Path, clock, epoch: int, *overrides: str) -> None:
+    """Run the tiny config in ``out`` from clock 0 until epoch ``epoch`` (0-based) starts, then
+    kill it there (the ``kill_in_epoch`` fixture)."""
     clock.now = 0.0
-    with pytest.raises(KeyboardInterrupt):
-        run_tiny(tiny_config, out, clock, *overrides)
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+    kill_in_epoch(epoch, lambda: run_tiny(tiny_config, out, clock, *overrides))
 
 
 def test_training_stops_at_the_first_step_past_the_time_budget(tiny_config, tmp_path, step_clock):
@@ -146,12 +136,12 @@ def test_run_json_records_how_far_the_run_got(tiny_config, tmp_path, step_clock)
                       "time_budget": "35s", "time_budget_seconds": 35.0, "max_steps": 0}
 
 
-def test_resume_keeps_the_budget_accounting(tiny_config, tmp_path, step_clock, monkeypatch,
+def test_resume_keeps_the_budget_accounting(tiny_config, tmp_path, step_clock, kill_in_epoch,
                                             weights_equal):
     budget = "train.time_budget=55s"
     whole = run_tiny(tiny_config, tmp_path / "whole", step_clock, budget)
     # killed in the third epoch: two epochs (4 steps, 40 s) saved
-    kill_in_epoch(tiny_config, tmp_path / "killed", step_clock, monkeypatch, 2, budget)
+    killed_run(kill_in_epoch, tiny_config, tmp_path / "killed", step_clock, 2, budget)
     step_clock.now = 5000.0  # the resumed process's clock reads anything: only spans count
     config = load_config(tmp_path / "killed" / "config.yaml")
     resumed = train_module.train(config, resume=tmp_path / "killed", clock=step_clock)
@@ -224,11 +214,11 @@ def test_without_an_interval_every_epoch_is_saved(tiny_config, tmp_path, step_cl
 
 
 def test_resume_after_a_kill_between_interval_saves_is_exact(tiny_config, tmp_path, step_clock,
-                                                             monkeypatch, weights_equal):
+                                                             kill_in_epoch, weights_equal):
     settings = ("train.time_budget=75s", "train.checkpoint_interval=35s")
     whole = run_tiny(tiny_config, tmp_path / "whole", step_clock, *settings)
     # killed in the fourth epoch: epoch 3 (steps 5-6) ended unsaved, `last` holds step 4
-    kill_in_epoch(tiny_config, tmp_path / "killed", step_clock, monkeypatch, 3, *settings)
+    killed_run(kill_in_epoch, tiny_config, tmp_path / "killed", step_clock, 3, *settings)
     assert read_state(tmp_path / "killed" / "last.state.pt")["step"] == 4
     config = load_config(tmp_path / "killed" / "config.yaml")
     resumed = train_module.train(config, resume=tmp_path / "killed", clock=step_clock)

@@ -47,18 +47,9 @@ def test_train_writes_checkpoints_config_and_run_record(tiny_config, tmp_path):
 
 
 def test_killed_run_resumes_to_the_uninterrupted_weights(
-        tiny_config, tmp_path, monkeypatch, uninterrupted_run, weights_equal):
-    real_epoch = train_module.train_one_epoch
-
-    def killed_in_second_epoch(run: train_module.TrainingRun):
-        if run.progress.epoch == 1:  # one epoch done and saved: killed in the second
-            raise KeyboardInterrupt
-        return real_epoch(run)
-
-    monkeypatch.setattr(train_module, "train_one_epoch", killed_in_second_epoch)
-    with pytest.raises(KeyboardInterrupt):
-        main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'killed'}"])
-    monkeypatch.setattr(train_module, "train_one_epoch", real_epoch)
+        tiny_config, tmp_path, kill_in_epoch, uninterrupted_run, weights_equal):
+    # one epoch done and saved: killed in the second
+    kill_in_epoch(1, lambda: main(["train", str(tiny_config), f"train.out_dir={tmp_path / 'killed'}"]))
     assert read_state(tmp_path / "killed" / "last.state.pt")["epoch"] == 1
 
     assert main(["train", str(tiny_config), "--resume", str(tmp_path / "killed")]) == 0
