@@ -47,3 +47,21 @@ def test_report_gives_the_rand_error_of_cells_joined_through_a_gap():
     proba = np.where(truth, 0.9, 0.6)
     lines = errors.report(proba, truth)
     assert "| 0.5 | 0.1111 | 0.4000 |" in lines and "| 0.7 | 0.0000 | 0.0000 |" in lines
+
+
+def test_edges_moved_one_pixel_on_a_lone_cell_pixel():
+    # a 5x5 slice, membrane but for its centre: growing the cell takes its 4 neighbours (4 of 25
+    # wrong), shrinking it removes it (1 of 25); the image border is no edge, so a slice of cells
+    # alone is left as it is
+    lone = np.zeros((1, 5, 5), dtype=bool)
+    lone[0, 2, 2] = True
+    assert errors.edges_moved_one_pixel(lone) == pytest.approx(
+        {"cells grown 1 px": 0.16, "cells shrunk 1 px": 0.04})
+    assert errors.edges_moved_one_pixel(np.ones((2, 4, 4), dtype=bool)) == {
+        "cells grown 1 px": 0.0, "cells shrunk 1 px": 0.0}
+
+
+def test_report_ends_with_the_truth_against_itself():
+    lines = errors.report(PROBA[None], TRUTH[None])
+    # the 1x10 row: growing the cells takes column 4, shrinking them gives up column 5
+    assert lines[-2:] == ["| cells grown 1 px | 0.1000 |", "| cells shrunk 1 px | 0.1000 |"]
