@@ -4,8 +4,9 @@ one after another, scored by one piece of code, and reported as a table and JSON
 - pixelwise trains through ``pixelwise.train`` from a shipped recipe (``configs/*_cpu.yaml``)
   with ``train.time_budget`` (or ``train.max_steps``), and is scored by ``pixelwise.evaluate``
   on the checkpoint it wrote, with the recipe's test-time augmentation (``Task.tta``: the 8
-  rotations and mirrors for EM, the mirror for street scenes; ``--tta`` changes it), as a user
-  runs ``pixelwise evaluate --tta-views``. ``pixelwise-realtime`` is the same recipe with the
+  rotations and mirrors for EM, the mirror for street scenes; ``Task.tta_scales``: EM also at
+  1.25x; ``--tta`` and ``--tta-scales`` change them), as a user runs ``pixelwise evaluate
+  --tta-views --tta-scales``. ``pixelwise-realtime`` is the same recipe with the
   model of the ``realtime`` preset (``pixelwise.models.presets``: FCN-8s on MobileNetV3-Large),
   the counterpart of torchvision's LR-ASPP MobileNetV3.
 - Peers use their own libraries' models, no pretrained weights (as pixelwise):
@@ -67,6 +68,7 @@ class Task:
     options: dict[str, Any] = field(default_factory=dict)  # dataset options (both splits)
     eval_options: dict[str, Any] = field(default_factory=dict)  # dataset options (eval only)
     tta: str = "none"  # pixelwise's evaluation views: none, h (mirror) or d4 (rotations too)
+    tta_scales: tuple[float, ...] = (1.0,)  # and the input scales each view also runs at
 
 
 @dataclass(frozen=True)
@@ -108,6 +110,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
     parser.add_argument("--tta", choices=("none", "h", "d4"), default=None,
                         help="pixelwise's test-time augmentation (default: the recipe's, "
                              "d4 on ISBI 2012, h on CamVid); the peers' plain loop has none")
+    parser.add_argument("--tta-scales", type=float, nargs="+", default=None, metavar="S",
+                        help="the input scales pixelwise's views also run at (default: the "
+                             "recipe's, 1 1.25 on ISBI 2012, 1 on CamVid), as pixelwise "
+                             "evaluate --tta-scales")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train every system this many times (seeds 0, 1, ...; seed-major, "
                              "so that machine load falls on all systems alike) and print the "
@@ -218,6 +224,17 @@ def pixelwise_tta(task: Task, args: argparse.Namespace) -> str:
     return args.tta or task.tta
 
 
+def pixelwise_tta_scales(task: Task, args: argparse.Namespace) -> tuple[float, ...]:
+    """The scales pixelwise's views run at: ``--tta-scales``, else the recipe's (``Task.tta_scales``)."""
+    return tuple(args.tta_scales) if args.tta_scales else task.tta_scales
+
+
+def tta_label(task: Task, args: argparse.Namespace) -> str:
+    """pixelwise's test-time augmentation in a table cell: ``d4``, or ``d4 x1,1.25`` with scales."""
+    views, scales = pixelwise_tta(task, args), pixelwise_tta_scales(task, args)
+    return views if scales == (1.0,) else f"{views} x{','.join(f'{s:g}' for s in scales)}"
+
+
 def preset_overrides(name: str | None) -> list[str]:
     """Config overrides that make a recipe train model preset ``name`` (none for None); the
     whole ``model.options`` mapping is replaced, so ``--set model.options.x`` of the recipe's
@@ -254,6 +271,7 @@ def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace, out: Path,
                                 task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
                                 device=args.device, progress=False,
                                 tta=False if tta == "none" else tta,
+                                tta_scales=pixelwise_tta_scales(task, args),
                                 **task.options, **task.eval_options)
     return result["step"], result["seconds"], scores
 
@@ -269,7 +287,7 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
     print(f"{task.kind}: {limit.describe()} per system, {args.threads} threads, {args.device}, "
-          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {pixelwise_tta(task, args)}; "
+          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {tta_label(task, args)}; "
           f"torch {torch.__version__}")
     if limit.seconds is not None:
         print(HONESTY)
@@ -286,7 +304,7 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
                 scores = score_peer(model, task, device)
             rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
-                         "tta": pixelwise_tta(task, args) if system in PIXELWISE else "none"})
+                         "tta": tta_label(task, args) if system in PIXELWISE else "none"})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:

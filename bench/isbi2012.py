@@ -5,7 +5,8 @@
 
 Every system trains on slices 0-24 (256x256 crops, batch 4, 2 threads), one after another, and
 is scored on whole slices 25-29 at 512x512 (bench/_side_by_side.py says how each is trained
-and scored; pixelwise with its 8 rotations and mirrors averaged, --tta none to drop them). pixelwise trains from configs/isbi2012_cpu.yaml. Scores:
+and scored; pixelwise with its 8 rotations and mirrors averaged, each also at 1.25x: --tta none
+and --tta-scales 1 drop them). pixelwise trains from configs/isbi2012_cpu.yaml. Scores:
 - pixel_error: wrong pixels / all pixels, pooled over the slices (the plain pixel error);
 - challenge_pixel_error: the ISBI 2012 challenge's pixel error, 1 - the best F-score of cell
   pixels (class 1) over thresholds 0, 0.1, ..., 1 of P(cell), pooled over the slices
@@ -37,6 +38,10 @@ from pathlib import Path
 from _side_by_side import Task, add_common_arguments, parse_crop, run_all  # bench/ is on sys.path
 
 REPO = Path(__file__).resolve().parents[1]
+# How the recipe's model is scored: its 8 rotations and mirrors, each also enlarged 1.25x, the
+# softmax averaged (docs/benchmarks.md, session 18: the label map's gaps and wrong pixels fewer
+# on every model tried, the watershed cells mostly worse)
+TTA_VIEWS, TTA_SCALES = "d4", (1.0, 1.25)
 
 
 def isbi_scores(scores: dict) -> dict:
@@ -58,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     task = Task("isbi2012", str(REPO / "configs" / "isbi2012_cpu.yaml"), args.root, args.root,
                 "val", parse_crop(args.crop), args.batch_size, vflip=0.5, scores=isbi_scores,
-                eval_options={"slices": args.eval_slices}, tta="d4")
+                eval_options={"slices": args.eval_slices}, tta=TTA_VIEWS, tta_scales=TTA_SCALES)
     run_all(task, args, default_out="runs/bench-isbi2012")
     return 0
 

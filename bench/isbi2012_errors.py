@@ -2,8 +2,9 @@
 
     python bench/isbi2012_errors.py runs/bench-isbi2012/pixelwise/last.safetensors
 
-Predicts slices 25-29 (the benchmark's evaluation slices) with the 8 rotations and mirrors
-averaged, as bench/isbi2012.py scores pixelwise, and prints:
+Predicts slices 25-29 (the benchmark's evaluation slices) with the test-time augmentation
+bench/isbi2012.py scores pixelwise with (its TTA_VIEWS and TTA_SCALES: the 8 rotations and
+mirrors, each also at 1.25x), and prints:
 - the plain pixel error (wrong pixels / all pixels, pooled) when P(cell) is cut at thresholds
   0.3 ... 0.7 instead of the label map's 0.5: whether a bias of the probabilities explains it;
   beside it the Rand error of the cut's 4-connected cell components (the benchmark's
@@ -28,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from isbi2012 import TTA_SCALES, TTA_VIEWS  # bench/ is on sys.path
 from scipy import ndimage
 
 from pixelwise.data import open_dataset
@@ -47,8 +49,9 @@ def edge_distance(cells: np.ndarray) -> np.ndarray:
 
 
 def predict_slices(checkpoint: Path, root: Path, slices: str) -> tuple[np.ndarray, np.ndarray]:
-    """P(cell) `(N, H, W)` of the slices with d4 TTA, and their truth's cell masks."""
-    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", tta_flips=tta_views("d4"))
+    """P(cell) `(N, H, W)` of the slices with the benchmark's TTA, and their truth's cell masks."""
+    segmenter = Segmenter.from_checkpoint(checkpoint, device="cpu", tta_flips=tta_views(TTA_VIEWS),
+                                          tta_scales=TTA_SCALES)
     data = open_dataset("isbi2012", root, "val", slices=slices)
     cell = data.info.classes.index("cell")
     proba = [segmenter.predict_proba(data.read_image(i))[cell] for i in range(len(data))]
@@ -97,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     proba, truth = predict_slices(args.checkpoint, args.root, args.slices)
-    print(f"{args.checkpoint}: slices {args.slices}, d4 TTA; pooled pixel error "
+    scales = ",".join(f"{scale:g}" for scale in TTA_SCALES)
+    print(f"{args.checkpoint}: slices {args.slices}, TTA {TTA_VIEWS} x{scales}; pooled pixel error "
           f"{np.mean((proba > 0.5) != truth):.4f}")
     print("\n".join(report(proba, truth)))
     return 0

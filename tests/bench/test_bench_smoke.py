@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from pixelwise.config import load_config
+from pixelwise.inference.tta import DIHEDRAL
 from pixelwise.models import preset
 
 REPO = Path(__file__).resolve().parents[2]
@@ -85,8 +86,11 @@ def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsy
         assert {"pixel_error", "challenge_pixel_error", "challenge_rand_error", "membrane_iou",
                 "adapted_rand_error", "watershed_rand_error", "object_recall"} <= set(row)
         assert len(row["object_recall"]["all"]) == 2  # membrane, cell
-    # pixelwise is scored with the EM recipe's 8 rotations and mirrors, the peers' loop with none
-    assert [row["tta"] for row in rows] == ["d4"] + ["none"] * (len(rows) - 1)
+    # pixelwise is scored with the EM recipe's 8 rotations and mirrors, each also at 1.25x; the
+    # peers' loop with none
+    assert [row["tta"] for row in rows] == ["d4 x1,1.25"] + ["none"] * (len(rows) - 1)
+    scored = json.loads((tmp_path / "out" / "pixelwise" / "eval-val" / "metrics.json").read_text())
+    assert scored["evaluated"]["tta"] == {"flips": list(DIHEDRAL), "scales": [1.0, 1.25]}
     assert json_rows((tmp_path / "out" / "results.jsonl").read_text()) == rows
     checkpoint = tmp_path / "out" / "pixelwise" / "last.safetensors"
     # bench/isbi2012_errors.py reads that checkpoint and scores the same slices alike
@@ -106,7 +110,7 @@ def test_the_realtime_system_trains_the_presets_model_in_the_tasks_recipe(tmp_pa
                         "pixelwise-realtime", *TINY_UNET]) == 0
     rows = json_rows(capsys.readouterr().out)
     assert [(row["system"], row["steps"], row["tta"]) for row in rows] == [
-        ("pixelwise-realtime", 2, "d4")]
+        ("pixelwise-realtime", 2, "d4 x1,1.25")]
     config = load_config(out / "pixelwise-realtime" / "config.yaml")
     assert (config.model.name, config.model.options) == preset("realtime")
     recipe = load_config(REPO / "configs" / "isbi2012_cpu.yaml")

@@ -1,0 +1,46 @@
+"""bench/_side_by_side.py: how pixelwise's test-time augmentation is chosen and named in a row."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[2] / "bench"
+
+
+@pytest.fixture(scope="module")
+def side_by_side():
+    spec = importlib.util.spec_from_file_location("bench_tta_side_by_side", BENCH / "_side_by_side.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["bench_tta_side_by_side"] = module  # its dataclasses look their module up
+    spec.loader.exec_module(module)
+    yield module
+    del sys.modules["bench_tta_side_by_side"]
+
+
+def task(side_by_side, **tta):
+    return side_by_side.Task("isbi2012", "recipe.yaml", "root", "root", "val", 256, 4, vflip=0.5,
+                             scores=dict, **tta)
+
+
+def options(side_by_side, *argv: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    side_by_side.add_common_arguments(parser, budget=600.0, crop="256", batch_size=4)
+    return parser.parse_args(list(argv))
+
+
+@pytest.mark.parametrize(("recipe", "argv", "label", "scales"), [
+    ({"tta": "d4"}, [], "d4", (1.0,)),  # no scales: the views' name alone, as before
+    ({"tta": "d4", "tta_scales": (1.0, 1.25)}, [], "d4 x1,1.25", (1.0, 1.25)),
+    ({"tta": "d4", "tta_scales": (1.0, 1.25)}, ["--tta-scales", "1"], "d4", (1.0,)),
+    ({"tta": "h"}, ["--tta", "none", "--tta-scales", "0.75", "1"], "none x0.75,1", (0.75, 1.0)),
+])
+def test_the_recipes_tta_unless_the_command_line_says_otherwise(side_by_side, recipe, argv,
+                                                                label, scales):
+    chosen, args = task(side_by_side, **recipe), options(side_by_side, *argv)
+    assert side_by_side.tta_label(chosen, args) == label
+    assert side_by_side.pixelwise_tta_scales(chosen, args) == scales
