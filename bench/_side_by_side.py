@@ -15,7 +15,8 @@ one after another, scored by one piece of code, and reported as a table and JSON
   :func:`train_peer`, a plain loop: cross-entropy (the ignore index skipped), AdamW at a
   constant learning rate, random crops and flips. The clock runs from building the model to the
   last step, data loading included. They are scored by ``validate(detailed=True)``, the pass
-  ``pixelwise.evaluate`` itself runs.
+  ``pixelwise.evaluate`` itself runs, without test-time augmentation (``--peer-tta``: with
+  pixelwise's, wrapped around their models).
 A peer whose library is not installed is skipped with a line saying so.
 """
 
@@ -40,6 +41,7 @@ from pixelwise.config import load_config
 from pixelwise.data import open_dataset
 from pixelwise.data.transforms import RECOMMENDED, eval_preset, train_preset
 from pixelwise.engine.evaluate import json_safe, validate
+from pixelwise.inference.tta import tta_views, with_tta
 from pixelwise.metrics import SIZE_BINS
 
 HONESTY = ("A time budget is honest only when nothing else runs on this machine: run the "
@@ -114,6 +116,10 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
                         help="the input scales pixelwise's views also run at (default: the "
                              "recipe's, 1 1.25 on ISBI 2012, 1 on CamVid), as pixelwise "
                              "evaluate --tta-scales")
+    parser.add_argument("--peer-tta", action="store_true",
+                        help="score the peers with pixelwise's test-time augmentation too "
+                             "(pixelwise.inference.tta around their models; default: none, "
+                             "as their plain loop)")
     parser.add_argument("--seeds", type=int, default=1,
                         help="train every system this many times (seeds 0, 1, ...; seed-major, "
                              "so that machine load falls on all systems alike) and print the "
@@ -206,8 +212,11 @@ def train_peer(build: Callable[[], nn.Module], task: Task, limit: Limit,
     return model, steps, time.perf_counter() - started
 
 
-def score_peer(model: nn.Module, task: Task, device: torch.device) -> dict[str, Any]:
-    """``validate(detailed=True)`` on the evaluation split, as ``pixelwise.evaluate`` scores."""
+def score_peer(model: nn.Module, task: Task, device: torch.device, views: str = "none",
+               scales: tuple[float, ...] = (1.0,)) -> dict[str, Any]:
+    """``validate(detailed=True)`` on the evaluation split, as ``pixelwise.evaluate`` scores;
+    with test-time augmentation (``views``, ``scales``) when ``--peer-tta`` asks for it."""
+    model = with_tta(model, tta_views(False if views == "none" else views), scales)
     mean, std = RECOMMENDED[task.kind]["mean"], RECOMMENDED[task.kind]["std"]
     data = open_dataset(task.kind, task.eval_root, task.eval_split,
                         transforms=eval_preset(mean, std), **task.options, **task.eval_options)
@@ -227,6 +236,13 @@ def pixelwise_tta(task: Task, args: argparse.Namespace) -> str:
 def pixelwise_tta_scales(task: Task, args: argparse.Namespace) -> tuple[float, ...]:
     """The scales pixelwise's views run at: ``--tta-scales``, else the recipe's (``Task.tta_scales``)."""
     return tuple(args.tta_scales) if args.tta_scales else task.tta_scales
+
+
+def peer_tta(task: Task, args: argparse.Namespace) -> tuple[str, tuple[float, ...]]:
+    """The views and scales the peers are scored with: pixelwise's under ``--peer-tta``, else none."""
+    if not args.peer_tta:
+        return "none", (1.0,)
+    return pixelwise_tta(task, args), pixelwise_tta_scales(task, args)
 
 
 def tta_label(task: Task, args: argparse.Namespace) -> str:
@@ -302,9 +318,10 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                 if build is None:
                     continue
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
-                scores = score_peer(model, task, device)
+                scores = score_peer(model, task, device, *peer_tta(task, args))
             rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
-                         "tta": tta_label(task, args) if system in PIXELWISE else "none"})
+                         "tta": tta_label(task, args) if system in PIXELWISE or args.peer_tta
+                         else "none"})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:

@@ -44,3 +44,29 @@ def test_the_recipes_tta_unless_the_command_line_says_otherwise(side_by_side, re
     chosen, args = task(side_by_side, **recipe), options(side_by_side, *argv)
     assert side_by_side.tta_label(chosen, args) == label
     assert side_by_side.pixelwise_tta_scales(chosen, args) == scales
+
+
+@pytest.mark.parametrize(("argv", "views", "scales"), [
+    ([], "none", (1.0,)),  # the peers' plain loop: no test-time augmentation
+    (["--peer-tta"], "d4", (1.0, 1.25)),  # pixelwise's, for a like-for-like score
+    (["--peer-tta", "--tta-scales", "1"], "d4", (1.0,)),
+])
+def test_the_peers_are_scored_with_pixelwises_tta_only_when_asked(side_by_side, argv, views,
+                                                                  scales, monkeypatch):
+    from torch import nn
+
+    from pixelwise.inference.tta import DIHEDRAL, TestTimeAugmented
+
+    chosen, args = task(side_by_side, tta="d4", tta_scales=(1.0, 1.25)), options(side_by_side, *argv)
+    assert side_by_side.peer_tta(chosen, args) == (views, scales)
+    scored = []
+    monkeypatch.setattr(side_by_side, "open_dataset", lambda *a, **k: type(
+        "Data", (list,), {"info": type("Info", (), {"num_classes": 2, "ignore_index": 255})})())
+    monkeypatch.setattr(side_by_side, "validate", lambda model, *a, **k: scored.append(model))
+    peer = nn.Conv2d(1, 2, 3, padding=1)
+    side_by_side.score_peer(peer, chosen, "cpu", *side_by_side.peer_tta(chosen, args))
+    if views == "none":
+        assert scored == [peer]
+    else:
+        assert isinstance(scored[0], TestTimeAugmented) and scored[0].model is peer
+        assert (scored[0].flips, scored[0].scales) == (DIHEDRAL, scales)
