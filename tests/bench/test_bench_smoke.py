@@ -99,6 +99,15 @@ def test_isbi2012_bench_trains_and_scores_every_installed_system(tmp_path, capsy
     pooled = float(printed.splitlines()[0].rsplit(" ", 1)[1])
     assert pooled == pytest.approx(rows[0]["pixel_error"], abs=1e-4)
     assert "| 0.5 |" in printed and "| 3 px |" in printed
+    # bench/watershed_seeds.py reads it with the same views and scales by default
+    seeds = bench_script("watershed_seeds", "isbi2012")
+    assert seeds.main([str(checkpoint), "--root", str(root), "--slices", "25-29",
+                       "--thresholds", "0.9", "0.95", "--threads", "1"]) == 0
+    chosen = json_rows(capsys.readouterr().out)[0]
+    assert (chosen["tta"], chosen["tta_scales"]) == ("d4", [1.0, 1.25])
+    assert set(chosen["watershed"]) == {"0.9", "0.95"} and chosen["best"] in (0.9, 0.95)
+    # the label map's components alike the benchmark's score of the same slices
+    assert chosen["components"] == pytest.approx(rows[0]["adapted_rand_error"], abs=1e-6)
 
 
 def test_the_realtime_system_trains_the_presets_model_in_the_tasks_recipe(tmp_path, capsys):
