@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import argparse
-import importlib.util
-import sys
-from pathlib import Path
 
 import pytest
-
-BENCH = Path(__file__).resolve().parents[2] / "bench"
-
-
-@pytest.fixture(scope="module")
-def side_by_side():
-    spec = importlib.util.spec_from_file_location("bench_tta_side_by_side", BENCH / "_side_by_side.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["bench_tta_side_by_side"] = module  # its dataclasses look their module up
-    spec.loader.exec_module(module)
-    yield module
-    del sys.modules["bench_tta_side_by_side"]
 
 
 def task(side_by_side, **tta):
