@@ -112,7 +112,7 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
     parser.add_argument("--tta", choices=("none", "h", "d4"), default=None,
                         help="pixelwise's test-time augmentation (default: the recipe's, "
                              "d4 on ISBI 2012, h on CamVid); the peers' plain loop has none")
-    parser.add_argument("--tta-scales", type=float, nargs="+", default=None, metavar="S",
+    parser.add_argument("--tta-scales", type=positive_scale, nargs="+", default=None, metavar="S",
                         help="the input scales pixelwise's views also run at (default: the "
                              "recipe's, 1 1.25 on ISBI 2012, 1 on CamVid), as pixelwise "
                              "evaluate --tta-scales")
@@ -127,6 +127,14 @@ def add_common_arguments(parser: argparse.ArgumentParser, budget: float, crop: s
     parser.add_argument("--first-seed", type=int, default=0, metavar="S",
                         help="the first seed (default 0): --first-seed 1 adds seed 1 to an "
                              "earlier run of seed 0")
+
+
+def positive_scale(text: str) -> float:
+    """A ``--tta-scales`` value, refused at parsing, not after the budget's training."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"scales must be positive, got {text}; try 1 1.25")
+    return value
 
 
 def parse_crop(text: str) -> int | tuple[int, int]:

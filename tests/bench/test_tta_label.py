@@ -55,3 +55,10 @@ def test_the_peers_are_scored_with_pixelwises_tta_only_when_asked(side_by_side, 
     else:
         assert isinstance(scored[0], TestTimeAugmented) and scored[0].model is peer
         assert (scored[0].flips, scored[0].scales) == (DIHEDRAL, scales)
+
+
+@pytest.mark.parametrize("scale", ["0", "-1", "nan"])
+def test_a_scale_that_is_not_positive_is_refused_before_any_training(side_by_side, scale, capsys):
+    with pytest.raises(SystemExit):
+        options(side_by_side, "--tta-scales", "1", scale)
+    assert f"scales must be positive, got {scale}" in capsys.readouterr().err
