@@ -236,26 +236,17 @@ def score_peer(model: nn.Module, task: Task, device: torch.device, views: str = 
 # ---- pixelwise ---------------------------------------------------------------------------------
 
 
-def pixelwise_tta(task: Task, args: argparse.Namespace) -> str:
-    """The views pixelwise is scored with: ``--tta``, else the recipe's (``Task.tta``)."""
-    return args.tta or task.tta
-
-
-def pixelwise_tta_scales(task: Task, args: argparse.Namespace) -> tuple[float, ...]:
-    """The scales pixelwise's views run at: ``--tta-scales``, else the recipe's (``Task.tta_scales``)."""
-    return tuple(args.tta_scales) if args.tta_scales else task.tta_scales
-
-
-def peer_tta(task: Task, args: argparse.Namespace) -> tuple[str, tuple[float, ...]]:
-    """The views and scales the peers are scored with: pixelwise's under ``--peer-tta``, else none."""
-    if not args.peer_tta:
+def scoring_tta(system: str, task: Task, args: argparse.Namespace) -> tuple[str, tuple[float, ...]]:
+    """The views and scales ``system`` is scored with. pixelwise: ``--tta`` and ``--tta-scales``,
+    else the recipe's (``Task.tta``, ``Task.tta_scales``); the peers: none, or pixelwise's under
+    ``--peer-tta``."""
+    if system not in PIXELWISE and not args.peer_tta:
         return "none", (1.0,)
-    return pixelwise_tta(task, args), pixelwise_tta_scales(task, args)
+    return args.tta or task.tta, tuple(args.tta_scales) if args.tta_scales else task.tta_scales
 
 
-def tta_label(task: Task, args: argparse.Namespace) -> str:
-    """pixelwise's test-time augmentation in a table cell: ``d4``, or ``d4 x1,1.25`` with scales."""
-    views, scales = pixelwise_tta(task, args), pixelwise_tta_scales(task, args)
+def tta_label(views: str, scales: tuple[float, ...]) -> str:
+    """Test-time augmentation in a table cell: ``d4``, or ``d4 x1,1.25`` with scales."""
     return views if scales == (1.0,) else f"{views} x{','.join(f'{s:g}' for s in scales)}"
 
 
@@ -290,12 +281,12 @@ def run_pixelwise(task: Task, limit: Limit, args: argparse.Namespace, out: Path,
                  f"train.seed={seed}", *limit.pixelwise_overrides(), *args.set,
                  *preset_overrides(PIXELWISE[system])]
     result = pixelwise.train(load_config(task.config, overrides))
-    tta = pixelwise_tta(task, args)
+    tta, scales = scoring_tta(system, task, args)
     scores = pixelwise.evaluate(run_dir / "last.safetensors", task.kind, task.eval_root,
                                 task.eval_split, out_dir=run_dir / f"eval-{task.eval_split}",
                                 device=args.device, progress=False,
                                 tta=False if tta == "none" else tta,
-                                tta_scales=pixelwise_tta_scales(task, args),
+                                tta_scales=scales,
                                 **task.options, **task.eval_options)
     return result["step"], result["seconds"], scores
 
@@ -310,8 +301,9 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
     limit, device = limit_of(args), torch.device(args.device)
     out = Path(args.out or default_out)
     out.mkdir(parents=True, exist_ok=True)
+    ours = tta_label(*scoring_tta("pixelwise", task, args))
     print(f"{task.kind}: {limit.describe()} per system, {args.threads} threads, {args.device}, "
-          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {tta_label(task, args)}; "
+          f"crop {args.crop}, batch {args.batch_size}; pixelwise TTA {ours}; "
           f"torch {torch.__version__}")
     if limit.seconds is not None:
         print(HONESTY)
@@ -326,10 +318,9 @@ def run_all(task: Task, args: argparse.Namespace, default_out: str) -> list[dict
                 if build is None:
                     continue
                 model, steps, seconds = train_peer(build, task, limit, device, seed)
-                scores = score_peer(model, task, device, *peer_tta(task, args))
+                scores = score_peer(model, task, device, *scoring_tta(system, task, args))
             rows.append({**row_of(system, steps, seconds, limit, task, scores), "seed": seed,
-                         "tta": tta_label(task, args) if system in PIXELWISE or args.peer_tta
-                         else "none"})
+                         "tta": tta_label(*scoring_tta(system, task, args))})
             print(json.dumps(rows[-1]), flush=True)
     print(format_rows(rows, classes))
     if args.seeds > 1:

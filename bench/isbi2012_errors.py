@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from isbi2012 import TTA_SCALES, TTA_VIEWS  # bench/ is on sys.path
+from _side_by_side import tta_label  # bench/ is on sys.path
+from isbi2012 import TTA_SCALES, TTA_VIEWS
 from scipy import ndimage
 
 from pixelwise.data import open_dataset
@@ -100,8 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
     proba, truth = predict_slices(args.checkpoint, args.root, args.slices)
-    scales = ",".join(f"{scale:g}" for scale in TTA_SCALES)
-    print(f"{args.checkpoint}: slices {args.slices}, TTA {TTA_VIEWS} x{scales}; pooled pixel error "
+    print(f"{args.checkpoint}: slices {args.slices}, TTA {tta_label(TTA_VIEWS, TTA_SCALES)}; "
+          "pooled pixel error "
           f"{np.mean((proba > 0.5) != truth):.4f}")
     print("\n".join(report(proba, truth)))
     return 0

@@ -23,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from isbi2012 import TTA_SCALES, TTA_VIEWS  # bench/ is on sys.path
+from _side_by_side import tta_label  # bench/ is on sys.path
+from isbi2012 import TTA_SCALES, TTA_VIEWS
 
 from pixelwise.data import open_dataset
 from pixelwise.inference.predict import Segmenter
@@ -57,8 +58,8 @@ def main(argv: list[str] | None = None) -> int:
                                    for p, mask in pairs]))
     rows = {t: float(np.nanmean([segment_rand_error(watershed_cells(p, t), mask)
                                  for p, mask in pairs])) for t in args.thresholds}
-    print(f"{args.checkpoint}, slices {args.slices} ({len(pairs)}), TTA {args.tta}, "
-          f"scales {' '.join(f'{scale:g}' for scale in args.tta_scales)}")
+    print(f"{args.checkpoint}, slices {args.slices} ({len(pairs)}), "
+          f"TTA {tta_label(args.tta, tuple(args.tta_scales))}")
     print(f"label map components (p > 0.5): adapted Rand error {components:.4f}")
     for threshold, error in rows.items():
         print(f"watershed seeds p > {threshold}: adapted Rand error {error:.4f}")

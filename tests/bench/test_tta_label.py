@@ -27,8 +27,8 @@ def options(side_by_side, *argv: str) -> argparse.Namespace:
 def test_the_recipes_tta_unless_the_command_line_says_otherwise(side_by_side, recipe, argv,
                                                                 label, scales):
     chosen, args = task(side_by_side, **recipe), options(side_by_side, *argv)
-    assert side_by_side.tta_label(chosen, args) == label
-    assert side_by_side.pixelwise_tta_scales(chosen, args) == scales
+    assert side_by_side.tta_label(*side_by_side.scoring_tta("pixelwise", chosen, args)) == label
+    assert side_by_side.scoring_tta("pixelwise", chosen, args)[1] == scales
 
 
 @pytest.mark.parametrize(("argv", "views", "scales"), [
@@ -43,13 +43,14 @@ def test_the_peers_are_scored_with_pixelwises_tta_only_when_asked(side_by_side, 
     from pixelwise.inference.tta import DIHEDRAL, TestTimeAugmented
 
     chosen, args = task(side_by_side, tta="d4", tta_scales=(1.0, 1.25)), options(side_by_side, *argv)
-    assert side_by_side.peer_tta(chosen, args) == (views, scales)
+    assert side_by_side.scoring_tta("smp-unet-r34", chosen, args) == (views, scales)
     scored = []
     monkeypatch.setattr(side_by_side, "open_dataset", lambda *a, **k: type(
         "Data", (list,), {"info": type("Info", (), {"num_classes": 2, "ignore_index": 255})})())
     monkeypatch.setattr(side_by_side, "validate", lambda model, *a, **k: scored.append(model))
     peer = nn.Conv2d(1, 2, 3, padding=1)
-    side_by_side.score_peer(peer, chosen, "cpu", *side_by_side.peer_tta(chosen, args))
+    how = side_by_side.scoring_tta("smp-unet-r34", chosen, args)
+    side_by_side.score_peer(peer, chosen, "cpu", *how)
     if views == "none":
         assert scored == [peer]
     else:
